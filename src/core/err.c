@@ -17,13 +17,15 @@ int lp_fail(const char *fmt, ...) {
 }
 
 int lp_fail_prefix(const char *fmt, ...) {
-    char prefix[512], old[sizeof err_buf];
+    char joined[sizeof err_buf * 2];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(joined, sizeof joined, fmt, ap);
     va_end(ap);
-    memcpy(old, err_buf, sizeof old);
-    snprintf(err_buf, sizeof err_buf, "%s: %s", prefix, old);
+    if (n < 0 || (size_t)n >= sizeof joined - 3) n = (int)(sizeof joined - 3) - 1;
+    snprintf(joined + n, sizeof joined - (size_t)n, ": %s", err_buf);
+    memcpy(err_buf, joined, sizeof err_buf - 1);
+    err_buf[sizeof err_buf - 1] = 0;
     return -1;
 }
 

@@ -76,9 +76,16 @@ const char *lp_gguf_get_arr_str(const lp_gguf *g, const char *key, uint64_t i, u
 /* Raw pointer to the packed elements of a numeric array (little-endian, unaligned). */
 const void *lp_gguf_get_arr_data(const lp_gguf *g, const char *key);
 
+/* F32 or F64 value as double. */
+int lp_gguf_get_f64(const lp_gguf *g, const char *key, double *out);
+/* "UINT32", "STRING", ... ("?" for an unknown id). */
+const char *lp_gguf_vtype_name(lp_gguf_vtype t);
+
 int64_t lp_gguf_n_tensors(const lp_gguf *g);
 const lp_gguf_tensor *lp_gguf_tensor_at(const lp_gguf *g, int64_t i);
 const lp_gguf_tensor *lp_gguf_find_tensor(const lp_gguf *g, const char *name); /* NULL if absent */
+/* Tell the OS a tensor's pages may be dropped (bounded RSS while streaming a model). */
+void lp_gguf_release(const lp_gguf *g, const lp_gguf_tensor *t);
 
 /* ---------------- writer ---------------- */
 typedef struct lp_gguf_writer lp_gguf_writer;
@@ -94,6 +101,14 @@ void lp_gguf_set_str(lp_gguf_writer *w, const char *key, const char *v);
 void lp_gguf_set_arr_str(lp_gguf_writer *w, const char *key, const char *const *v, uint64_t n);
 void lp_gguf_set_arr_i32(lp_gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
 void lp_gguf_set_arr_f32(lp_gguf_writer *w, const char *key, const float *v, uint64_t n);
+/* Any scalar type: value points to the matching C type (uint8_t, int8_t, uint16_t, int16_t,
+ * uint32_t, int32_t, float, bool, -, -, uint64_t, int64_t, double). -1 for STRING/ARRAY. */
+int lp_gguf_set_scalar(lp_gguf_writer *w, const char *key, lp_gguf_vtype type, const void *value);
+/* Numeric or BOOL array from a packed C array of the matching element type. */
+int lp_gguf_set_arr(lp_gguf_writer *w, const char *key, lp_gguf_vtype elem_type, const void *data, uint64_t n);
+/* Copy KV i of an open reader verbatim (same key, type and bytes). */
+int lp_gguf_copy_kv(lp_gguf_writer *w, const lp_gguf *g, int64_t i);
+/* Setter misuse (empty key, setting after begin) is reported by begin/finish, since setters return void. */
 /* Declare a tensor (n_dims 1..4, ne[0] fastest). Returns its index, -1 on a bad name/shape/type. */
 int lp_gguf_writer_add_tensor(lp_gguf_writer *w, const char *name, lp_type type, int n_dims, const int64_t *ne);
 uint64_t lp_gguf_writer_tensor_nbytes(const lp_gguf_writer *w, int idx);

@@ -51,6 +51,8 @@ const lp_st_tensor *lp_checkpoint_find(const lp_checkpoint *c, const char *name)
 int lp_checkpoint_n_shards(const lp_checkpoint *c);
 const char *lp_checkpoint_shard_path(const lp_checkpoint *c, int shard);
 uint64_t lp_checkpoint_total_bytes(const lp_checkpoint *c); /* sum of tensor bytes */
+/* String value of `key` in a shard's "__metadata__" (e.g. "format" -> "pt"); NULL if absent. */
+const char *lp_checkpoint_metadata(const lp_checkpoint *c, int shard, const char *key);
 /* Tell the OS a tensor's pages may be dropped after conversion (bounded RSS). */
 void lp_checkpoint_release(const lp_checkpoint *c, const lp_st_tensor *t);
 

@@ -1,0 +1,203 @@
+/* cpu_matmul.c — the CPU matmul: y[n][M] = x[n][K] · W^T for any weight type.
+ *
+ * Work is cut into tiles of ROW_TILE weight rows x TOK_TILE tokens and spread
+ * over the pool; each tile reads its weight rows once for all its tokens (decode
+ * at batch 1 is memory-bound, prefill reuses every row TOK_TILE times).
+ *  - float weights (F32/F16/BF16): the tile's rows are converted to F32 once and
+ *    multiplied with the F32 activations — the same arithmetic as HF in float32.
+ *  - quantized weights: ggml's scheme; the activations are converted once to the
+ *    type's vec_dot_type and the traits' vec_dot multiplies row by row, so results
+ *    match llama.cpp's CPU backend. */
+#include <string.h>
+
+#include "cpu_internal.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define LP_CPU_AVX2 1
+#endif
+
+enum { ROW_TILE = 16, TOK_TILE = 32 };
+
+#ifdef LP_CPU_AVX2
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
+float cpu_dot_f32(const float *a, const float *b, int n) {
+    int i = 0;
+    float sum = 0.0f;
+#ifdef LP_CPU_AVX2
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    sum = hsum256(_mm256_add_ps(acc0, acc1));
+#endif
+    for (; i < n; i++) sum += a[i] * b[i];
+    return sum;
+}
+
+void cpu_axpy_f32(float a, const float *x, float *y, int n) {
+    int i = 0;
+#ifdef LP_CPU_AVX2
+    __m256 va = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* Four weight rows (stride ldw) times two activation rows: out[r][t]. */
+static void kernel_4x2(int K, const float *w, size_t ldw, const float *x0, const float *x1, float out[4][2]) {
+    int k = 0;
+#ifdef LP_CPU_AVX2
+    __m256 a[4][2];
+    for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    for (; k + 8 <= K; k += 8) {
+        __m256 xa = _mm256_loadu_ps(x0 + k), xb = _mm256_loadu_ps(x1 + k);
+        for (int r = 0; r < 4; r++) {
+            __m256 wr = _mm256_loadu_ps(w + r * ldw + k);
+            a[r][0] = _mm256_fmadd_ps(wr, xa, a[r][0]);
+            a[r][1] = _mm256_fmadd_ps(wr, xb, a[r][1]);
+        }
+    }
+    for (int r = 0; r < 4; r++) out[r][0] = hsum256(a[r][0]), out[r][1] = hsum256(a[r][1]);
+#else
+    for (int r = 0; r < 4; r++) out[r][0] = out[r][1] = 0.0f;
+#endif
+    for (; k < K; k++)
+        for (int r = 0; r < 4; r++) out[r][0] += w[r * ldw + k] * x0[k], out[r][1] += w[r * ldw + k] * x1[k];
+}
+
+typedef struct {
+    lp_cpu *c;
+    cpu_mm *mms;
+    int count;
+    int first_task[65]; /* first task of each problem; [count] = total */
+} mm_job;
+
+static int tiles(int n, int tile) { return (n + tile - 1) / tile; }
+
+/* Rows [r0, r1) as F32 with stride K: in place for F32, else converted into scratch. */
+static const float *rows_as_f32(lp_cpu *c, const cpu_mm *mm, int r0, int r1, int thread) {
+    const uint8_t *base = (const uint8_t *)mm->w + (size_t)r0 * mm->row_bytes;
+    if (mm->type == LP_TYPE_F32) return (const float *)base;
+    float *buf = cpu_scratch_get(&c->thread_scratch[thread], (size_t)(r1 - r0) * mm->K * sizeof(float));
+    lp_to_float_fn to_float = lp_qtype(mm->type)->to_float;
+    for (int r = 0; r < r1 - r0; r++) to_float(base + (size_t)r * mm->row_bytes, buf + (size_t)r * mm->K, mm->K);
+    return buf;
+}
+
+static void float_tile(lp_cpu *c, const cpu_mm *mm, int r0, int r1, int t0, int t1, int thread) {
+    const int K = mm->K, M = mm->M;
+    const float *w = rows_as_f32(c, mm, r0, r1, thread);
+    for (int t = t0; t < t1; t += 2) {
+        const float *x0 = mm->x + (size_t)t * K;
+        const bool pair = t + 1 < t1;
+        const float *x1 = pair ? x0 + K : x0;
+        int r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            float out[4][2];
+            kernel_4x2(K, w + (size_t)(r - r0) * K, (size_t)K, x0, x1, out);
+            for (int i = 0; i < 4; i++) {
+                mm->y[(size_t)t * M + r + i] = out[i][0];
+                if (pair) mm->y[(size_t)(t + 1) * M + r + i] = out[i][1];
+            }
+        }
+        for (; r < r1; r++) {
+            mm->y[(size_t)t * M + r] = cpu_dot_f32(w + (size_t)(r - r0) * K, x0, K);
+            if (pair) mm->y[(size_t)(t + 1) * M + r] = cpu_dot_f32(w + (size_t)(r - r0) * K, x1, K);
+        }
+    }
+}
+
+static void quant_tile(const cpu_mm *mm, int r0, int r1, int t0, int t1) {
+    lp_vec_dot_fn vec_dot = lp_qtype(mm->type)->vec_dot;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = (const uint8_t *)mm->w + (size_t)r * mm->row_bytes;
+        for (int t = t0; t < t1; t++)
+            mm->y[(size_t)t * mm->M + r] = vec_dot(mm->K, wr, (const uint8_t *)mm->xq + (size_t)t * mm->xq_stride);
+    }
+}
+
+static void mm_task(void *ctx, int task, int thread) {
+    mm_job *job = ctx;
+    int p = 0;
+    while (task >= job->first_task[p + 1]) p++;
+    const cpu_mm *mm = &job->mms[p];
+    const int local = task - job->first_task[p], tok_tiles = tiles(mm->n, TOK_TILE);
+    const int r0 = (local / tok_tiles) * ROW_TILE, t0 = (local % tok_tiles) * TOK_TILE;
+    const int r1 = r0 + ROW_TILE < mm->M ? r0 + ROW_TILE : mm->M, t1 = t0 + TOK_TILE < mm->n ? t0 + TOK_TILE : mm->n;
+    if (mm->xq)
+        quant_tile(mm, r0, r1, t0, t1);
+    else
+        float_tile(job->c, mm, r0, r1, t0, t1, thread);
+}
+
+void cpu_matmul_run(lp_cpu *c, cpu_mm *mms, int count) {
+    /* Problems are batched 64 at a time (MoE layers may pass one per active expert). */
+    for (int start = 0; start < count; start += 64) {
+        mm_job job = {.c = c, .mms = mms + start, .count = count - start < 64 ? count - start : 64};
+        job.first_task[0] = 0;
+        for (int i = 0; i < job.count; i++) {
+            const cpu_mm *mm = &job.mms[i];
+            int n_tasks = mm->n > 0 && mm->M > 0 ? tiles(mm->M, ROW_TILE) * tiles(mm->n, TOK_TILE) : 0;
+            job.first_task[i + 1] = job.first_task[i] + n_tasks;
+        }
+        lp_pool_run(c->pool, job.first_task[job.count], mm_task, &job);
+    }
+}
+
+cpu_mm cpu_mm_for(const lp_weight *w, int expert, const float *x, int n, float *y) {
+    cpu_mm mm = {
+        .w = lp_weight_expert(w, expert < 0 ? 0 : expert),
+        .type = w->type,
+        .row_bytes = w->row_bytes,
+        .K = (int)w->ne[0],
+        .M = (int)w->ne[1],
+        .n = n,
+        .x = x,
+        .y = y,
+    };
+    return mm;
+}
+
+typedef struct {
+    const float *x;
+    uint8_t *dst;
+    size_t stride;
+    int K;
+    lp_from_float_fn from_float;
+} convert_job;
+
+static void convert_task(void *ctx, int t, int thread) {
+    (void)thread;
+    convert_job *j = ctx;
+    j->from_float(j->x + (size_t)t * j->K, j->dst + (size_t)t * j->stride, j->K);
+}
+
+void cpu_mm_prepare_x(lp_cpu *c, cpu_mm *mm, int buf) {
+    const lp_qtype_traits *tr = lp_qtype(mm->type);
+    mm->xq = NULL;
+    if (!tr->quantized) return;
+    if (tr->vec_dot_type == LP_TYPE_F32) {
+        mm->xq = mm->x;
+        mm->xq_stride = (size_t)mm->K * sizeof(float);
+        return;
+    }
+    const lp_qtype_traits *vt = lp_qtype(tr->vec_dot_type);
+    convert_job job = {.x = mm->x, .stride = lp_row_size(tr->vec_dot_type, mm->K), .K = mm->K, .from_float = vt->from_float};
+    job.dst = cpu_scratch_get(&c->xq[buf], job.stride * (size_t)mm->n);
+    if (mm->n >= 8)
+        lp_pool_run(c->pool, mm->n, convert_task, &job);
+    else
+        for (int t = 0; t < mm->n; t++) convert_task(&job, t, 0);
+    mm->xq = job.dst;
+    mm->xq_stride = job.stride;
+}

@@ -1,0 +1,118 @@
+"""Our GGUF files as other tools see them: the `gguf` package reads every KV and
+tensor and dequantizes them to exactly what our dequantizer produces, and
+llama.cpp (llama-cpp-python) loads them and continues the reference prompts."""
+import json
+
+import numpy as np
+import pytest
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+from conftest import FIXTURES, QUANT, refs, run
+
+
+def field_value(reader, key):
+    f = reader.fields[key]
+    return f.contents()
+
+
+def test_metadata_llama_cpp_needs(tiny_gguf):
+    r = GGUFReader(tiny_gguf["q4_k_m"])
+    assert field_value(r, "general.architecture") == "qwen3"
+    assert field_value(r, "general.file_type") == 15
+    assert field_value(r, "qwen3.block_count") == 6
+    assert field_value(r, "qwen3.attention.head_count_kv") == 2
+    assert field_value(r, "qwen3.attention.key_length") == 32
+    assert field_value(r, "tokenizer.ggml.model") == "gpt2"
+    assert field_value(r, "tokenizer.ggml.pre") == "qwen2"
+    tokens = field_value(r, "tokenizer.ggml.tokens")
+    types = field_value(r, "tokenizer.ggml.token_type")
+    assert len(tokens) == 8192 and len(types) == 8192
+    assert tokens[8184] == "[PAD8184]" and types[8184] == 5
+    assert types[tokens.index("<|im_end|>")] == 3
+    assert types[tokens.index("<think>")] == 4
+    assert field_value(r, "tokenizer.ggml.eos_token_id") == tokens.index("<|im_end|>")
+    assert field_value(r, "tokenizer.ggml.add_bos_token") is False
+    assert "<|im_start|>" in field_value(r, "tokenizer.chat_template")
+    assert len(field_value(r, "tokenizer.ggml.merges")) > 1000
+
+
+def test_q4_k_m_tensor_types_follow_recipe(tiny_gguf):
+    r = GGUFReader(tiny_gguf["q4_k_m"])
+    types = {t.name: t.tensor_type.name for t in r.tensors}
+    assert types["output.weight"] == "Q6_K"
+    assert types["token_embd.weight"] == "Q4_K"
+    assert types["blk.0.attn_norm.weight"] == "F32"
+    assert types["blk.0.attn_q.weight"] == "Q4_K"
+    # 6 layers: use_more_bits(i, 6) is true for i in {0, 3, 5}  (n/8 = 0; 7n/8 = 5; (i-0)%3==2 -> 2, 5)
+    more = {i for i in range(6) if i < 6 // 8 or i >= 7 * 6 // 8 or (i - 6 // 8) % 3 == 2}
+    for i in range(6):
+        want = "Q6_K" if i in more else "Q4_K"
+        assert types[f"blk.{i}.attn_v.weight"] == want
+        assert types[f"blk.{i}.ffn_down.weight"] == want
+
+
+@pytest.mark.parametrize("precision", ["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k"])
+def test_gguf_package_dequantizes_like_us(tiny_gguf, precision, tmp_path):
+    """Every tensor: gguf-py's dequantization == ours, bit for bit (float32)."""
+    r = GGUFReader(tiny_gguf[precision])
+    assert len(r.tensors) == 3 + 6 * 11
+    for t in r.tensors:
+        theirs = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(-1)
+        out = tmp_path / "t.f32"
+        run(QUANT, "inspect", tiny_gguf[precision], "--tensor", t.name, "--dequantize", out)
+        ours = np.fromfile(out, dtype=np.float32)
+        assert ours.shape == theirs.shape, t.name
+        np.testing.assert_array_equal(ours, theirs, err_msg=t.name)
+
+
+def test_conversion_is_deterministic(tiny_gguf, tmp_path):
+    run(QUANT, "convert", "--model", FIXTURES / "models" / "tiny-qwen3", "--output", tmp_path,
+        "--precision", "q4_k_m", "--quiet", "--threads", "1")
+    again = next(tmp_path.glob("gguf/q4_k_m/*.gguf")).read_bytes()
+    assert again == tiny_gguf["q4_k_m"].read_bytes()
+
+
+def test_manifest(tiny_gguf):
+    out = tiny_gguf["q8_0"].parents[2]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"] == "tiny-qwen3"
+    assert m["architecture"]["attention"]["gqa_ratio"] == 4
+    a = next(a for a in m["artifacts"] if a["precision"] == "q8_0")
+    assert a["size_bytes"] == tiny_gguf["q8_0"].stat().st_size
+    import hashlib
+    assert a["sha256"] == hashlib.sha256(tiny_gguf["q8_0"].read_bytes()).hexdigest()
+    assert 8.4 < a["bits_per_weight"] < 8.6
+    meta = json.loads((tiny_gguf["q8_0"].parent / "metadata.json").read_text())
+    assert meta["sha256"] == a["sha256"]
+
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+
+def llama_greedy(path, prompt_ids, n):
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=False)
+    out = []
+    for tok in llm.generate(prompt_ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+        out.append(tok)
+        if len(out) == n:
+            break
+    return out
+
+
+@pytest.mark.parametrize("precision", ["f32", "f16"])
+def test_llama_cpp_matches_hf_reference(tiny_gguf, precision):
+    for case in refs("tiny-qwen3")["greedy"]:
+        got = llama_greedy(tiny_gguf[precision], case["prompt_ids"], len(case["greedy_ids"]))
+        assert got == case["greedy_ids"], case["prompt"]
+
+
+@pytest.mark.parametrize("precision", ["q8_0", "q4_k_m"])
+def test_llama_cpp_quantized_stays_sensible(tiny_gguf, precision):
+    agree = total = 0
+    for case in refs("tiny-qwen3")["greedy"]:
+        got = llama_greedy(tiny_gguf[precision], case["prompt_ids"], 16)
+        agree += sum(a == b for a, b in zip(got, case["greedy_ids"][:16]))
+        total += 16
+        assert got[:4] == case["greedy_ids"][:4], case["prompt"]
+    assert agree / total >= (0.9 if precision == "q8_0" else 0.5)
