@@ -107,20 +107,19 @@ static bool repo_id_ok(const char *id) {
     return !strchr(slash + 1, '/') && repo_part_ok(id, (size_t)(slash - id)) && repo_part_ok(slash + 1, strlen(slash + 1));
 }
 
-/* Branch, tag, "refs/pr/N" or a commit sha: it becomes a path under refs/, so no ".." parts. */
+/* Branch, tag, "refs/pr/N" or a commit sha: it becomes a path under refs/, so every
+ * '/'-separated part must be non-empty and neither "." nor "..". */
 static bool revision_ok(const char *rev) {
     size_t n = strlen(rev);
-    if (n == 0 || n > 255 || rev[0] == '/' || rev[n - 1] == '/') return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = rev[i];
-        if (!(isalnum((unsigned char)c) || strchr("-_./", c))) return false;
+    if (n == 0 || n > 255) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!(isalnum((unsigned char)rev[i]) || strchr("-_./", rev[i]))) return false;
+    for (const char *part = rev;; part++) {
+        size_t len = strcspn(part, "/");
+        if (len == 0 || (len == 1 && part[0] == '.') || (len == 2 && part[0] == '.' && part[1] == '.')) return false;
+        part += len;
+        if (!*part) return true;
     }
-    for (const char *p = rev; p; p = strchr(p, '/')) {
-        if (*p == '/') p++;
-        if (strncmp(p, "..", 2) == 0 && (p[2] == '/' || p[2] == 0)) return false;
-        if (p[0] == '.' && (p[1] == '/' || p[1] == 0)) return false;
-    }
-    return true;
 }
 
 static bool is_commit_sha(const char *s) {

@@ -1,0 +1,173 @@
+/* synth_checkpoint.c — writes an HF-layout checkpoint with the exact tensor
+ * names and shapes of a real config.json and random bf16 values, for speed and
+ * memory benchmarks at full size (speed does not depend on the values).
+ *
+ *   synth_checkpoint CONFIG.json TOKENIZER_DIR OUT_DIR [--layers N]
+ *
+ * Shards at ~4 GB like the hub, writes model.safetensors.index.json, copies
+ * config.json (optionally with fewer layers) and the tokenizer files. */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arch/arch.h"
+#include "core/err.h"
+#include "core/fileio.h"
+#include "formats/safetensors.h"
+#include "pipeline/plan.h"
+#include "quant/qtype.h"
+
+#define SHARD_BYTES (4000ull * 1000 * 1000)
+
+typedef struct {
+    char name[160];
+    int n_dims;
+    int64_t shape[3];
+    bool is_norm;
+} hf_tensor;
+
+static int present(void *ctx, lp_role role, int layer) {
+    const lp_hparams *hp = ctx;
+    (void)layer;
+    if (role == LP_T_OUTPUT) return !hp->tied_embeddings;
+    if (role == LP_T_ATTN_Q_BIAS || role == LP_T_ATTN_K_BIAS || role == LP_T_ATTN_V_BIAS) return hp->attn_bias;
+    return 0;
+}
+
+/* HF tensors of a plan row: one, or one per expert. HF shape = GGUF ne reversed. */
+static int hf_tensors(const lp_hparams *hp, const lp_plan_tensor *t, hf_tensor *out, int max) {
+    const lp_tensor_map *m = lp_arch_tensor(hp->arch, t->role);
+    int n = m->src == LP_SRC_EXPERT_STACK ? (int)t->ne[2] : 1;
+    if (n > max) return -1;
+    for (int e = 0; e < n; e++) {
+        hf_tensor *h = &out[e];
+        lp_tensor_name_hf(m, t->layer, e, h->name, sizeof h->name);
+        h->n_dims = m->src == LP_SRC_EXPERT_STACK ? 2 : t->n_dims;
+        for (int d = 0; d < h->n_dims; d++) h->shape[d] = t->ne[h->n_dims - 1 - d];
+        h->is_norm = t->n_dims == 1;
+    }
+    return n;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint32_t next_u32(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+
+static void fill(uint16_t *buf, int64_t n, bool is_norm) {
+    for (int64_t i = 0; i < n; i++) {
+        /* roughly N(0, 0.02): sum of 4 uniforms */
+        float u = 0;
+        for (int k = 0; k < 4; k++) u += (float)next_u32() / 4294967296.0f - 0.5f;
+        buf[i] = lp_f32_to_bf16(is_norm ? 1.0f : u * 0.0346f);
+    }
+}
+
+static int write_shard(const char *path, hf_tensor *ts, int n, json_t *weight_map, const char *shard_name) {
+    lp_st_writer *w = lp_st_writer_new();
+    lp_st_writer_set_metadata(w, "format", "pt");
+    for (int i = 0; i < n; i++) {
+        if (lp_st_writer_add(w, ts[i].name, LP_ST_BF16, ts[i].n_dims, ts[i].shape) < 0) goto fail;
+        json_object_set_new(weight_map, ts[i].name, json_string(shard_name));
+    }
+    if (lp_st_writer_begin(w, path) != 0) goto fail;
+    for (int i = 0; i < n; i++) {
+        int64_t count = 1;
+        for (int d = 0; d < ts[i].n_dims; d++) count *= ts[i].shape[d];
+        const int64_t chunk = 1 << 22;
+        uint16_t *buf = lp_xmalloc(sizeof(uint16_t) * (size_t)chunk);
+        for (int64_t off = 0; off < count; off += chunk) {
+            int64_t k = count - off < chunk ? count - off : chunk;
+            fill(buf, k, ts[i].is_norm);
+            if (lp_st_writer_data(w, i, buf, sizeof(uint16_t) * (size_t)k) != 0) {
+                free(buf);
+                goto fail;
+            }
+        }
+        free(buf);
+    }
+    if (lp_st_writer_finish(w) != 0) goto fail;
+    lp_st_writer_free(w);
+    return 0;
+fail:
+    lp_st_writer_free(w);
+    return -1;
+}
+
+static int copy_tokenizer(const char *tok_dir, const char *out) {
+    const char *files[] = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *src = lp_path_join(tok_dir, files[i]), *dst = lp_path_join(out, files[i]);
+        int rc = lp_path_exists(src) ? lp_copy_file(src, dst) : 0;
+        free(src);
+        free(dst);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s CONFIG.json TOKENIZER_DIR OUT_DIR [--layers N]\n", argv[0]);
+        return 2;
+    }
+    const char *config = argv[1], *tok_dir = argv[2], *out = argv[3];
+    int layers = argc >= 6 && strcmp(argv[4], "--layers") == 0 ? atoi(argv[5]) : 0;
+    json_t *cfg = json_load_file(config, 0, NULL);
+    if (!cfg) return fprintf(stderr, "%s: cannot parse\n", config), 1;
+    if (layers > 0) json_object_set_new(cfg, "num_hidden_layers", json_integer(layers));
+    lp_hparams hp;
+    if (lp_hparams_from_config(cfg, config, &hp) != 0 || lp_mkdir_p(out) != 0) return fprintf(stderr, "%s\n", lp_errmsg()), 1;
+    lp_plan plan;
+    if (lp_plan_build(&plan, &hp, lp_recipe_find("bf16"), present, &hp) != 0) return fprintf(stderr, "%s\n", lp_errmsg()), 1;
+    json_t *weight_map = json_object();
+    hf_tensor *pending = lp_xcalloc(4096, sizeof *pending);
+    int n_pending = 0, n_shards = 0;
+    uint64_t shard_bytes = 0, total = 0;
+    /* first pass: count shards */
+    for (int pass = 0; pass < 2; pass++) {
+        int shard = 0;
+        n_pending = 0;
+        shard_bytes = 0;
+        for (int i = 0; i <= plan.n; i++) {
+            hf_tensor ts[512];
+            int n = i < plan.n ? hf_tensors(&hp, &plan.tensors[i], ts, 512) : 0;
+            uint64_t bytes = 0;
+            for (int k = 0; k < n; k++) {
+                uint64_t c = 2;
+                for (int d = 0; d < ts[k].n_dims; d++) c *= (uint64_t)ts[k].shape[d];
+                bytes += c;
+            }
+            bool flush = i == plan.n || (shard_bytes > 0 && shard_bytes + bytes > SHARD_BYTES) || n_pending + n > 4096;
+            if (flush && n_pending > 0) {
+                shard++;
+                if (pass == 1) {
+                    char name[64];
+                    snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", shard, n_shards);
+                    char *path = lp_path_join(out, name);
+                    fprintf(stderr, "writing %s (%.2f GB)\n", name, (double)shard_bytes / 1e9);
+                    if (write_shard(path, pending, n_pending, weight_map, name) != 0) return fprintf(stderr, "%s\n", lp_errmsg()), 1;
+                    free(path);
+                }
+                n_pending = 0;
+                shard_bytes = 0;
+            }
+            memcpy(pending + n_pending, ts, sizeof *ts * (size_t)n);
+            n_pending += n;
+            shard_bytes += bytes;
+            if (pass == 0) total += bytes;
+        }
+        n_shards = shard;
+    }
+    json_t *index = json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", weight_map);
+    char *index_path = lp_path_join(out, "model.safetensors.index.json"), *cfg_path = lp_path_join(out, "config.json");
+    int rc = json_dump_file(index, index_path, JSON_INDENT(2) | JSON_SORT_KEYS) | json_dump_file(cfg, cfg_path, JSON_INDENT(2));
+    if (rc == 0) rc = copy_tokenizer(tok_dir, out);
+    printf("wrote %s: %d shards, %.2f GB of bf16 weights\n", out, n_shards, (double)total / 1e9);
+    return rc == 0 ? 0 : 1;
+}
