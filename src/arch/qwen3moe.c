@@ -25,6 +25,7 @@ static int qwen3moe_read_config(const json_t *cfg, lp_hparams *hp, const char *p
     if (!json_is_integer(v) || json_integer_value(v) <= 0)
         return lp_fail("%s: field 'moe_intermediate_size': missing or not positive", path);
     hp->n_ff_exp = (int)json_integer_value(v);
+    hp->n_ff = 0; /* intermediate_size describes dense layers, and Qwen3-MoE has none (mlp_only_layers is empty) */
     const json_t *norm = json_object_get(cfg, "norm_topk_prob");
     hp->expert_norm_topk = norm && json_is_true(norm);
     const json_t *mlp_only = json_object_get(cfg, "mlp_only_layers");

@@ -614,30 +614,41 @@ static int lock_blob(const hub_repo *r, const char *etag) {
     return fd;
 }
 
-/* Make blobs/<etag> exist with the verified content, downloading (or resuming) if needed. */
-static int ensure_blob(hub_repo *r, const char *file, const char *what, const char *url, const file_meta *meta) {
-    char *blob = lp_path_join(r->blobs_dir, meta->etag);
+/* Fill <blob>.incomplete (resuming what an earlier run left), verify it and rename it to
+ * <blob>. A part longer than the announced size cannot be a prefix and is dropped; one of
+ * exactly that size only missed its rename. A server that refuses ranges gets one fresh try. */
+static int download_blob(hub_repo *r, const char *file, const char *what, const char *url, const file_meta *meta,
+                         const char *blob) {
     char *tmp = lp_xasprintf("%s.incomplete", blob);
+    if (meta->size >= 0 && file_size_or(tmp, 0) > meta->size) unlink(tmp);
     int rc = 0;
-    int lock = lock_blob(r, meta->etag);
-    if (lock < 0) rc = -1;
-    int64_t cached = rc == 0 ? file_size_or(blob, -1) : -1;
-    if (rc == 0 && !(cached >= 0 && (meta->size < 0 || cached == meta->size))) {
-        if (meta->size >= 0 && file_size_or(tmp, 0) > meta->size) unlink(tmp); /* stale, cannot be a prefix */
+    if (meta->size < 0 || file_size_or(tmp, -1) != meta->size) {
         bool range_refused = false;
-        bool done = meta->size >= 0 && file_size_or(tmp, -1) == meta->size; /* finished, not yet renamed */
-        if (!done) rc = get_into_incomplete(&r->s, file, what, url, tmp, meta->size, &range_refused);
-        if (!done && rc != 0 && range_refused) {
+        rc = get_into_incomplete(&r->s, file, what, url, tmp, meta->size, &range_refused);
+        if (rc != 0 && range_refused) {
             unlink(tmp);
             rc = get_into_incomplete(&r->s, file, what, url, tmp, meta->size, &range_refused);
         }
-        if (rc == 0) rc = verify_blob(what, tmp, meta->etag);
-        if (rc == 0 && rename(tmp, blob) != 0) rc = lp_fail("%s: cannot rename into place: %s", blob, strerror(errno));
+    }
+    if (rc == 0) rc = verify_blob(what, tmp, meta->etag);
+    if (rc == 0 && rename(tmp, blob) != 0) rc = lp_fail("%s: cannot rename into place: %s", blob, strerror(errno));
+    free(tmp);
+    return rc;
+}
+
+/* Make blobs/<etag> exist, unless it already does (another snapshot or process made it). */
+static int ensure_blob(hub_repo *r, const char *file, const char *what, const char *url, const file_meta *meta) {
+    int lock = lock_blob(r, meta->etag);
+    if (lock < 0) return -1;
+    char *blob = lp_path_join(r->blobs_dir, meta->etag);
+    int64_t cached = file_size_or(blob, -1);
+    int rc = 0;
+    if (cached < 0 || (meta->size >= 0 && cached != meta->size)) {
+        rc = download_blob(r, file, what, url, meta, blob);
         if (rc == 0) r->fetched++;
     }
-    if (lock >= 0) close(lock);
+    close(lock);
     free(blob);
-    free(tmp);
     return rc;
 }
 

@@ -204,7 +204,7 @@ static int st_type(const lp_st_tensor *t, lp_type *out) {
 static int hf_tensor_into(lp_model *m, const char *name, lp_weight *w, int expert) {
     const lp_st_tensor *t = lp_checkpoint_find(m->ckpt, name);
     if (!t) return 1; /* absent */
-    lp_type type;
+    lp_type type = LP_TYPE_F32;
     if (st_type(t, &type) != 0) return lp_fail_prefix("%s", m->path);
     if (t->n_dims < 1 || t->n_dims > 2) return lp_fail("%s: tensor '%s': %d dimensions (1 or 2 expected)", m->path, name, t->n_dims);
     int64_t ne0 = t->shape[t->n_dims - 1], ne1 = t->n_dims == 2 ? t->shape[0] : 1;

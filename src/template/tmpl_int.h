@@ -226,6 +226,10 @@ struct rstate {
     int line, depth;
     long long steps;
     bool raised;
+    struct {
+        const json_t **slots; /* open addressing; arrays that are Python tuples */
+        size_t cap, n;
+    } tuples;
 };
 
 /* errors: "<template name>:<line>: message" */

@@ -192,7 +192,7 @@ static void bpe_merge(enc *e, size_t n_sym) {
 
 static void bpe_word(enc *e, const char *s, size_t n) {
     const lp_tokenizer *tok = e->tok;
-    if (n == 1 && tok->byte_id[(uint8_t)s[0]] >= 0 && !tok->ignore_merges) {
+    if (n == 1 && tok->byte_id[(uint8_t)s[0]] >= 0) { /* what BPE and ignore_merges both give */
         emit(e, &tok->byte_id[(uint8_t)s[0]], 1);
         return;
     }

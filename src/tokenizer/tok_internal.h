@@ -1,4 +1,4 @@
-/* tok_internal.h — the tokenizer's private layout, shared by src/tokenizer/*.c only.
+/* tok_internal.h — the tokenizer's private layout, shared by the tokenizer sources only.
  *
  * Both loaders (tokenizer.json, GGUF arrays) fill one lp_tokenizer through the builder
  * calls below, in this order: vocab -> tok_index_vocab -> merges -> added tokens ->

@@ -257,7 +257,7 @@ typedef struct {
 
 static int on_vocab_member(const char *key, size_t key_len, js *s, void *ctx) {
     vocab_ctx *v = ctx;
-    int64_t id;
+    int64_t id = -1;
     if (js_int(s, &id)) return -1;
     return tok_set_vocab(v->tok, id, key, key_len, LP_TOKEN_NORMAL, v->what);
 }

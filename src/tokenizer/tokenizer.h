@@ -59,6 +59,9 @@ int lp_tokenizer_encode(const lp_tokenizer *tok, const char *text, size_t len, b
 /* Ids -> malloc'd NUL-terminated UTF-8 text (invalid byte runs become U+FFFD, like HF).
  * skip_special drops special added tokens. An id out of range -> NULL. */
 char *lp_tokenizer_decode(const lp_tokenizer *tok, const int32_t *ids, size_t n, bool skip_special);
+/* The same, also giving the length (the text may hold NUL bytes); len may be NULL. */
+char *lp_tokenizer_decode_len(const lp_tokenizer *tok, const int32_t *ids, size_t n, bool skip_special,
+                              size_t *len);
 
 /* The raw bytes one token stands for (what decode would emit for it alone, before the
  * U+FFFD repair). Not NUL-terminated; may end inside a UTF-8 sequence that the next token

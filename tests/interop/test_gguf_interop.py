@@ -107,12 +107,35 @@ def test_llama_cpp_matches_hf_reference(tiny_gguf, precision):
         assert got == case["greedy_ids"], case["prompt"]
 
 
-@pytest.mark.parametrize("precision", ["q8_0", "q4_k_m"])
-def test_llama_cpp_quantized_stays_sensible(tiny_gguf, precision):
+@pytest.mark.parametrize("precision,min_agree", [("q8_0", 0.9), ("q6_k", 0.6), ("q4_k_m", 0.3)])
+def test_llama_cpp_quantized_stays_sensible(tiny_gguf, precision, min_agree):
+    """Greedy tokens of the quantized model vs the HF reference, position by position.
+    (Q4_K_M flips some early tokens on an 8.7M-parameter model; llama.cpp's own
+    quantizer produces the identical file, see test_k_quants_byte_identical_to_llama_cpp.)"""
     agree = total = 0
     for case in refs("tiny-qwen3")["greedy"]:
         got = llama_greedy(tiny_gguf[precision], case["prompt_ids"], 16)
+        assert all(0 <= t < 8184 for t in got)
         agree += sum(a == b for a, b in zip(got, case["greedy_ids"][:16]))
         total += 16
-        assert got[:4] == case["greedy_ids"][:4], case["prompt"]
-    assert agree / total >= (0.9 if precision == "q8_0" else 0.5)
+    assert agree / total >= min_agree
+
+
+@pytest.mark.parametrize("precision,ftype", [("q8_0", 7), ("q6_k", 18), ("q5_k_m", 17), ("q4_k_m", 15),
+                                             ("q3_k_m", 12), ("q2_k", 10)])
+def test_k_quants_byte_identical_to_llama_cpp(tiny_gguf, precision, ftype, tmp_path):
+    """llama.cpp's own quantizer (llama_model_quantize) on our f32 GGUF produces exactly
+    our tensors: same type per tensor, same bytes."""
+    import ctypes
+    dst = tmp_path / f"llama-{precision}.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = 2
+    rc = llama_cpp.llama_model_quantize(str(tiny_gguf["f32"]).encode(), str(dst).encode(), ctypes.byref(params))
+    assert rc == 0
+    theirs = {t.name: t for t in GGUFReader(dst).tensors}
+    ours = {t.name: t for t in GGUFReader(tiny_gguf[precision]).tensors}
+    assert theirs.keys() == ours.keys()
+    for name, t in theirs.items():
+        assert t.tensor_type == ours[name].tensor_type, name
+        assert np.array_equal(np.asarray(t.data), np.asarray(ours[name].data)), name

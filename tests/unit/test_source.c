@@ -229,6 +229,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     static const char resolve_prefix[] = "/" REPO "/resolve/";
     if (strncmp(url, "/cdn/", 5) == 0) return serve_cdn(hub, c, url + 5, range);
     if (!authorized(hub, auth)) return reply_text(c, 401, "{\"error\":\"Invalid credentials in Authorization header\"}");
+    const char *renamed = strstr(url, "/lp-test/old-name/");
+    if (renamed) { /* a renamed repo answers with a relative redirect to its new name */
+        char loc[256];
+        snprintf(loc, sizeof loc, "%.*s/" REPO "/%s", (int)(renamed - url), url, renamed + strlen("/lp-test/old-name/"));
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(r, "Location", loc);
+        return queue(c, 307, r);
+    }
     const char *rest;
     bool api = strncmp(url, api_prefix, strlen(api_prefix)) == 0;
     if (api) rest = url + strlen(api_prefix);
@@ -792,6 +800,26 @@ static void test_download_not_found(void **state) {
     hub_stop(&hub);
 }
 
+/* Relative redirects (a renamed repo) are followed for the listing and the HEAD probe;
+ * the cache entry keeps the name that was asked for. */
+static void test_download_renamed_repo(void **state) {
+    test_env *env = *state;
+    fake_hub hub;
+    hub_start(&hub);
+    lp_model_source src;
+    if (lp_source_resolve("lp-test/old-name", &src, &quiet_online) != 0) fail_msg("%s", lp_errmsg());
+    char *want = lp_path_join(env->cache, "models--lp-test--old-name/snapshots/" COMMIT);
+    assert_string_equal(src.dir, want);
+    char *shard = lp_path_join(src.dir, SHARD2);
+    assert_same_file(shard, SHARD2);
+    assert_int_equal(hub_count_url(&hub, "HEAD", "/lp-test/old-name/resolve/"), 8); /* 6 small files, 2 shards */
+    assert_int_equal(hub_count_url(&hub, "HEAD", "/" REPO "/resolve/"), 8);
+    free(shard);
+    free(want);
+    lp_source_free(&src);
+    hub_stop(&hub);
+}
+
 static void test_download_network_error(void **state) {
     fake_hub hub;
     hub_start(&hub);
@@ -820,6 +848,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_download_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_download_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_download_not_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_download_renamed_repo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_download_network_error, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
