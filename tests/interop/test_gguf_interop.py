@@ -107,17 +107,25 @@ def test_llama_cpp_matches_hf_reference(tiny_gguf, precision):
         assert got == case["greedy_ids"], case["prompt"]
 
 
-@pytest.mark.parametrize("precision,min_agree", [("q8_0", 0.9), ("q6_k", 0.6), ("q4_k_m", 0.3)])
+@pytest.mark.parametrize("precision,min_agree", [("q8_0", 0.97), ("q6_k", 0.92), ("q5_k_m", 0.88),
+                                                 ("q4_k_m", 0.85), ("q3_k_m", 0.78), ("q2_k", 0.6)])
 def test_llama_cpp_quantized_stays_sensible(tiny_gguf, precision, min_agree):
-    """Greedy tokens of the quantized model vs the HF reference, position by position.
-    (Q4_K_M flips some early tokens on an 8.7M-parameter model; llama.cpp's own
-    quantizer produces the identical file, see test_k_quants_byte_identical_to_llama_cpp.)"""
+    """Teacher-forced top-1 agreement with the HF greedy reference: llama.cpp runs the
+    quantized file over prompt + reference continuation; its argmax at each position
+    must usually be the reference's next token (measured: q8_0 0.99, q6_k 0.95,
+    q5_k_m 0.92, q4_k_m 0.91, q3_k_m 0.85, q2_k 0.69)."""
+    llm = llama_cpp.Llama(model_path=str(tiny_gguf[precision]), n_ctx=256, n_threads=2, verbose=False,
+                          logits_all=True)
     agree = total = 0
     for case in refs("tiny-qwen3")["greedy"]:
-        got = llama_greedy(tiny_gguf[precision], case["prompt_ids"], 16)
-        assert all(0 <= t < 8184 for t in got)
-        agree += sum(a == b for a, b in zip(got, case["greedy_ids"][:16]))
-        total += 16
+        seq = case["prompt_ids"] + case["greedy_ids"]
+        llm.reset()
+        llm.eval(seq)
+        scores = np.array(llm.scores[:len(seq)])
+        n0 = len(case["prompt_ids"])
+        pred = scores[n0 - 1:len(seq) - 1].argmax(-1)
+        agree += int((pred == np.array(case["greedy_ids"])).sum())
+        total += len(case["greedy_ids"])
     assert agree / total >= min_agree
 
 

@@ -84,37 +84,73 @@ typedef struct {
 
 static int tiles(int n, int tile) { return (n + tile - 1) / tile; }
 
+/* BF16/F16 rows widened with AVX2/F16C: the traits' portable to_float is a
+ * per-element call, which would dominate batch-1 decode of a BF16 model. */
+static lp_to_float_fn fast_to_float(lp_type type);
+
 /* Rows [r0, r1) as F32 with stride K: in place for F32, else converted into scratch. */
 static const float *rows_as_f32(lp_cpu *c, const cpu_mm *mm, int r0, int r1, int thread) {
     const uint8_t *base = (const uint8_t *)mm->w + (size_t)r0 * mm->row_bytes;
     if (mm->type == LP_TYPE_F32) return (const float *)base;
     float *buf = cpu_scratch_get(&c->thread_scratch[thread], (size_t)(r1 - r0) * mm->K * sizeof(float));
-    lp_to_float_fn to_float = lp_qtype(mm->type)->to_float;
+    lp_to_float_fn to_float = fast_to_float(mm->type);
     for (int r = 0; r < r1 - r0; r++) to_float(base + (size_t)r * mm->row_bytes, buf + (size_t)r * mm->K, mm->K);
     return buf;
 }
 
+#ifdef LP_CPU_AVX2
+static void bf16_to_f32_avx2(const void *src, float *dst, int64_t n) {
+    const uint16_t *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + i)));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+    for (; i < n; i++) dst[i] = lp_bf16_to_f32(h[i]);
+}
+#endif
+
+#if defined(LP_CPU_AVX2) && defined(__F16C__)
+static void f16_to_f32_f16c(const void *src, float *dst, int64_t n) {
+    const uint16_t *h = src;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) dst[i] = lp_f16_to_f32(h[i]);
+}
+#endif
+
+static lp_to_float_fn fast_to_float(lp_type type) {
+#ifdef LP_CPU_AVX2
+    if (type == LP_TYPE_BF16) return bf16_to_f32_avx2;
+#endif
+#if defined(LP_CPU_AVX2) && defined(__F16C__)
+    if (type == LP_TYPE_F16) return f16_to_f32_f16c;
+#endif
+    return lp_qtype(type)->to_float;
+}
+
+/* Row groups outer, tokens inner: a group of 4 converted rows stays in L1 while
+ * the tile's activation rows stream past it. */
 static void float_tile(lp_cpu *c, const cpu_mm *mm, int r0, int r1, int t0, int t1, int thread) {
     const int K = mm->K, M = mm->M;
     const float *w = rows_as_f32(c, mm, r0, r1, thread);
-    for (int t = t0; t < t1; t += 2) {
-        const float *x0 = mm->x + (size_t)t * K;
-        const bool pair = t + 1 < t1;
-        const float *x1 = pair ? x0 + K : x0;
-        int r = r0;
-        for (; r + 4 <= r1; r += 4) {
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const float *wr = w + (size_t)(r - r0) * K;
+        for (int t = t0; t < t1; t += 2) {
+            const float *x0 = mm->x + (size_t)t * K;
+            const bool pair = t + 1 < t1;
             float out[4][2];
-            kernel_4x2(K, w + (size_t)(r - r0) * K, (size_t)K, x0, x1, out);
+            kernel_4x2(K, wr, (size_t)K, x0, pair ? x0 + K : x0, out);
             for (int i = 0; i < 4; i++) {
                 mm->y[(size_t)t * M + r + i] = out[i][0];
                 if (pair) mm->y[(size_t)(t + 1) * M + r + i] = out[i][1];
             }
         }
-        for (; r < r1; r++) {
-            mm->y[(size_t)t * M + r] = cpu_dot_f32(w + (size_t)(r - r0) * K, x0, K);
-            if (pair) mm->y[(size_t)(t + 1) * M + r] = cpu_dot_f32(w + (size_t)(r - r0) * K, x1, K);
-        }
     }
+    for (; r < r1; r++)
+        for (int t = t0; t < t1; t++)
+            mm->y[(size_t)t * M + r] = cpu_dot_f32(w + (size_t)(r - r0) * K, mm->x + (size_t)t * K, K);
 }
 
 static void quant_tile(const cpu_mm *mm, int r0, int r1, int t0, int t1) {
