@@ -151,6 +151,10 @@ float lp_vec_dot_q6_K_avx2(int64_t n, const void *w, const void *x);
  * Tests compare the two. */
 lp_vec_dot_fn lp_vec_dot_scalar(lp_type t);
 
+/* MLX affine row dot without SIMD (mlx_affine.c), for tests against lp_mlx_dot_row. */
+float lp_mlx_dot_row_scalar(const uint32_t *w, const float *scales, const float *biases, int64_t n, int bits, int group,
+                            const float *x);
+
 /* nearest_int of ggml-quants.c: round half to even via the 1.5*2^23 trick, valid for
  * |f| <= 4194303; larger or non-finite inputs give a garbage int but never trap. */
 static inline int lp_nearest_int(float f) {

@@ -99,7 +99,8 @@ float lp_f16_to_f32(uint16_t h) {
         float mag = (float)man * 0x1p-24f;
         return sign ? -mag : mag;
     }
-    if (exp == 31) return bits_f32(sign | 0x7f800000u | man << 13); /* inf / NaN */
+    if (exp == 31) /* inf, or NaN made quiet (as ggml's float arithmetic does) */
+        return bits_f32(sign | 0x7f800000u | man << 13 | (man ? 0x00400000u : 0));
     return bits_f32(sign | (exp + 112) << 23 | man << 13);
 }
 

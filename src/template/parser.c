@@ -623,7 +623,8 @@ static int parse_targets(parser *P, node *n, bool with_ns, const char *extra_end
 /* Macro / call-block signature: (a, b=default, ...). */
 static int parse_signature(parser *P, node *n) {
     if (expect_op(P, "(") < 0) return -1;
-    nvec defaults = {0};
+    nvec defaults = {0}; /* one entry per parameter, NULL where there is no default */
+    bool seen_default = false;
     int cap = 4;
     n->names = ta_alloc(&P->t->arena, (size_t)cap * sizeof *n->names);
     while (!is_op(P, ")")) {
@@ -641,7 +642,8 @@ static int parse_signature(parser *P, node *n) {
             node *d = parse_expr(P, true);
             if (!d) return -1;
             push(P, &defaults, d);
-        } else if (defaults.n) {
+            seen_default = true;
+        } else if (seen_default) {
             return pfail(P, "%s", "non-default argument follows default argument");
         } else {
             push(P, &defaults, NULL);

@@ -93,7 +93,7 @@ typedef enum {
     N_CALL,    /* a(items..., kw...) */
     N_FILTER,  /* a | name(items..., kw...); a NULL in filter blocks = the block's text */
     N_TEST,    /* a is name(items...) */
-    N_BINOP,   /* a op b, op one of "+-*/%" or OP_FLOORDIV / OP_POW */
+    N_BINOP,   /* a op b: op is a character of + - * / % or OP_FLOORDIV, OP_POW */
     N_NEG,     /* -a */
     N_POS,     /* +a */
     N_NOT,     /* not a */
@@ -278,7 +278,7 @@ void tv_mark_tuple(rstate *r, json_t *arr);
 typedef struct {
     const char *indent; /* NULL: single line */
     const char *item_sep, *key_sep;
-    bool sort_keys;
+    bool sort_keys, ensure_ascii;
 } json_style;
 int tv_tojson(rstate *r, const tv *v, const json_style *st, sbuf *b);
 
@@ -304,7 +304,19 @@ int tmpl_apply_test(rstate *r, const test_builtin *t, const char *name, const tv
  * TV_ABSENT. Fails on too many positionals or unknown keywords. */
 int bind_args(rstate *r, const char *fname, const char *const *names, int n, const targs *a, tv *out);
 
+/* strings.c: Python str operations shared by filters and methods */
+typedef enum { CASE_LOWER, CASE_UPPER, CASE_CAPITALIZE, CASE_TITLE, CASE_TITLE_JINJA } case_mode;
+enum { STRIP_LEFT = 1, STRIP_RIGHT = 2, STRIP_BOTH = 3 };
+int str_case(rstate *r, const tv *s, case_mode mode, tv *out);
+int str_strip(rstate *r, const tv *s, const tv *chars, int sides, tv *out); /* chars: ABSENT/None = whitespace */
+int str_replace(rstate *r, const tv *s, const tv *old, const tv *repl, long long count, tv *out);
+int str_splitlines(rstate *r, const tv *s, bool keepends, tv **lines, int *n);
+const builtin *tmpl_find_str_method(const char *name);
+int tmpl_percent_format(rstate *r, const tv *fmt, const tv *args, tv *out); /* fmt % args */
+
 /* eval.c */
+int tmpl_arith(rstate *r, int op, const tv *a, const tv *b, tv *out); /* op: '+' '-' '*' '/' '%' OP_* */
+int tmpl_contains(rstate *r, const tv *container, const tv *item, bool *res);
 int tmpl_call_macro(rstate *r, macro *m, targs *a, tv *out);
 void frame_set(rstate *r, frame *f, const char *name, tv v);
 varmap *ns_new(rstate *r);

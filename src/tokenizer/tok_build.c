@@ -17,8 +17,12 @@ lp_tokenizer *tok_alloc(void) {
     return tok;
 }
 
-static int entry_for_id(lp_tokenizer *tok, int64_t id, const char *what, tok_entry **out) {
-    if (id < 0 || id >= TOK_MAX_ID) return lp_fail("%s: token id %lld out of range", what, (long long)id);
+/* The entry for id, growing the table as needed; NULL (and an error) if id is out of range. */
+static tok_entry *entry_for_id(lp_tokenizer *tok, int64_t id, const char *what) {
+    if (id < 0 || id >= TOK_MAX_ID) {
+        lp_fail("%s: token id %lld out of range", what, (long long)id);
+        return NULL;
+    }
     size_t need = (size_t)id + 1;
     if (need > tok->cap_ent) {
         size_t cap = tok->cap_ent ? tok->cap_ent : 1024;
@@ -28,8 +32,7 @@ static int entry_for_id(lp_tokenizer *tok, int64_t id, const char *what, tok_ent
         tok->cap_ent = cap;
     }
     if (need > tok->n_ent) tok->n_ent = need;
-    *out = &tok->ent[id];
-    return 0;
+    return &tok->ent[id];
 }
 
 static void entry_set_text(lp_tokenizer *tok, tok_entry *e, const char *text, size_t len) {
@@ -42,8 +45,8 @@ static void entry_set_text(lp_tokenizer *tok, tok_entry *e, const char *text, si
 
 int tok_set_vocab(lp_tokenizer *tok, int64_t id, const char *text, size_t len, uint8_t type,
                   const char *what) {
-    tok_entry *e;
-    if (entry_for_id(tok, id, what, &e)) return -1;
+    tok_entry *e = entry_for_id(tok, id, what);
+    if (!e) return -1;
     if (e->type) return lp_fail("%s: token id %lld used twice", what, (long long)id);
     entry_set_text(tok, e, text, len);
     e->type = type;
@@ -100,8 +103,8 @@ bool tok_looks_special(const char *t, size_t n) {
 
 int tok_add_added(lp_tokenizer *tok, int64_t id, const char *content, size_t len, const tok_added *flags,
                   uint8_t type, const char *what) {
-    tok_entry *e;
-    if (entry_for_id(tok, id, what, &e)) return -1;
+    tok_entry *e = entry_for_id(tok, id, what);
+    if (!e) return -1;
     /* An added token may repeat a vocab entry (same text) or override its id's text. */
     if (!e->has_text || e->text_len != len || memcmp(tok->text.p + e->text_off, content, len) != 0)
         entry_set_text(tok, e, content, len);

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/err.h"
 #include "tokenizer/tok_internal.h"
 
 /* Copy bytes, turning each maximal invalid subpart into U+FFFD. */
@@ -27,11 +26,7 @@ char *lp_tokenizer_decode_len(const lp_tokenizer *tok, const int32_t *ids, size_
     for (size_t i = 0; i < n; i++) {
         size_t len;
         const char *bytes = lp_tokenizer_token_bytes(tok, ids[i], &len);
-        if (!bytes) {
-            lp_fail("tokenizer: decode: token id %d at position %zu is not in the vocabulary", (int)ids[i], i);
-            free(raw.p);
-            return NULL;
-        }
+        if (!bytes) continue; /* no token at this id (padding rows): nothing, as in HF */
         if (skip_special && lp_tokenizer_is_special(tok, ids[i])) continue;
         tok_buf_put(&raw, bytes, len);
     }

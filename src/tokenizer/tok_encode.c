@@ -388,21 +388,64 @@ static int split_added(enc *e, const tok_matcher *m, const char *s, size_t n, pi
 
 static int after_normalized_added(enc *e, const char *s, size_t n) { return pretokenize(e, 0, s, n); }
 
-/* NFC changes nothing unless some code point is U+0300 or above (lead byte 0xCC+):
- * everything below composes with nothing and is its own NFC form. */
-static bool may_need_nfc(const char *s, size_t n) {
+/* NFC, applied only where it can change something. An ASCII character never composes
+ * with what precedes it and nothing reorders across it, so NFC(a + b) = NFC(a) + NFC(b)
+ * at every cut made just before an ASCII character. Each non-ASCII run, together with
+ * the ASCII character before it (which may compose with a following mark), is a region
+ * normalized on its own - and only when it holds a code point of U+0300 or above
+ * (lead byte 0xCC+), since everything below is its own NFC form. */
+static size_t nfc_region_end(const char *s, size_t n, size_t from) {
+    while (from < n && (uint8_t)s[from] >= 0x80) from++;
+    return from;
+}
+
+static bool region_may_change(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++)
         if ((uint8_t)s[i] >= 0xCC) return true;
     return false;
 }
 
+/* Normalized copy of s in *out (malloc'd), or *out = NULL when s is already NFC. */
+static int nfc_copy(const char *s, size_t n, char **out, size_t *out_len) {
+    tok_buf buf = {0};
+    size_t copied = 0; /* s[0..copied) is in buf (once buf is in use) */
+    *out = NULL;
+    for (size_t i = 0; i < n;) {
+        if ((uint8_t)s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t start = i > 0 ? i - 1 : i, end = nfc_region_end(s, n, i);
+        i = end;
+        if (!region_may_change(s + start, end - start)) continue;
+        utf8proc_uint8_t *nfc = NULL;
+        utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)s + start, (utf8proc_ssize_t)(end - start), &nfc,
+                                            UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        if (len < 0) {
+            free(buf.p);
+            return lp_fail("tokenizer: NFC normalization failed: %s", utf8proc_errmsg(len));
+        }
+        if ((size_t)len != end - start || memcmp(nfc, s + start, end - start) != 0) {
+            tok_buf_put(&buf, s + copied, start - copied);
+            tok_buf_put(&buf, nfc, (size_t)len);
+            copied = end;
+        }
+        free(nfc);
+    }
+    if (copied) {
+        tok_buf_put(&buf, s + copied, n - copied);
+        *out = buf.p;
+        *out_len = buf.n;
+    }
+    return 0;
+}
+
 static int after_raw_added(enc *e, const char *s, size_t n) {
-    if (!e->tok->nfc || !may_need_nfc(s, n)) return split_added(e, &e->tok->match_norm, s, n, after_normalized_added);
-    utf8proc_uint8_t *nfc = NULL;
-    utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &nfc,
-                                        UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-    if (len < 0) return lp_fail("tokenizer: NFC normalization failed: %s", utf8proc_errmsg(len));
-    int rc = split_added(e, &e->tok->match_norm, (const char *)nfc, (size_t)len, after_normalized_added);
+    char *nfc = NULL;
+    size_t len = 0;
+    if (e->tok->nfc && nfc_copy(s, n, &nfc, &len)) return -1;
+    int rc = nfc ? split_added(e, &e->tok->match_norm, nfc, len, after_normalized_added)
+                 : split_added(e, &e->tok->match_norm, s, n, after_normalized_added);
     free(nfc);
     return rc;
 }

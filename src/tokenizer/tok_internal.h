@@ -100,8 +100,7 @@ struct lp_tokenizer {
     int32_t byte_id[256]; /* vocab id of each byte's byte-level symbol, -1 if none */
 };
 
-/* GPT-2 byte <-> unicode symbol mapping. */
-uint32_t tok_byte_to_cp(uint8_t b);
+/* GPT-2 byte <-> unicode symbol mapping (tok_util.c). */
 int tok_cp_to_byte(uint32_t cp); /* -1 if cp is no byte's symbol */
 /* Append the byte-level form of raw bytes (each byte -> one 1..2-byte UTF-8 symbol). */
 void tok_bytes_to_symbols(tok_buf *out, const char *s, size_t n);
@@ -112,7 +111,7 @@ int tok_utf8_next(const uint8_t *s, size_t n, uint32_t *cp);
 /* Byte offset of the first invalid sequence, or n if all valid. */
 size_t tok_utf8_check(const char *s, size_t n);
 
-/* Hash maps. */
+/* Hash maps (tok_util.c); both grow at half load. A later put of an existing key wins. */
 uint32_t tok_hash(const char *s, size_t n);
 int32_t tok_map_get(const tok_map *m, const tok_buf *arena, const char *s, size_t n);
 void tok_map_init(tok_map *m, size_t expected);
@@ -121,7 +120,7 @@ void tok_map_free(tok_map *m);
 int32_t tok_merge_get(const lp_tokenizer *tok, int32_t left, int32_t right, uint32_t *rank);
 void tok_merge_put(lp_tokenizer *tok, int32_t left, int32_t right, uint32_t rank, int32_t merged);
 
-/* Builder (tok_vocab.c). `what` prefixes error messages ("tokenizer.json: model.vocab"). */
+/* Builder (tok_build.c). `what` prefixes error messages ("tokenizer.json: model.vocab"). */
 lp_tokenizer *tok_alloc(void);
 int tok_set_vocab(lp_tokenizer *tok, int64_t id, const char *text, size_t len, uint8_t type,
                   const char *what);
@@ -135,7 +134,7 @@ int tok_add_split(lp_tokenizer *tok, const char *pattern, bool literal, int beha
 void tok_add_prefix_space(lp_tokenizer *tok);
 int tok_finish(lp_tokenizer *tok, const char *what);
 
-/* HF ByteLevel's own split regex (GPT-2's), used when ByteLevel has use_regex: true. */
+/* HF ByteLevel's own split regex (GPT-2's), used when ByteLevel has use_regex: true (tok_gguf.c). */
 extern const char tok_gpt2_regex[];
 
 /* convert_hf_to_gguf's does_token_look_special. */

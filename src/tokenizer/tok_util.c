@@ -49,11 +49,6 @@ static void byte_map_init(void) {
     }
 }
 
-uint32_t tok_byte_to_cp(uint8_t b) {
-    pthread_once(&byte_map_once, byte_map_init);
-    return byte_cp[b];
-}
-
 int tok_cp_to_byte(uint32_t cp) {
     pthread_once(&byte_map_once, byte_map_init);
     return cp < sizeof cp_byte / sizeof cp_byte[0] ? cp_byte[cp] : -1;

@@ -39,7 +39,7 @@ int lp_tokenizer_token_type(const lp_tokenizer *tok, int32_t id) {
 
 const char *lp_tokenizer_token_bytes(const lp_tokenizer *tok, int32_t id, size_t *len) {
     const tok_entry *e = entry(tok, id);
-    if (!e || !e->has_text) {
+    if (!e || !e->has_text || e->type == LP_TOKEN_UNUSED) { /* [PADn] rows stand for no text */
         *len = 0;
         return NULL;
     }

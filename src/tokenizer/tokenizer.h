@@ -57,7 +57,8 @@ int lp_tokenizer_encode(const lp_tokenizer *tok, const char *text, size_t len, b
                         int32_t **ids, size_t *n);
 
 /* Ids -> malloc'd NUL-terminated UTF-8 text (invalid byte runs become U+FFFD, like HF).
- * skip_special drops special added tokens. An id out of range -> NULL. */
+ * skip_special drops special added tokens. Ids with no token (out of range, holes, the
+ * padding rows past the vocabulary) decode to nothing, as in HF; never fails. */
 char *lp_tokenizer_decode(const lp_tokenizer *tok, const int32_t *ids, size_t n, bool skip_special);
 /* The same, also giving the length (the text may hold NUL bytes); len may be NULL. */
 char *lp_tokenizer_decode_len(const lp_tokenizer *tok, const int32_t *ids, size_t n, bool skip_special,
@@ -65,7 +66,7 @@ char *lp_tokenizer_decode_len(const lp_tokenizer *tok, const int32_t *ids, size_
 
 /* The raw bytes one token stands for (what decode would emit for it alone, before the
  * U+FFFD repair). Not NUL-terminated; may end inside a UTF-8 sequence that the next token
- * completes. NULL for an id with no token. */
+ * completes. NULL (and *len 0) for an id with no token. */
 const char *lp_tokenizer_token_bytes(const lp_tokenizer *tok, int32_t id, size_t *len);
 
 /* For streaming printers: how many leading bytes of buf can be emitted now, i.e. len

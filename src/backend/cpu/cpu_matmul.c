@@ -53,26 +53,80 @@ void cpu_axpy_f32(float a, const float *x, float *y, int n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-/* Four weight rows (stride ldw) times two activation rows: out[r][t]. */
-static void kernel_4x2(int K, const float *w, size_t ldw, const float *x0, const float *x1, float out[4][2]) {
+/* Four weight rows times NX (1 or 2) activation rows: out[r][t]. The weights are
+ * F32 (stride ld floats) or, for the batch-1 path, BF16/F16 widened in registers.
+ * Every row's sum is formed the same way (8 lanes along k, lanes summed, scalar
+ * tail) whatever NX and the weight layout, so a token's logits do not depend on
+ * what else was in its batch. */
+#ifdef LP_CPU_AVX2
+static inline __m256 load8(const void *w, lp_type type, size_t off) {
+    if (type == LP_TYPE_BF16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + off))), 16));
+#ifdef __F16C__
+    if (type == LP_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + off)));
+#endif
+    return _mm256_loadu_ps((const float *)w + off);
+}
+#endif
+
+static inline float load1(const void *w, lp_type type, size_t off) {
+    if (type == LP_TYPE_BF16) return lp_bf16_to_f32(((const uint16_t *)w)[off]);
+    if (type == LP_TYPE_F16) return lp_f16_to_f32(((const uint16_t *)w)[off]);
+    return ((const float *)w)[off];
+}
+
+static inline __attribute__((always_inline)) void kernel_4xn(int K, const void *w, size_t ld, lp_type type,
+                                                               const float *x0, const float *x1, int NX,
+                                                               float out[4][2]) {
     int k = 0;
 #ifdef LP_CPU_AVX2
-    __m256 a[4][2];
-    for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    /* named accumulators: an indexed array would be kept on the stack */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     for (; k + 8 <= K; k += 8) {
-        __m256 xa = _mm256_loadu_ps(x0 + k), xb = _mm256_loadu_ps(x1 + k);
-        for (int r = 0; r < 4; r++) {
-            __m256 wr = _mm256_loadu_ps(w + r * ldw + k);
-            a[r][0] = _mm256_fmadd_ps(wr, xa, a[r][0]);
-            a[r][1] = _mm256_fmadd_ps(wr, xb, a[r][1]);
+        /* batch-1 decode streams weights from DRAM: fetch well ahead (measured: +20%) */
+        if (NX == 1 && type != LP_TYPE_F32 && (k & 31) == 0)
+            for (int r = 0; r < 4; r++) _mm_prefetch((const char *)((const uint16_t *)w + r * ld + k) + 2048, _MM_HINT_T0);
+        const __m256 xa = _mm256_loadu_ps(x0 + k);
+        const __m256 w0 = load8(w, type, k), w1 = load8(w, type, ld + k);
+        const __m256 w2 = load8(w, type, 2 * ld + k), w3 = load8(w, type, 3 * ld + k);
+        a0 = _mm256_fmadd_ps(w0, xa, a0);
+        a1 = _mm256_fmadd_ps(w1, xa, a1);
+        a2 = _mm256_fmadd_ps(w2, xa, a2);
+        a3 = _mm256_fmadd_ps(w3, xa, a3);
+        if (NX == 2) {
+            const __m256 xb = _mm256_loadu_ps(x1 + k);
+            b0 = _mm256_fmadd_ps(w0, xb, b0);
+            b1 = _mm256_fmadd_ps(w1, xb, b1);
+            b2 = _mm256_fmadd_ps(w2, xb, b2);
+            b3 = _mm256_fmadd_ps(w3, xb, b3);
         }
     }
-    for (int r = 0; r < 4; r++) out[r][0] = hsum256(a[r][0]), out[r][1] = hsum256(a[r][1]);
+    out[0][0] = hsum256(a0), out[1][0] = hsum256(a1), out[2][0] = hsum256(a2), out[3][0] = hsum256(a3);
+    out[0][1] = hsum256(b0), out[1][1] = hsum256(b1), out[2][1] = hsum256(b2), out[3][1] = hsum256(b3);
 #else
     for (int r = 0; r < 4; r++) out[r][0] = out[r][1] = 0.0f;
 #endif
     for (; k < K; k++)
-        for (int r = 0; r < 4; r++) out[r][0] += w[r * ldw + k] * x0[k], out[r][1] += w[r * ldw + k] * x1[k];
+        for (int r = 0; r < 4; r++) {
+            const float wv = load1(w, type, r * ld + k);
+            out[r][0] += wv * x0[k];
+            if (NX == 2) out[r][1] += wv * x1[k];
+        }
+}
+
+static void kernel_f32_4x2(int K, const float *w, const float *x0, const float *x1, float out[4][2]) {
+    kernel_4xn(K, w, (size_t)K, LP_TYPE_F32, x0, x1, 2, out);
+}
+static void kernel_f32_4x1(int K, const float *w, const float *x0, float out[4][2]) {
+    kernel_4xn(K, w, (size_t)K, LP_TYPE_F32, x0, x0, 1, out);
+}
+/* Batch-1 decode: no conversion pass, the rows stream straight from memory. */
+static void kernel_bf16_4x1(int K, const void *w, size_t ld, const float *x0, float out[4][2]) {
+    kernel_4xn(K, w, ld, LP_TYPE_BF16, x0, x0, 1, out);
+}
+static void kernel_f16_4x1(int K, const void *w, size_t ld, const float *x0, float out[4][2]) {
+    kernel_4xn(K, w, ld, LP_TYPE_F16, x0, x0, 1, out);
 }
 
 typedef struct {
@@ -129,28 +183,63 @@ static lp_to_float_fn fast_to_float(lp_type type) {
     return lp_qtype(type)->to_float;
 }
 
+static void store4(const cpu_mm *mm, int t, int r, float out[4][2], int col) {
+    for (int i = 0; i < 4; i++) mm->y[(size_t)t * mm->M + r + i] = out[i][col];
+}
+
+/* One token (decode): BF16/F16/F32 rows go straight into the kernel, in groups of 4.
+ * Returns the first row it did not do (the tail goes through float_tile). */
+static int direct_rows(const cpu_mm *mm, int r0, int r1, int t) {
+    const float *x = mm->x + (size_t)t * mm->K;
+    const size_t ld = mm->row_bytes / (mm->type == LP_TYPE_F32 ? 4 : 2);
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint8_t *w = (const uint8_t *)mm->w + (size_t)r * mm->row_bytes;
+        float out[4][2];
+        if (mm->type == LP_TYPE_BF16)
+            kernel_bf16_4x1(mm->K, w, ld, x, out);
+        else if (mm->type == LP_TYPE_F16)
+            kernel_f16_4x1(mm->K, w, ld, x, out);
+        else
+            kernel_f32_4x1(mm->K, (const float *)w, x, out);
+        store4(mm, t, r, out, 0);
+    }
+    return r;
+}
+
+static bool has_direct_kernel(lp_type t) {
+#if defined(LP_CPU_AVX2) && !defined(__F16C__)
+    if (t == LP_TYPE_F16) return false;
+#endif
+    return t == LP_TYPE_F32 || t == LP_TYPE_BF16 || t == LP_TYPE_F16;
+}
+
 /* Row groups outer, tokens inner: a group of 4 converted rows stays in L1 while
  * the tile's activation rows stream past it. */
 static void float_tile(lp_cpu *c, const cpu_mm *mm, int r0, int r1, int t0, int t1, int thread) {
-    const int K = mm->K, M = mm->M;
+    const int K = mm->K;
+    if (t1 - t0 == 1 && has_direct_kernel(mm->type)) r0 = direct_rows(mm, r0, r1, t0);
+    if (r0 == r1) return;
     const float *w = rows_as_f32(c, mm, r0, r1, thread);
     int r = r0;
     for (; r + 4 <= r1; r += 4) {
         const float *wr = w + (size_t)(r - r0) * K;
-        for (int t = t0; t < t1; t += 2) {
-            const float *x0 = mm->x + (size_t)t * K;
-            const bool pair = t + 1 < t1;
+        int t = t0;
+        for (; t + 2 <= t1; t += 2) {
             float out[4][2];
-            kernel_4x2(K, wr, (size_t)K, x0, pair ? x0 + K : x0, out);
-            for (int i = 0; i < 4; i++) {
-                mm->y[(size_t)t * M + r + i] = out[i][0];
-                if (pair) mm->y[(size_t)(t + 1) * M + r + i] = out[i][1];
-            }
+            kernel_f32_4x2(K, wr, mm->x + (size_t)t * K, mm->x + (size_t)(t + 1) * K, out);
+            store4(mm, t, r, out, 0);
+            store4(mm, t + 1, r, out, 1);
+        }
+        if (t < t1) {
+            float out[4][2];
+            kernel_f32_4x1(K, wr, mm->x + (size_t)t * K, out);
+            store4(mm, t, r, out, 0);
         }
     }
     for (; r < r1; r++)
         for (int t = t0; t < t1; t++)
-            mm->y[(size_t)t * M + r] = cpu_dot_f32(w + (size_t)(r - r0) * K, mm->x + (size_t)t * K, K);
+            mm->y[(size_t)t * mm->M + r] = cpu_dot_f32(w + (size_t)(r - r0) * K, mm->x + (size_t)t * K, K);
 }
 
 static void quant_tile(const cpu_mm *mm, int r0, int r1, int t0, int t1) {

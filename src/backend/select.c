@@ -1,0 +1,37 @@
+/* select.c — backend selection. The CUDA backend exists only in builds with nvcc
+ * (LP_HAVE_CUDA); everything else runs on the CPU backend. */
+#include "backend/select.h"
+
+#include <string.h>
+
+#include "core/err.h"
+
+#ifdef LP_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+bool lp_backend_cuda_available(void) {
+#ifdef LP_HAVE_CUDA
+    return lp_cuda_device_count() > 0;
+#else
+    return false;
+#endif
+}
+
+lp_engine *lp_backend_engine_create(const lp_model *m, const char *name, const lp_engine_params *p,
+                                    const char **chosen) {
+    bool want_cuda = strcmp(name, "cuda") == 0 || (strcmp(name, "auto") == 0 && lp_backend_cuda_available());
+    if (!want_cuda) {
+        if (chosen) *chosen = "cpu";
+        return lp_engine_create(m, p);
+    }
+#ifdef LP_HAVE_CUDA
+    lp_backend *be = lp_backend_cuda_create(0);
+    if (!be) return NULL;
+    if (chosen) *chosen = "cuda";
+    return lp_engine_create_with_backend(m, be, p);
+#else
+    lp_fail("--backend cuda: this build has no CUDA support (nvcc was not found at build time)");
+    return NULL;
+#endif
+}
