@@ -305,10 +305,8 @@ static int slice_value(rstate *r, const tv *obj, const tv bounds[3], tv *out) {
     }
     long long step = given[2] ? v[2] : 1;
     if (step == 0) return rerr(r, "%s", "slice step cannot be zero");
-    if (!tv_is_str(obj) && !tv_is_list(obj)) {
-        *out = tv_undef("slice", tv_typename(obj));
-        return 0;
-    }
+    if (!tv_is_str(obj) && !tv_is_list(obj)) /* jinja compiles slices to plain Python subscripts */
+        return rerr(r, "'%s' object is not subscriptable", tv_typename(obj));
     tv *items = NULL;
     int n = 0;
     if (tv_is_list(obj) && tv_iterate(r, obj, &items, &n) < 0) return -1;
@@ -330,6 +328,7 @@ static int slice_value(rstate *r, const tv *obj, const tv bounds[3], tv *out) {
     json_t *arr = json_array();
     for (long long i = start; step > 0 ? i < stop : i > stop; i += step) json_array_append(arr, items[i].j);
     *out = tv_new(r, arr);
+    if (tv_is_tuple(r, obj->j)) tv_mark_tuple(r, arr);
     return 0;
 }
 
@@ -733,6 +732,7 @@ int tmpl_call_macro(rstate *r, macro *m, targs *a, tv *out) {
     for (int i = 0; i < a->npos && i < np; i++) vals[i] = a->pos[i];
     tv varargs, kwargs = tv_new(r, json_object());
     if (tv_list_from(r, a->pos + (a->npos < np ? a->npos : np), a->npos > np ? a->npos - np : 0, &varargs) < 0) return -1;
+    tv_mark_tuple(r, varargs.j);
     for (int k = 0; k < a->nkw; k++) {
         int i = param_index(def, a->kwn[k]);
         if (i >= 0) {

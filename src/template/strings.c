@@ -27,6 +27,34 @@ static bool is_cased(int32_t cp) {
 /* Jinja's title filter starts a word after '-', whitespace, or an opening bracket. */
 static bool jinja_word_break(int32_t cp) { return py_isspace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<'; }
 
+/* Python maps a few code points to several (SpecialCasing.txt); utf8proc only knows 1:1. */
+static const struct {
+    int32_t cp;
+    const char *upper, *title, *lower;
+} special_casing[] = {
+    {0x00DF, "SS", "Ss", NULL},          {0x0130, NULL, NULL, "i\xCC\x87"},   {0x0149, "\xCA\xBCN", "\xCA\xBCN", NULL},
+    {0xFB00, "FF", "Ff", NULL},          {0xFB01, "FI", "Fi", NULL},          {0xFB02, "FL", "Fl", NULL},
+    {0xFB03, "FFI", "Ffi", NULL},        {0xFB04, "FFL", "Ffl", NULL},        {0xFB05, "ST", "St", NULL},
+    {0xFB06, "ST", "St", NULL},
+};
+
+typedef enum { TO_LOWER, TO_UPPER, TO_TITLE } case_op;
+
+static void put_case(sbuf *b, int32_t cp, case_op op, bool final_sigma) {
+    for (size_t i = 0; i < sizeof special_casing / sizeof *special_casing; i++) {
+        if (special_casing[i].cp != cp) continue;
+        const char *m = op == TO_UPPER ? special_casing[i].upper : op == TO_TITLE ? special_casing[i].title : special_casing[i].lower;
+        if (m) {
+            sb_puts(b, m);
+            return;
+        }
+    }
+    if (cp == 0x03A3 && op == TO_LOWER && final_sigma) cp = 0x03C2;
+    else if (!(cp >= 0xDC80 && cp <= 0xDCFF))
+        cp = op == TO_UPPER ? utf8proc_toupper(cp) : op == TO_TITLE ? utf8proc_totitle(cp) : utf8proc_tolower(cp);
+    u8_put(b, cp);
+}
+
 int str_case(rstate *r, const tv *s, case_mode mode, tv *out) {
     if (need_str(r, "case conversion", s) < 0) return -1;
     sbuf b = {0};
@@ -34,23 +62,23 @@ int str_case(rstate *r, const tv *s, case_mode mode, tv *out) {
     size_t n = L(s), i = 0;
     bool first = true, prev_cased = false, at_word_start = true;
     while (i < n) {
-        int32_t cp = u8_next(p, n, &i), m = cp;
-        bool raw = cp >= 0xDC80 && cp <= 0xDCFF;
-        if (!raw) {
-            switch (mode) {
-            case CASE_LOWER: m = utf8proc_tolower(cp); break;
-            case CASE_UPPER: m = utf8proc_toupper(cp); break;
-            case CASE_CAPITALIZE: m = first ? utf8proc_totitle(cp) : utf8proc_tolower(cp); break;
-            case CASE_TITLE: m = prev_cased ? utf8proc_tolower(cp) : utf8proc_totitle(cp); break;
-            case CASE_TITLE_JINJA:
-                m = jinja_word_break(cp) ? cp : at_word_start ? utf8proc_toupper(cp) : utf8proc_tolower(cp);
-                break;
-            }
+        int32_t cp = u8_next(p, n, &i);
+        size_t j = i;
+        bool next_cased = i < n && is_cased(u8_next(p, n, &j));
+        bool final_sigma = prev_cased && !next_cased; /* Greek capital sigma ending a word */
+        switch (mode) {
+        case CASE_LOWER: put_case(&b, cp, TO_LOWER, final_sigma); break;
+        case CASE_UPPER: put_case(&b, cp, TO_UPPER, false); break;
+        case CASE_CAPITALIZE: put_case(&b, cp, first ? TO_TITLE : TO_LOWER, final_sigma); break;
+        case CASE_TITLE: put_case(&b, cp, prev_cased ? TO_LOWER : TO_TITLE, final_sigma); break;
+        case CASE_TITLE_JINJA:
+            if (jinja_word_break(cp)) u8_put(&b, cp);
+            else put_case(&b, cp, at_word_start ? TO_UPPER : TO_LOWER, final_sigma);
+            break;
         }
-        prev_cased = !raw && is_cased(cp);
+        prev_cased = is_cased(cp);
         at_word_start = jinja_word_break(cp);
         first = false;
-        u8_put(&b, m);
     }
     *out = tv_sbuf(r, &b);
     return 0;

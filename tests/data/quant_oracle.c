@@ -5,9 +5,10 @@
  *
  * Build (ggml sources e.g. from the llama-cpp-python sdist, vendor/llama.cpp/ggml):
  *   G=.../vendor/llama.cpp/ggml
- *   gcc -O2 -ffp-contract=off -c $G/src/ggml-quants.c -I$G/include -I$G/src -o gq.o
- *   gcc -O2 -ffp-contract=off quant_oracle.c gq.o -I$G/include -I$G/src -o quant_oracle -lm
- * (-ffp-contract=off matches x86 builds of ggml-base, which get no FMA.)
+ *   gcc -O2 -DNDEBUG -ffp-contract=off -c $G/src/ggml-quants.c -I$G/include -I$G/src -o gq.o
+ *   gcc -O2 -DNDEBUG -ffp-contract=off quant_oracle.c gq.o -I$G/include -I$G/src -o quant_oracle -lm
+ * (-ffp-contract=off matches x86 builds of ggml-base, which get no FMA; -DNDEBUG as in
+ * release builds, where nearest_int's range assert is off: Q2_K can exceed it.)
  *
  * Usage:
  *   quant_oracle q TYPE in.f32 out.bin     quantize the whole file as one row

@@ -45,13 +45,13 @@ static void test_greedy(void **state) {
     (void)state;
     float logits[V];
     for (int i = 0; i < V; i++) logits[i] = sinf((float)i);
-    logits[321] = 5.0f;
+    logits[201] = 5.0f;
     lp_sampler_params p = plain();
     p.temperature = 0.0f;
     lp_sampler *s = lp_sampler_create(&p, V);
-    for (int i = 0; i < 10; i++) assert_int_equal(lp_sampler_sample(s, logits), 321);
+    for (int i = 0; i < 10; i++) assert_int_equal(lp_sampler_sample(s, logits), 201);
     lp_sampler_free(s);
-    assert_int_equal(lp_argmax(logits, V), 321);
+    assert_int_equal(lp_argmax(logits, V), 201);
     /* top_k = 1 at any temperature and seed is greedy */
     p = plain();
     p.top_k = 1;
@@ -59,7 +59,7 @@ static void test_greedy(void **state) {
     for (uint64_t seed = 0; seed < 20; seed++) {
         p.seed = seed;
         s = lp_sampler_create(&p, V);
-        assert_int_equal(lp_sampler_sample(s, logits), 321);
+        assert_int_equal(lp_sampler_sample(s, logits), 201);
         lp_sampler_free(s);
     }
 }
