@@ -12,6 +12,7 @@
 
 int lp_cmd_chat(int argc, char **argv);
 int lp_cmd_benchmark(int argc, char **argv);
+int lp_cmd_score(int argc, char **argv);
 #ifdef LP_HAVE_SERVE
 int lp_cmd_serve(int argc, char **argv);
 #endif
@@ -22,6 +23,7 @@ static void usage(FILE *f) {
             "commands:\n"
             "  generate --model PATH --prompt TEXT [options]   stream a completion\n"
             "  chat --model PATH [options]                     interactive multi-turn chat\n"
+            "  score --model PATH (--text FILE | --tokens 1,2,3) [--logits-out FILE]  perplexity, logits dump\n"
             "  benchmark --model PATH [--context-lengths 512,2048] [--n-gen N] [--json FILE]\n"
             "  serve --model PATH [--host H --port P --parallel N --api-key KEY]  OpenAI-compatible server\n\n"
             "options:\n%s",
@@ -37,6 +39,9 @@ static int emit_stdout(void *ud, const char *text, size_t len) {
 
 /* The prompt as tokens: through the chat template unless --mode raw (or no template). */
 int lp_build_prompt(lp_textgen *tg, const lp_run_opts *o, const char *user_text, int32_t **ids, int *n) {
+    json_t *probe = json_string(user_text); /* jansson rejects invalid UTF-8 */
+    if (!probe) return lp_fail("--prompt: not valid UTF-8");
+    json_decref(probe);
     if (o->mode == LP_MODE_RAW || !tg->chat_template) return lp_textgen_encode(tg, user_text, false, ids, n);
     json_t *messages = json_pack("[{s:s, s:s}]", "role", "user", "content", user_text);
     json_t *extra = json_pack("{s:b}", "enable_thinking", o->mode != LP_MODE_NON_THINKING);
@@ -102,6 +107,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (strcmp(cmd, "generate") == 0) return cmd_generate(argc - 2, argv + 2);
     if (strcmp(cmd, "chat") == 0) return lp_cmd_chat(argc - 2, argv + 2);
+    if (strcmp(cmd, "score") == 0) return lp_cmd_score(argc - 2, argv + 2);
     if (strcmp(cmd, "benchmark") == 0) return lp_cmd_benchmark(argc - 2, argv + 2);
 #ifdef LP_HAVE_SERVE
     if (strcmp(cmd, "serve") == 0) return lp_cmd_serve(argc - 2, argv + 2);

@@ -127,8 +127,6 @@ static int check_hparams(lp_model *m) {
     if (hp->n_vocab <= 0) return lp_fail("%s: vocabulary size must be positive", m->path);
     if (hp->arch->moe ? hp->n_ff_exp <= 0 : hp->n_ff <= 0)
         return lp_fail("%s: feed-forward width missing (n_ff %d, n_ff_exp %d)", m->path, hp->n_ff, hp->n_ff_exp);
-    if (hp->rope_scaling == LP_ROPE_SCALING_YARN && !hp->arch->attn_sinks)
-        return lp_fail("%s: YaRN rope scaling is only supported for gpt-oss", m->path);
     m->layers = lp_xcalloc((size_t)hp->n_layer * LP_N_LAYER_ROLES, sizeof(lp_weight));
     return 0;
 }
@@ -220,6 +218,63 @@ static int hf_tensor_into(lp_model *m, const char *name, lp_weight *w, int exper
     return 0;
 }
 
+/* gpt-oss gate_up_proj_bias [E, 2F]: gate = even columns, up = odd; an owned F32 [E][F]. */
+static int hf_split_bias(lp_model *m, const char *name, bool odd, lp_weight *w) {
+    const lp_st_tensor *t = lp_checkpoint_find(m->ckpt, name);
+    if (!t) return 1;
+    if (t->n_dims != 2 || t->shape[1] % 2)
+        return lp_fail("%s: tensor '%s': expected [experts, 2 * ffn] (interleaved gate/up)", m->path, name);
+    const int64_t E = t->shape[0], F = t->shape[1] / 2;
+    float *all = lp_xmalloc((size_t)(E * 2 * F) * sizeof(float));
+    float *f = own(m, lp_xmalloc((size_t)(E * F) * sizeof(float)));
+    int rc = lp_st_to_f32(t, 0, E * 2 * F, all);
+    for (int64_t i = 0; rc == 0 && i < E * F; i++) f[i] = all[2 * i + odd];
+    free(all);
+    if (rc != 0) return lp_fail_prefix("%s", m->path);
+    w->type = LP_TYPE_F32;
+    w->ne[0] = F, w->ne[1] = E, w->ne[2] = 1;
+    w->data = f;
+    return 0;
+}
+
+/* gpt-oss MXFP4 experts: "<name>_blocks" uint8 [E, rows, in/32, 16] (element 2k in the low
+ * nibble of byte k) and "<name>_scales" uint8 [E, rows, in/32] (E8M0). Repacked into an
+ * owned copy of ggml block_mxfp4 rows (scale byte, then qs[j] = elem j | elem j+16 << 4);
+ * for the interleaved gate_up tensor, gate takes the even rows and up the odd ones. */
+static int hf_mxfp4(lp_model *m, const char *name, lp_src_kind src, lp_weight *w) {
+    char bname[220], sname[220];
+    snprintf(bname, sizeof bname, "%s_blocks", name);
+    snprintf(sname, sizeof sname, "%s_scales", name);
+    const lp_st_tensor *bt = lp_checkpoint_find(m->ckpt, bname), *st = lp_checkpoint_find(m->ckpt, sname);
+    if (!bt || !st) return 1;
+    if (bt->dtype != LP_ST_U8 || st->dtype != LP_ST_U8 || bt->n_dims != 4 || st->n_dims != 3 || bt->shape[3] != 16 ||
+        st->shape[0] != bt->shape[0] || st->shape[1] != bt->shape[1] || st->shape[2] != bt->shape[2])
+        return lp_fail("%s: tensor '%s': expected U8 blocks [E, rows, in/32, 16] with scales [E, rows, in/32]", m->path, bname);
+    const bool split = src != LP_SRC_MXFP4;
+    if (split && bt->shape[1] % 2) return lp_fail("%s: tensor '%s': odd row count for interleaved gate/up", m->path, bname);
+    const int64_t E = bt->shape[0], rows_in = bt->shape[1], nb = bt->shape[2];
+    const int64_t rows = split ? rows_in / 2 : rows_in, first = src == LP_SRC_MXFP4_UP;
+    const size_t row_bytes = (size_t)nb * 17;
+    uint8_t *out = own(m, lp_xmalloc((size_t)(E * rows) * row_bytes));
+    const uint8_t *blocks = bt->data, *scales = st->data;
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t src_row = e * rows_in + (split ? 2 * r + first : r);
+            uint8_t *o = out + (size_t)(e * rows + r) * row_bytes;
+            for (int64_t b = 0; b < nb; b++, o += 17) {
+                const uint8_t *q = blocks + ((size_t)src_row * nb + b) * 16;
+                uint8_t elem[32];
+                for (int k = 0; k < 16; k++) elem[2 * k] = q[k] & 15, elem[2 * k + 1] = q[k] >> 4;
+                o[0] = scales[(size_t)src_row * nb + b];
+                for (int j = 0; j < 16; j++) o[1 + j] = (uint8_t)(elem[j] | elem[j + 16] << 4);
+            }
+        }
+    w->type = LP_TYPE_MXFP4;
+    w->ne[0] = nb * 32, w->ne[1] = rows, w->ne[2] = E;
+    w->data = out;
+    return 0;
+}
+
 static int load_hf_role(lp_model *m, const lp_tensor_map *t, int layer) {
     char name[200];
     lp_weight *w = weight_slot(m, t->role, layer);
@@ -238,9 +293,12 @@ static int load_hf_role(lp_model *m, const lp_tensor_map *t, int layer) {
             if (rc == 1 && e > 0) rc = lp_fail("%s: tensor '%s': missing (other experts present)", m->path, name);
         }
         if (rc == 1) w->expert_data = NULL;
+    } else if (t->src == LP_SRC_BIAS_EVEN || t->src == LP_SRC_BIAS_ODD) {
+        lp_tensor_name_hf(t, layer, 0, name, sizeof name);
+        rc = hf_split_bias(m, name, t->src == LP_SRC_BIAS_ODD, w);
     } else {
-        return lp_fail("%s: %s from HF MXFP4 experts is not supported by the runtime; convert to GGUF first", m->path,
-                       m->arch->hf_class);
+        lp_tensor_name_hf(t, layer, 0, name, sizeof name);
+        rc = hf_mxfp4(m, name, t->src, w);
     }
     if (rc < 0) return -1;
     if (rc == 1) {

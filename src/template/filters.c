@@ -202,6 +202,7 @@ static bool parse_py_float(const char *s, size_t n, double *out) {
 static int f_float(rstate *r, const tv *v, targs *a, tv *out) {
     BIND("float", "default");
     double d;
+    if (v->kind == TV_UNDEF) return rerr_undefined(r, v); /* float(Undefined) raises */
     if (tv_is_num(v)) return tv_real(r, tv_num(v), out);
     if (tv_is_str(v) && parse_py_float(tv_sdata(v), tv_slen(v), &d) && isfinite(d)) return tv_real(r, d, out);
     if (present(&arg[0])) *out = arg[0];
@@ -243,6 +244,7 @@ static int f_int(rstate *r, const tv *v, targs *a, tv *out) {
     int base = given(&arg[1]) && tv_is_int(&arg[1]) ? (int)tv_ival(&arg[1]) : 10;
     long long iv;
     double d;
+    if (v->kind == TV_UNDEF) return rerr_undefined(r, v); /* int(Undefined) raises */
     if (tv_is_int(v)) {
         *out = tv_int(r, tv_ival(v));
         return 0;
@@ -613,10 +615,20 @@ static int call_test_named(rstate *r, const tv *name, const tv *v, targs *a, boo
     return tmpl_apply_test(r, tmpl_find_test(tv_sdata(name)), tv_sdata(name), v, a, res);
 }
 
+/* jinja's map/select/reject start with `if value:` — a falsy value of any type maps to nothing. */
+static int iterate_if_truthy(rstate *r, const tv *v, tv **items, int *n) {
+    if (!tv_truthy(v)) {
+        *items = NULL;
+        *n = 0;
+        return 0;
+    }
+    return tv_iterate(r, v, items, n);
+}
+
 static int f_map(rstate *r, const tv *v, targs *a, tv *out) {
     tv *items;
     int n;
-    if (tv_iterate(r, v, &items, &n) < 0) return -1;
+    if (iterate_if_truthy(r, v, &items, &n) < 0) return -1;
     if (a->npos == 0) { /* map(attribute="x", default=...) */
         tv attribute = {.kind = TV_ABSENT}, dflt = {.kind = TV_ABSENT};
         for (int k = 0; k < a->nkw; k++) {
@@ -646,7 +658,7 @@ static int select_common(rstate *r, const tv *v, targs *a, tv *out, bool want, b
     tv *items;
     int n, kept = 0, off = by_attr ? 1 : 0;
     if (by_attr && a->npos < 1) return rerr(r, "%s", "selectattr/rejectattr need an attribute name");
-    if (tv_iterate(r, v, &items, &n) < 0) return -1;
+    if (iterate_if_truthy(r, v, &items, &n) < 0) return -1;
     targs rest = *a;
     rest.pos += off + 1;
     rest.npos = a->npos > off + 1 ? a->npos - off - 1 : 0;

@@ -600,7 +600,8 @@ int tmpl_percent_format(rstate *r, const tv *fmt, const tv *args, tv *out) {
             return -1;
         }
     }
-    if (!F.mapping && F.next < F.nargs) {
+    /* Python skips this check when the argument supports indexing (a dict or a list) */
+    if (!F.mapping && !tv_is_list(args) && F.next < F.nargs) {
         sb_free(&b);
         return rerr(r, "%s", "not all arguments converted during string formatting");
     }

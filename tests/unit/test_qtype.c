@@ -437,7 +437,7 @@ static void test_q8_K_layout(void **state) {
     (void)state;
     float x[512];
     for (int i = 0; i < 512; i++) x[i] = gauss();
-    x[300] = -5.0f; /* the signed maximum of block 1 maps to code +127 */
+    x[300] = -5.0f; /* the signed maximum of block 1 maps to code -127 */
     x[0] = 0.0f;
     uint8_t *q = quantize_new(LP_TYPE_Q8_K, x, 512);
     for (int blk = 0; blk < 2; blk++) {
@@ -454,7 +454,7 @@ static void test_q8_K_layout(void **state) {
     float d1;
     memcpy(&d1, q + 292, 4);
     assert_true(d1 == 1 / (-127.f / -5.0f));
-    assert_int_equal((int8_t)q[292 + 4 + 300 - 256], 127);
+    assert_int_equal((int8_t)q[292 + 4 + 300 - 256], -127);
     free(q);
 }
 
@@ -465,15 +465,16 @@ typedef struct {
     double max_rel_rmse; /* RMSE(dequant(quant(x)) - x) / RMS(x) */
 } error_bound;
 
-/* Measured on the fixture slice below (small-qwen3 layer 0 q_proj + gate_proj rows,
- * 64K values): q8_0 0.0030, q6_K 0.0077, q5_K 0.0155, q5_1 0.0190, q5_0 0.0234,
- * q4_K 0.0312, iq4_nl 0.0357, q4_1 0.0379, q4_0 0.0464, mxfp4 0.0791, q3_K 0.0707,
- * q2_K 0.1530, q8_K 0.0030. Bounds leave ~15% headroom. */
+/* Measured on the fixture slice below (small-qwen3 layer 0: 32K values of q_proj and 32K
+ * of gate_proj, trained bf16 weights): q8_0 0.0053, q6_K 0.0177, q5_K 0.0361,
+ * q5_1 0.0378, q5_0 0.0425, q4_K 0.0715, iq4_nl 0.0759, q4_1 0.0782, q4_0 0.0857,
+ * mxfp4 0.1133, q3_K 0.1506, q2_K 0.2969, q8_K 0.0069. The quantizers are
+ * deterministic, so the bounds keep only ~12% headroom: a regression shows. */
 static const error_bound bounds[] = {
-    {LP_TYPE_Q8_0, 0.0035}, {LP_TYPE_Q6_K, 0.0090}, {LP_TYPE_Q5_K, 0.018}, {LP_TYPE_Q5_1, 0.022},
-    {LP_TYPE_Q5_0, 0.027},  {LP_TYPE_Q4_K, 0.036},  {LP_TYPE_IQ4_NL, 0.041}, {LP_TYPE_Q4_1, 0.044},
-    {LP_TYPE_Q4_0, 0.053},  {LP_TYPE_MXFP4, 0.091}, {LP_TYPE_Q3_K, 0.081}, {LP_TYPE_Q2_K, 0.176},
-    {LP_TYPE_Q8_K, 0.0035},
+    {LP_TYPE_Q8_0, 0.0060}, {LP_TYPE_Q6_K, 0.020}, {LP_TYPE_Q5_K, 0.040},   {LP_TYPE_Q5_1, 0.042},
+    {LP_TYPE_Q5_0, 0.048},  {LP_TYPE_Q4_K, 0.080}, {LP_TYPE_IQ4_NL, 0.085}, {LP_TYPE_Q4_1, 0.088},
+    {LP_TYPE_Q4_0, 0.096},  {LP_TYPE_MXFP4, 0.127}, {LP_TYPE_Q3_K, 0.169},  {LP_TYPE_Q2_K, 0.333},
+    {LP_TYPE_Q8_K, 0.0078},
 };
 
 #define REAL_N (2 * 32768)
@@ -506,24 +507,27 @@ static double rel_rmse(lp_type t, const float *x, int64_t n) {
 static void test_roundtrip_real_weights(void **state) {
     (void)state;
     float *x = real_weights();
-    double prev_k = 0;
     for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
         double e = rel_rmse(bounds[i].t, x, REAL_N);
         if (getenv("LP_TEST_VERBOSE")) printf("  %-6s rel RMSE %.4f (bound %.4f)\n", lp_qtype(bounds[i].t)->name, e, bounds[i].max_rel_rmse);
         if (!(e <= bounds[i].max_rel_rmse)) fail_msg("%s: relative RMSE %.5f exceeds %.5f", lp_qtype(bounds[i].t)->name, e, bounds[i].max_rel_rmse);
         assert_true(e > 0);
-        (void)prev_k;
     }
     /* more bits, less error: the K-quant ladder must be strictly ordered */
     const lp_type ladder[] = {LP_TYPE_Q2_K, LP_TYPE_Q3_K, LP_TYPE_Q4_K, LP_TYPE_Q5_K, LP_TYPE_Q6_K, LP_TYPE_Q8_0};
+    double prev_k = 0;
     for (size_t i = 0; i < 6; i++) {
         double e = rel_rmse(ladder[i], x, REAL_N);
         if (i) assert_true(e < prev_k);
         prev_k = e;
     }
-    /* the fixture is bf16: F32, BF16 and F16 (wider mantissa, values in range) are exact */
-    const lp_type exact[] = {LP_TYPE_F32, LP_TYPE_BF16, LP_TYPE_F16};
-    for (size_t i = 0; i < 3; i++) assert_true(rel_rmse(exact[i], x, REAL_N) == 0.0);
+    /* the fixture is bf16: F32 and BF16 are exact; F16 has more mantissa but loses the
+     * smallest values to its subnormal range */
+    assert_true(rel_rmse(LP_TYPE_F32, x, REAL_N) == 0.0);
+    assert_true(rel_rmse(LP_TYPE_BF16, x, REAL_N) == 0.0);
+    double e16 = rel_rmse(LP_TYPE_F16, x, REAL_N);
+    if (getenv("LP_TEST_VERBOSE")) printf("  f16    rel RMSE %.2e\n", e16);
+    assert_true(e16 < 1e-4);
     free(x);
 }
 
