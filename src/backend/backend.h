@@ -36,6 +36,8 @@ typedef struct {
     lp_rope_kind rope;    /* NORM: pairs (2i, 2i+1); NEOX: pairs (i, i + head_dim/2) */
     const float *rope_inv_freq; /* [head_dim/2]: angle of pair i at position p = p * inv_freq[i] */
     float rope_attn_factor;     /* multiplies cos and sin (YaRN); 1 otherwise */
+    bool f32_activations;       /* quantized weights meet F32 activations (dequantized rows)
+                                   instead of activations converted to the type's vec_dot_type */
 } lp_backend_config;
 
 /* The tokens of one forward step; arrays of n entries (host memory, copied by set_batch). */

@@ -9,6 +9,7 @@
 #include "pipeline/inspect.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/plan.h"
+#include "pipeline/validate.h"
 
 #define PROG "llama-pajamas-quant"
 
@@ -20,8 +21,12 @@ static void usage(FILE *f) {
             "  info MODEL [--json] [--offline]\n"
             "      architecture report of a model dir, HF cache id (org/name), or config.json\n"
             "  convert --model MODEL --output DIR [--formats gguf[,mlx]] --precision P[,P...]\n"
-            "          [--threads N] [--dry-run] [--quiet] [--offline]\n"
+            "          [--threads N] [--dry-run] [--quiet] [--offline] [--validate]\n"
             "      write DIR/gguf/<P>/<name>-<P>.gguf, metadata.json and DIR/manifest.json\n"
+            "  validate --original HF_DIR --quantized OUT_DIR [--metrics perplexity,kld,generation]\n"
+            "          [--text FILE] [--ctx N] [--chunks N] [--threads N] [--backend auto|cpu|cuda]\n"
+            "      perplexity, KL divergence, top-1 agreement and generations of every artifact vs the\n"
+            "      original; writes OUT_DIR/validation.json; exit 1 if an artifact misses its threshold\n"
             "  inspect FILE.gguf [--tensor NAME --dequantize OUT.f32]\n"
             "      list key/values and tensors, or dump one tensor dequantized to raw f32\n"
             "\n"
@@ -78,11 +83,67 @@ static int split_precisions(const char *spec, bool want_gguf, bool want_mlx, lp_
     return 0;
 }
 
+/* Default held-out text: data/validation.txt next to the binary's source tree, or
+ * $LP_VALIDATION_TEXT. */
+static const char *default_text(void) {
+    const char *env = getenv("LP_VALIDATION_TEXT");
+    return env ? env : LP_DATA_DIR "/validation.txt";
+}
+
+static void validate_defaults(lp_validate_opts *v) {
+    memset(v, 0, sizeof *v);
+    v->want_ppl = v->want_kld = v->want_generation = true;
+    v->ctx = 512;
+    v->max_chunks = 16;
+    v->backend = "auto";
+    v->text_path = default_text();
+}
+
+static int parse_metrics(lp_validate_opts *v, const char *list) {
+    v->want_ppl = v->want_kld = v->want_generation = false;
+    int n;
+    char **items = lp_split_list(list, &n);
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (strcmp(items[i], "perplexity") == 0) v->want_ppl = true;
+        else if (strcmp(items[i], "kld") == 0) v->want_kld = true;
+        else if (strcmp(items[i], "generation") == 0) v->want_generation = true;
+        else rc = lp_fail("--metrics: unknown metric '%s' (perplexity, kld, generation)", items[i]);
+    }
+    lp_free_list(items);
+    return rc;
+}
+
+static int cmd_validate(int argc, char **argv) {
+    lp_args a;
+    lp_args_init(&a, argc, argv, "validate");
+    lp_validate_opts v;
+    validate_defaults(&v);
+    int err = 0;
+    while (!lp_args_done(&a) && !err) {
+        if (lp_args_opt(&a, "--original", &err)) v.original = a.value;
+        else if (lp_args_opt(&a, "--quantized", &err)) v.quantized = a.value;
+        else if (lp_args_opt(&a, "--text", &err)) v.text_path = a.value;
+        else if (lp_args_opt(&a, "--backend", &err)) v.backend = a.value;
+        else if (lp_args_opt(&a, "--metrics", &err)) err = parse_metrics(&v, a.value) != 0;
+        else if (lp_args_opt(&a, "--ctx", &err)) err = lp_parse_int("--ctx", a.value, 16, 1 << 20, &v.ctx) != 0;
+        else if (lp_args_opt(&a, "--chunks", &err)) err = lp_parse_int("--chunks", a.value, 0, 1 << 20, &v.max_chunks) != 0;
+        else if (lp_args_opt(&a, "--threads", &err)) err = lp_parse_int("--threads", a.value, 1, 1024, &v.n_threads) != 0;
+        else if (lp_args_flag(&a, "--quiet")) v.quiet = true;
+        else err = lp_fail("validate: unknown option '%s'", lp_args_current(&a)) != 0;
+    }
+    if (!err && (!v.original || !v.quantized)) err = lp_fail("validate: --original and --quantized are required") != 0;
+    if (err) return lp_cli_error(PROG);
+    int rc = lp_validate(&v);
+    return rc < 0 ? lp_cli_error(PROG) : rc;
+}
+
 static int cmd_convert(int argc, char **argv) {
     lp_args a;
     lp_args_init(&a, argc, argv, "convert");
     lp_convert_opts o = {0};
     const char *formats = "gguf", *precision = NULL;
+    bool validate = false;
     int err = 0;
     while (!lp_args_done(&a) && !err) {
         if (lp_args_opt(&a, "--model", &err))
@@ -101,6 +162,8 @@ static int cmd_convert(int argc, char **argv) {
             o.quiet = true;
         else if (lp_args_flag(&a, "--offline"))
             o.offline = true;
+        else if (lp_args_flag(&a, "--validate"))
+            validate = true;
         else {
             lp_fail("convert: unknown option '%s'", lp_args_current(&a));
             err = 1;
@@ -122,7 +185,16 @@ static int cmd_convert(int argc, char **argv) {
     if (rc == 0) rc = lp_pipeline_convert(&o);
     lp_free_list(gguf);
     lp_free_list(mlx);
-    return rc == 0 ? 0 : lp_cli_error(PROG);
+    if (rc != 0) return lp_cli_error(PROG);
+    if (!validate || o.dry_run) return 0;
+    lp_validate_opts v;
+    validate_defaults(&v);
+    v.original = o.model;
+    v.quantized = o.output_dir;
+    v.n_threads = o.n_threads;
+    v.quiet = o.quiet;
+    rc = lp_validate(&v);
+    return rc < 0 ? lp_cli_error(PROG) : rc;
 }
 
 static int cmd_inspect(int argc, char **argv) {
@@ -154,6 +226,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(argv[1], "info") == 0) return cmd_info(argc - 2, argv + 2);
     if (strcmp(argv[1], "convert") == 0) return cmd_convert(argc - 2, argv + 2);
+    if (strcmp(argv[1], "validate") == 0) return cmd_validate(argc - 2, argv + 2);
     if (strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 2, argv + 2);
     fprintf(stderr, PROG ": unknown command '%s' (try --help)\n", argv[1]);
     return 2;

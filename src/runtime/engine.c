@@ -47,6 +47,32 @@ static float llama3_scale(const lp_hparams *hp, float inv_freq) {
     return (1.0f - smooth) * inv_freq / factor + smooth * inv_freq;
 }
 
+/* YaRN (HF _compute_yarn_parameters): dimensions that rotate fewer than beta_slow times
+ * over the original context are interpolated by `factor`, those rotating more than
+ * beta_fast times are kept, with a linear ramp between; cos/sin get scaled by
+ * 0.1 ln(factor) + 1. gpt-oss ships "truncate": false (no rounding of the ramp ends);
+ * lp_hparams has no field for it yet, so it is taken as that family's setting. */
+static float yarn_inv_freq(const lp_hparams *hp, int i, float inv_freq) {
+    const double dim = hp->head_dim, base = hp->rope_theta;
+    const double orig = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : hp->n_ctx_train;
+    const bool truncate = !hp->arch->attn_sinks;
+    double low = dim * log(orig / (hp->yarn_beta_fast * 2 * M_PI)) / (2 * log(base));
+    double high = dim * log(orig / (hp->yarn_beta_slow * 2 * M_PI)) / (2 * log(base));
+    if (truncate) low = floor(low), high = ceil(high);
+    low = low > 0 ? low : 0;
+    high = high < dim - 1 ? high : dim - 1;
+    if (low == high) high += 0.001;
+    float ramp = ((float)i - (float)low) / (float)(high - low);
+    ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+    const float extrapolation = 1.0f - ramp, interpolation = inv_freq / hp->rope_factor;
+    return interpolation * (1.0f - extrapolation) + inv_freq * extrapolation;
+}
+
+static float rope_attn_factor(const lp_hparams *hp) {
+    if (hp->rope_scaling != LP_ROPE_SCALING_YARN || hp->rope_factor <= 1.0f) return 1.0f;
+    return (float)(0.1 * log(hp->rope_factor) + 1.0);
+}
+
 static float *rope_inv_freq(const lp_model *m) {
     const lp_hparams *hp = &m->hp;
     const int half = hp->head_dim / 2;
@@ -57,6 +83,7 @@ static float *rope_inv_freq(const lp_model *m) {
         inv[i] = 1.0f / powf(hp->rope_theta, (float)(2 * i) / (float)hp->head_dim);
         if (hp->rope_scaling == LP_ROPE_SCALING_LINEAR) inv[i] /= hp->rope_factor;
         if (hp->rope_scaling == LP_ROPE_SCALING_LLAMA3) inv[i] = llama3_scale(hp, inv[i]);
+        if (hp->rope_scaling == LP_ROPE_SCALING_YARN) inv[i] = yarn_inv_freq(hp, i, inv[i]);
         if (factors) inv[i] /= ((const float *)factors->data)[i]; /* GGUF rope_freqs: llama.cpp divides */
     }
     return inv;
@@ -113,7 +140,8 @@ lp_engine *lp_engine_create_with_backend(const lp_model *m, lp_backend *be, cons
         .head_dim = hp->head_dim,
         .rope = m->rope,
         .rope_inv_freq = inv_freq,
-        .rope_attn_factor = 1.0f,
+        .rope_attn_factor = rope_attn_factor(hp),
+        .f32_activations = e->p.f32_activations,
     };
     int rc = be->ops->init(be, &cfg);
     free(inv_freq);

@@ -26,6 +26,8 @@ typedef struct {
     int n_slots;   /* sequences alive at once; 0: 1 */
     int n_batch;   /* most tokens per forward step; 0: 512 */
     int n_threads; /* CPU backend threads; 0: all online CPUs */
+    bool f32_activations; /* quantized weights times F32 activations (slower; reference math)
+                             instead of llama.cpp's activation quantization */
 } lp_engine_params;
 
 typedef struct {

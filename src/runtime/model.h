@@ -10,6 +10,8 @@
  *     (lp_weight.expert_data), so a 60 GB MoE checkpoint costs no heap.
  *     llama from HF keeps its un-permuted q/k rows, so the model's rope is NEOX
  *     (rotating (i, i+d/2) on HF rows equals NORM rope on GGUF-permuted rows).
+ *     gpt-oss MXFP4 experts are the one copy: repacked once into ggml's
+ *     block_mxfp4 rows (gate/up de-interleaved), as the GGUF converter does.
  *
  * Vector weights (norms, biases, sinks, rope factors) are always materialised as
  * F32 copies owned by the model, so backends only meet matrices in other types.

@@ -69,10 +69,21 @@ static tv lookup(rstate *r, const char *name) {
     return tv_undef(name, NULL);
 }
 
+static long long max_steps = TMPL_MAX_STEPS;
+static size_t max_bytes = TMPL_MAX_MEMORY;
+
+void lp_template_set_limits(long long steps, size_t bytes) {
+    max_steps = steps > 0 ? steps : TMPL_MAX_STEPS;
+    max_bytes = bytes ? bytes : TMPL_MAX_MEMORY;
+}
+
 static int count_step(rstate *r) {
-    if (++r->steps > TMPL_MAX_STEPS) return rerr(r, "%s", "template exceeded its evaluation budget (runaway loop?)");
+    if (++r->steps > max_steps) return rerr(r, "%s", "template exceeded its evaluation budget (runaway loop?)");
+    if (r->a.bytes > max_bytes) return rerr(r, "%s", "template used too much memory");
     return 0;
 }
+
+tv loop_item(const loopstate *l, int i) { return l->list ? tv_of(json_array_get(l->list, (size_t)i)) : l->items[i]; }
 
 /* ---------------------------------------------------------------- arithmetic */
 static int num_result(rstate *r, bool as_int, long long i, double d, tv *out) {
@@ -571,18 +582,33 @@ static int render_to_string(rstate *r, const nlist *body, tv *out) {
     return 0;
 }
 
+/* One scope object per loop, emptied at each iteration: a fresh scope per iteration as jinja
+ * has, without the memory of one per iteration. */
+static frame *iteration_scope(rstate *r, frame *scope, frame *outer) {
+    if (!scope) return frame_new(r, outer);
+    scope->vars.n = 0;
+    return scope;
+}
+
 static int exec_for(rstate *r, const node *n) {
-    tv seq, *items;
+    tv seq, *items = NULL;
     int cnt;
     if (eval(r, n->a, &seq) < 0) return -1;
     r->line = n->line;
-    if (tv_iterate(r, &seq, &items, &cnt) < 0) return -1;
-    frame *outer = r->f;
+    loopstate *L = ta_alloc(&r->a, sizeof *L);
+    if (tv_is_list(&seq) && !n->b) {
+        L->list = seq.j;
+        cnt = (int)json_array_size(seq.j);
+    } else if (tv_iterate(r, &seq, &items, &cnt) < 0) {
+        return -1;
+    }
+    frame *outer = r->f, *scope = NULL;
     if (n->b) { /* `for x in xs if cond`: filter first, so loop.length counts what remains */
         int kept = 0;
         for (int i = 0; i < cnt; i++) {
             tv ok;
-            r->f = frame_new(r, outer);
+            if (count_step(r) < 0) return -1;
+            r->f = scope = iteration_scope(r, scope, outer);
             int rc = bind_targets(r, n, r->f, &items[i]);
             if (rc == 0) rc = eval(r, n->b, &ok);
             r->f = outer;
@@ -591,16 +617,16 @@ static int exec_for(rstate *r, const node *n) {
         }
         cnt = kept;
     }
-    loopstate *L = ta_alloc(&r->a, sizeof *L);
     L->items = items;
     L->n = cnt;
     tv loopv = {.kind = TV_LOOP, .p = L};
     for (int i = 0; i < cnt; i++) {
         if (count_step(r) < 0) return -1;
         L->i = i;
-        r->f = frame_new(r, outer);
+        r->f = scope = iteration_scope(r, scope, outer);
         frame_set(r, r->f, "loop", loopv);
-        int rc = bind_targets(r, n, r->f, &items[i]);
+        tv item = loop_item(L, i);
+        int rc = bind_targets(r, n, r->f, &item);
         if (rc == 0) rc = exec_list(r, &n->items);
         r->f = outer;
         if (rc < 0) return -1;

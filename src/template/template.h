@@ -43,6 +43,11 @@ char *lp_chat_render(const lp_template *t, const json_t *messages, const json_t 
                      bool add_generation_prompt, const json_t *extra_kwargs,
                      const char *bos_token, const char *eos_token);
 
+/* Ceilings that stop runaway templates: loop iterations + calls per render (default 20M) and
+ * an estimate of the memory one render holds (default 512 MiB). 0 restores a default.
+ * Process-wide. */
+void lp_template_set_limits(long long max_steps, size_t max_bytes);
+
 /* strftime_now() reads the local time of this clock. 0 (the default) = the real clock; tests
  * fix it so renders are reproducible. Process-wide. */
 void lp_template_set_clock(time_t fixed_now);

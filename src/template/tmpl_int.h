@@ -18,6 +18,7 @@
 #define TMPL_MAX_RANGE 100000           /* range() length, as jinja2.sandbox.MAX_RANGE */
 #define TMPL_MAX_STEPS 20000000LL       /* loop iterations + calls per render */
 #define TMPL_MAX_STRING (256u << 20)    /* any string or output we build */
+#define TMPL_MAX_MEMORY (512ull << 20)  /* estimated bytes one render may hold */
 
 /* ---------------------------------------------------------------- arena */
 /* Everything a template or a render allocates lives until the arena is freed, which lets the
@@ -28,6 +29,7 @@ typedef struct {
     ta_chunk *head;
     json_t **json;
     size_t njson, capjson;
+    size_t bytes; /* estimate of what the arena holds, for the memory ceiling */
 } tarena;
 
 void *ta_alloc(tarena *a, size_t n); /* zeroed, 16-byte aligned */
@@ -197,11 +199,14 @@ typedef struct {
 } macro;
 
 typedef struct {
-    tv *items;
+    json_t *list; /* iterating a list directly: its elements are the items */
+    tv *items;    /* otherwise the materialised items */
     int n, i;
     tv last_changed;
     bool have_changed;
 } loopstate;
+
+tv loop_item(const loopstate *l, int i);
 
 typedef struct {
     int npos, nkw;

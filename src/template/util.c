@@ -20,6 +20,7 @@ void *ta_alloc(tarena *a, size_t n) {
     if (!a->head || a->head->cap - a->head->used < n) {
         size_t cap = n > 16384 ? n : 16384;
         ta_chunk *c = lp_xmalloc(sizeof *c + cap);
+        a->bytes += sizeof *c + cap;
         c->next = a->head;
         c->used = 0;
         c->cap = cap;
@@ -38,8 +39,19 @@ char *ta_strndup(tarena *a, const char *s, size_t n) {
     return d;
 }
 
+/* Rough heap cost of a JSON value, counting its direct contents. */
+static size_t json_cost(const json_t *j) {
+    switch (json_typeof(j)) {
+    case JSON_STRING: return 48 + json_string_length(j);
+    case JSON_ARRAY: return 64 + 48 * json_array_size(j);
+    case JSON_OBJECT: return 128 + 96 * json_object_size(j);
+    default: return 48;
+    }
+}
+
 json_t *ta_own(tarena *a, json_t *j) {
     if (!j) return NULL;
+    a->bytes += json_cost(j) + sizeof *a->json;
     if (a->njson == a->capjson) {
         a->capjson = a->capjson ? a->capjson * 2 : 64;
         a->json = lp_xrealloc(a->json, a->capjson * sizeof *a->json);

@@ -433,8 +433,8 @@ static int loop_getattr(rstate *r, const tv *obj, const char *name, tv *out) {
         }
     if (!strcmp(name, "first")) *out = tv_bool(i == 0);
     else if (!strcmp(name, "last")) *out = tv_bool(i == n - 1);
-    else if (!strcmp(name, "previtem")) *out = i > 0 ? l->items[i - 1] : tv_undef("previtem", NULL);
-    else if (!strcmp(name, "nextitem")) *out = i + 1 < n ? l->items[i + 1] : tv_undef("nextitem", NULL);
+    else if (!strcmp(name, "previtem")) *out = i > 0 ? loop_item(l, (int)i - 1) : tv_undef("previtem", NULL);
+    else if (!strcmp(name, "nextitem")) *out = i + 1 < n ? loop_item(l, (int)i + 1) : tv_undef("nextitem", NULL);
     else {
         bool unsafe;
         const builtin *m = tmpl_find_method(obj, name, &unsafe);

@@ -20,6 +20,7 @@
 #include "core/err.h"
 #include "core/fileio.h"
 #include "formats/gguf.h"
+#include "formats/safetensors.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/perplexity.h"
@@ -39,9 +40,11 @@ typedef struct {
     json_t *refs;
     float *ref_logits; /* [NREF][V] */
     int32_t ref_tokens[NREF];
+    bool f32_activations; /* gpt-oss: MXFP4 experts times F32 activations, as HF computes */
 } fixture;
 
-static fixture fx_tiny = {.name = "tiny-qwen3"}, fx_small = {.name = "small-qwen3"}, fx_moe = {.name = "tiny-qwen3-moe"};
+static fixture fx_tiny = {.name = "tiny-qwen3"}, fx_small = {.name = "small-qwen3"}, fx_moe = {.name = "tiny-qwen3-moe"},
+               fx_oss = {.name = "tiny-gptoss", .f32_activations = true};
 
 static char *fixture_path(const char *fmt, const char *name) {
     char rel[256];
@@ -54,7 +57,7 @@ static int load_fixture(fixture *f) {
     f->model = lp_model_load_hf(dir);
     free(dir);
     if (!f->model) return fprintf(stderr, "load %s: %s\n", f->name, lp_errmsg()), -1;
-    lp_engine_params p = {.n_ctx = 1024, .n_slots = 4, .n_threads = 2};
+    lp_engine_params p = {.n_ctx = 1024, .n_slots = 4, .n_threads = 2, .f32_activations = f->f32_activations};
     f->engine = lp_engine_create(f->model, &p);
     if (!f->engine) return fprintf(stderr, "engine %s: %s\n", f->name, lp_errmsg()), -1;
     char *refs = fixture_path("refs/%s.json", f->name);
@@ -73,7 +76,7 @@ static int load_fixture(fixture *f) {
 
 static int setup(void **state) {
     (void)state;
-    return load_fixture(&fx_tiny) || load_fixture(&fx_small) || load_fixture(&fx_moe) ? -1 : 0;
+    return load_fixture(&fx_tiny) || load_fixture(&fx_small) || load_fixture(&fx_moe) || load_fixture(&fx_oss) ? -1 : 0;
 }
 
 static void free_fixture(fixture *f) {
@@ -88,6 +91,7 @@ static int teardown(void **state) {
     free_fixture(&fx_tiny);
     free_fixture(&fx_small);
     free_fixture(&fx_moe);
+    free_fixture(&fx_oss);
     return 0;
 }
 
@@ -119,6 +123,27 @@ static void check_logits(fixture *f) {
 static void test_logits_tiny(void **state) { (void)state; check_logits(&fx_tiny); }
 static void test_logits_small(void **state) { (void)state; check_logits(&fx_small); }
 static void test_logits_moe(void **state) { (void)state; check_logits(&fx_moe); }
+static void test_logits_gptoss(void **state) { (void)state; check_logits(&fx_oss); }
+
+/* gpt-oss with llama.cpp's default math: MXFP4 experts times Q8_0-rounded activations */
+static void test_gptoss_q8_activations(void **state) {
+    (void)state;
+    fixture *f = &fx_oss;
+    const int V = f->model->hp.n_vocab;
+    lp_engine *e = lp_engine_create(f->model, &(lp_engine_params){.n_ctx = 128, .n_threads = 2});
+    assert_non_null(e);
+    float *logits = lp_xmalloc((size_t)NREF * V * sizeof(float));
+    assert_int_equal(lp_engine_eval(e, 0, 0, f->ref_tokens, NREF, logits, true), 0);
+    lp_kld *k = lp_kld_new();
+    for (int i = 0; i < NREF; i++) lp_kld_add(k, f->ref_logits + (size_t)i * V, logits + (size_t)i * V, V);
+    lp_kld_stats st;
+    lp_kld_get(k, &st);
+    printf("  tiny-gptoss, Q8_0 activations: mean KLD %.2g, top-1 agreement %.3f\n", st.mean_kld, st.top1_agree);
+    assert_true(st.mean_kld < 1e-2 && st.top1_agree >= 0.9);
+    lp_kld_free(k);
+    free(logits);
+    lp_engine_free(e);
+}
 
 /* ---- greedy continuations ---- */
 
@@ -152,6 +177,7 @@ static void check_greedy(fixture *f) {
 static void test_greedy_tiny(void **state) { (void)state; check_greedy(&fx_tiny); }
 static void test_greedy_small(void **state) { (void)state; check_greedy(&fx_small); }
 static void test_greedy_moe(void **state) { (void)state; check_greedy(&fx_moe); }
+static void test_greedy_gptoss(void **state) { (void)state; check_greedy(&fx_oss); }
 
 /* ---- three sequences in one batch: mixed prefill, then batched decode steps ---- */
 
@@ -259,6 +285,8 @@ static void check_ppl(fixture *f, int chunks) {
 static void test_ppl_tiny(void **state) { (void)state; check_ppl(&fx_tiny, 4); }
 static void test_ppl_small(void **state) { (void)state; check_ppl(&fx_small, 2); }
 static void test_ppl_moe(void **state) { (void)state; check_ppl(&fx_moe, 2); }
+/* ctx 512 > the 128-token sliding window of gpt-oss's even layers */
+static void test_ppl_gptoss(void **state) { (void)state; check_ppl(&fx_oss, 1); }
 
 /* ---- GGUF: write the HF weights into a GGUF here (matrices BF16 or Q8_0), load it back ---- */
 
@@ -282,6 +310,14 @@ static void set_arch_kvs(lp_gguf_writer *w, const lp_hparams *hp, int embd_overr
         lp_gguf_set_u32(w, KEY("expert_used_count"), (uint32_t)hp->n_expert_used);
         lp_gguf_set_u32(w, KEY("expert_feed_forward_length"), (uint32_t)hp->n_ff_exp);
     }
+    if (hp->sliding_window > 0) lp_gguf_set_u32(w, KEY("attention.sliding_window"), (uint32_t)hp->sliding_window);
+    if (hp->rope_scaling == LP_ROPE_SCALING_YARN) {
+        lp_gguf_set_str(w, KEY("rope.scaling.type"), "yarn");
+        lp_gguf_set_f32(w, KEY("rope.scaling.factor"), hp->rope_factor);
+        lp_gguf_set_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)hp->rope_orig_ctx);
+        lp_gguf_set_f32(w, KEY("rope.scaling.yarn_beta_fast"), hp->yarn_beta_fast);
+        lp_gguf_set_f32(w, KEY("rope.scaling.yarn_beta_slow"), hp->yarn_beta_slow);
+    }
 #undef KEY
 }
 
@@ -291,8 +327,9 @@ typedef struct {
     int idx;
 } gguf_item;
 
-/* Matrices (2-D/3-D) become `matrix_type`; vectors stay F32; the token embedding keeps
- * its type and the MoE router is F32, as llama.cpp's converter does. */
+/* Float matrices become `matrix_type`; vectors stay F32; the token embedding and
+ * already-quantized weights (gpt-oss MXFP4 experts) keep their type and the MoE router
+ * is F32, as llama.cpp's converter does. */
 static void write_gguf(const lp_model *m, const char *path, lp_type matrix_type, int embd_override) {
     lp_gguf_writer *w = lp_gguf_writer_new();
     set_arch_kvs(w, &m->hp, embd_override);
@@ -305,7 +342,7 @@ static void write_gguf(const lp_model *m, const char *path, lp_type matrix_type,
             if (!wt) continue;
             char name[128];
             lp_tensor_name_gguf(t, l, name, sizeof name);
-            const bool matrix = wt->n_dims >= 2 && t->role != LP_T_TOKEN_EMBD;
+            const bool matrix = wt->n_dims >= 2 && t->role != LP_T_TOKEN_EMBD && !lp_qtype(wt->type)->quantized;
             gguf_item *it = &items[n_items++];
             it->w = wt;
             it->type = t->role == LP_T_FFN_ROUTER ? LP_TYPE_F32 : matrix ? matrix_type : wt->type;
@@ -353,7 +390,8 @@ static void check_gguf(fixture *f) {
     assert_int_equal(m->hp.n_vocab, V);
     assert_int_equal(m->hp.n_expert, f->model->hp.n_expert);
     assert_true(m->hp.expert_norm_topk == f->model->hp.expert_norm_topk);
-    lp_engine *e = lp_engine_create(m, &(lp_engine_params){.n_ctx = 128, .n_threads = 2});
+    const lp_engine_params same = {.n_ctx = 128, .n_threads = 2, .f32_activations = f->f32_activations};
+    lp_engine *e = lp_engine_create(m, &same);
     assert_non_null(e);
     assert_int_equal(lp_engine_eval(e, 0, 0, f->ref_tokens, NREF, logits, true), 0);
     assert_true(max_abs_diff(logits, hf, (size_t)NREF * V) == 0.0);
@@ -364,7 +402,7 @@ static void check_gguf(fixture *f) {
     write_gguf(f->model, path, LP_TYPE_Q8_0, 0);
     m = lp_model_load_gguf(path);
     assert_non_null(m);
-    e = lp_engine_create(m, &(lp_engine_params){.n_ctx = 128, .n_threads = 2});
+    e = lp_engine_create(m, &same);
     assert_non_null(e);
     assert_int_equal(lp_engine_eval(e, 0, 0, f->ref_tokens, NREF, logits, true), 0);
     lp_kld *k = lp_kld_new();
@@ -393,6 +431,130 @@ static void check_gguf(fixture *f) {
 
 static void test_gguf_dense(void **state) { (void)state; check_gguf(&fx_tiny); }
 static void test_gguf_moe(void **state) { (void)state; check_gguf(&fx_moe); }
+static void test_gguf_gptoss(void **state) { (void)state; check_gguf(&fx_oss); }
+
+/* ---- llama: HF rows with NEOX rope == GGUF-permuted rows with NORM rope ----
+ * A llama checkpoint is made from tiny-qwen3's weights minus the q/k norms (no reference
+ * exists for it, but both layouts of the same weights must give the same logits). */
+
+static void write_llama_hf(const lp_model *src, const char *dir) {
+    lp_st_writer *w = lp_st_writer_new();
+    const lp_tensor_map *rows[LP_T_COUNT * LP_MAX_LAYERS];
+    const lp_weight *ws[LP_T_COUNT * LP_MAX_LAYERS];
+    int n = 0;
+    for (const lp_tensor_map *t = lp_arch_by_model_type("llama")->tensors; t->role != LP_T_COUNT; t++) {
+        const int layers = lp_role_per_layer(t->role) ? src->hp.n_layer : 1;
+        for (int l = 0; l < layers; l++) {
+            const lp_weight *wt = lp_model_weight(src, t->role, l);
+            if (!wt) continue;
+            char name[128];
+            lp_tensor_name_hf(t, l, 0, name, sizeof name);
+            int64_t shape[2] = {wt->n_dims == 2 ? wt->ne[1] : wt->ne[0], wt->ne[0]};
+            assert_int_equal(lp_st_writer_add(w, name, wt->type == LP_TYPE_BF16 ? LP_ST_BF16 : LP_ST_F32, wt->n_dims, shape), n);
+            rows[n] = t, ws[n++] = wt;
+        }
+    }
+    char *path = lp_path_join(dir, "model.safetensors");
+    assert_int_equal(lp_st_writer_begin(w, path), 0);
+    for (int i = 0; i < n; i++) assert_int_equal(lp_st_writer_data(w, i, ws[i]->data, ws[i]->expert_bytes), 0);
+    assert_int_equal(lp_st_writer_finish(w), 0);
+    lp_st_writer_free(w);
+    free(path);
+    (void)rows;
+    const lp_hparams *hp = &src->hp;
+    char *cfg = lp_xasprintf("{\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": %d, "
+                             "\"hidden_size\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
+                             "\"intermediate_size\": %d, \"vocab_size\": %d, \"max_position_embeddings\": %d, "
+                             "\"rms_norm_eps\": %g, \"rope_theta\": %g, \"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\"}",
+                             hp->n_layer, hp->n_embd, hp->n_head, hp->n_head_kv, hp->head_dim, hp->n_ff, hp->n_vocab,
+                             hp->n_ctx_train, (double)hp->rms_eps, (double)hp->rope_theta);
+    path = lp_path_join(dir, "config.json");
+    assert_int_equal(lp_write_file_atomic(path, cfg, strlen(cfg)), 0);
+    free(path);
+    free(cfg);
+}
+
+/* GGUF row 2i + t of each head = HF row t * hd/2 + i (FORMATS.md 4.4). */
+static void permute_rows(const uint8_t *src, uint8_t *dst, int n_rows, int hd, size_t row_bytes) {
+    for (int r = 0; r < n_rows; r++) {
+        const int head = r / hd, j = r % hd, i = j / 2, t = j % 2;
+        memcpy(dst + (size_t)r * row_bytes, src + (size_t)(head * hd + t * (hd / 2) + i) * row_bytes, row_bytes);
+    }
+}
+
+static void write_llama_gguf(const lp_model *m, const char *path) {
+    lp_gguf_writer *w = lp_gguf_writer_new();
+    set_arch_kvs(w, &m->hp, 0);
+    lp_gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)m->hp.head_dim);
+    const lp_weight *ws[LP_T_COUNT * LP_MAX_LAYERS];
+    lp_role roles[LP_T_COUNT * LP_MAX_LAYERS];
+    int n = 0;
+    for (const lp_tensor_map *t = m->arch->tensors; t->role != LP_T_COUNT; t++) {
+        const int layers = lp_role_per_layer(t->role) ? m->hp.n_layer : 1;
+        for (int l = 0; l < layers; l++) {
+            const lp_weight *wt = lp_model_weight(m, t->role, l);
+            if (!wt) continue;
+            char name[128];
+            lp_tensor_name_gguf(t, l, name, sizeof name);
+            assert_int_equal(lp_gguf_writer_add_tensor(w, name, wt->type, wt->n_dims, wt->ne), n);
+            ws[n] = wt, roles[n++] = t->role;
+        }
+    }
+    assert_int_equal(lp_gguf_writer_begin(w, path), 0);
+    for (int i = 0; i < n; i++) {
+        const size_t bytes = ws[i]->expert_bytes;
+        uint8_t *buf = lp_xmalloc(bytes);
+        if (roles[i] == LP_T_ATTN_Q || roles[i] == LP_T_ATTN_K)
+            permute_rows(ws[i]->data, buf, (int)ws[i]->ne[1], m->hp.head_dim, ws[i]->row_bytes);
+        else
+            memcpy(buf, ws[i]->data, bytes);
+        assert_int_equal(lp_gguf_writer_tensor_data(w, i, buf, bytes), 0);
+        free(buf);
+    }
+    assert_int_equal(lp_gguf_writer_finish(w), 0);
+    lp_gguf_writer_free(w);
+}
+
+static void test_llama_rope_layouts(void **state) {
+    (void)state;
+    char dir[] = "/tmp/lp_test_runtime_llama_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    write_llama_hf(fx_tiny.model, dir);
+    lp_model *hf = lp_model_load_hf(dir);
+    assert_non_null(hf);
+    assert_int_equal(hf->rope, LP_ROPE_NEOX);
+    char *gguf_path = lp_path_join(dir, "llama.gguf");
+    write_llama_gguf(hf, gguf_path);
+    lp_model *gg = lp_model_load_gguf(gguf_path);
+    assert_non_null(gg);
+    assert_int_equal(gg->rope, LP_ROPE_NORM);
+    const int V = hf->hp.n_vocab, N = 24;
+    float *a = lp_xmalloc((size_t)N * V * sizeof(float)), *b = lp_xmalloc((size_t)N * V * sizeof(float));
+    lp_engine *ea = lp_engine_create(hf, &(lp_engine_params){.n_ctx = 64, .n_threads = 2});
+    lp_engine *eb = lp_engine_create(gg, &(lp_engine_params){.n_ctx = 64, .n_threads = 2});
+    assert_int_equal(lp_engine_eval(ea, 0, 0, fx_tiny.ref_tokens, N, a, true), 0);
+    assert_int_equal(lp_engine_eval(eb, 0, 0, fx_tiny.ref_tokens, N, b, true), 0);
+    double d = max_abs_diff(a, b, (size_t)N * V);
+    printf("  llama HF/NEOX vs GGUF/NORM: max |diff| %.3g\n", d);
+    assert_true(d < 1e-5);
+    /* and the model is not the qwen3 one (q/k norms gone): the logits differ */
+    assert_true(max_abs_diff(a, fx_tiny.ref_logits, (size_t)N * V) > 1e-2);
+    lp_engine_free(ea);
+    lp_engine_free(eb);
+    lp_model_free(hf);
+    lp_model_free(gg);
+    unlink(gguf_path);
+    free(gguf_path);
+    char *p = lp_path_join(dir, "model.safetensors");
+    unlink(p);
+    free(p);
+    p = lp_path_join(dir, "config.json");
+    unlink(p);
+    free(p);
+    rmdir(dir);
+    free(a);
+    free(b);
+}
 
 /* ---- bad input ---- */
 
@@ -428,6 +590,9 @@ int main(void) {
         cmocka_unit_test(test_batched_tiny), cmocka_unit_test(test_batched_moe),  cmocka_unit_test(test_kv_copy),
         cmocka_unit_test(test_ppl_tiny),     cmocka_unit_test(test_ppl_small),    cmocka_unit_test(test_ppl_moe),
         cmocka_unit_test(test_gguf_dense),   cmocka_unit_test(test_gguf_moe),    cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_logits_gptoss), cmocka_unit_test(test_greedy_gptoss), cmocka_unit_test(test_ppl_gptoss),
+        cmocka_unit_test(test_gptoss_q8_activations), cmocka_unit_test(test_gguf_gptoss),
+        cmocka_unit_test(test_llama_rope_layouts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

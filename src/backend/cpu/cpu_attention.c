@@ -1,11 +1,16 @@
 /* cpu_attention.c — the CPU KV cache (F32, [layer][slot][pos][n_head_kv*head_dim]),
- * rotary embeddings and causal GQA attention, threaded over (token, head). */
+ * rotary embeddings and causal GQA attention, threaded over (token, KV head). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../core/err.h"
 #include "cpu_internal.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define LP_CPU_AVX2 1
+#endif
 
 int cpu_attention_init(lp_cpu *c) {
     const lp_backend_config *cfg = &c->cfg;
@@ -62,32 +67,87 @@ typedef struct {
     const lp_attn_params *p;
 } attn_job;
 
+#ifdef LP_CPU_AVX2
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
+/* score[i] = q · key i, keys `stride` floats apart; four keys per pass share the q loads. */
+static void qk_scores(const float *q, const float *k, size_t stride, int n, int hd, float scale, float *score) {
+    int i = 0;
+#ifdef LP_CPU_AVX2
+    if (hd % 8 == 0)
+        for (; i + 4 <= n; i += 4) {
+            const float *k0 = k + (size_t)i * stride;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int d = 0; d < hd; d += 8) {
+                const __m256 qv = _mm256_loadu_ps(q + d);
+                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + stride + d), a1);
+                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * stride + d), a2);
+                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * stride + d), a3);
+            }
+            score[i] = hsum8(a0) * scale, score[i + 1] = hsum8(a1) * scale;
+            score[i + 2] = hsum8(a2) * scale, score[i + 3] = hsum8(a3) * scale;
+        }
+#endif
+    for (; i < n; i++) score[i] = cpu_dot_f32(q, k + (size_t)i * stride, hd) * scale;
+}
+
+/* out = sum_i w[i] * value i, 32 output dims held in registers per pass over the values. */
+static void weighted_values(const float *w, const float *v, size_t stride, int n, int hd, float *out) {
+    int d = 0;
+#ifdef LP_CPU_AVX2
+    for (; d + 32 <= hd; d += 32) {
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+        for (int i = 0; i < n; i++) {
+            const __m256 wi = _mm256_set1_ps(w[i]);
+            const float *vi = v + (size_t)i * stride + d;
+            o0 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi), o0);
+            o1 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 8), o1);
+            o2 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 16), o2);
+            o3 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 24), o3);
+        }
+        _mm256_storeu_ps(out + d, o0), _mm256_storeu_ps(out + d + 8, o1);
+        _mm256_storeu_ps(out + d + 16, o2), _mm256_storeu_ps(out + d + 24, o3);
+    }
+#endif
+    for (; d < hd; d++) {
+        float acc = 0.0f;
+        for (int i = 0; i < n; i++) acc += w[i] * v[(size_t)i * stride + d];
+        out[d] = acc;
+    }
+}
+
+/* One token and one KV head: the query heads of its group (GQA) over the slot's keys. */
 static void attn_task(void *ctx, int task, int thread) {
     attn_job *j = ctx;
     lp_cpu *c = j->c;
     const lp_attn_params *p = j->p;
-    const int t = task / p->n_head, h = task % p->n_head, hd = p->head_dim;
-    const int kvh = h / (p->n_head / p->n_head_kv), pos = c->pos[t], slot = c->slot[t];
-    const int first = p->window > 0 && pos - p->window + 1 > 0 ? pos - p->window + 1 : 0;
-    const float *q = j->q + ((size_t)t * p->n_head + h) * hd;
-    const float *kbase = kv_at(c, c->k_cache, j->layer, slot, 0) + (size_t)kvh * hd;
-    const float *vbase = kv_at(c, c->v_cache, j->layer, slot, 0) + (size_t)kvh * hd;
-    const int n = pos - first + 1;
+    const int group = p->n_head / p->n_head_kv, hd = p->head_dim;
+    const int t = task / p->n_head_kv, kvh = task % p->n_head_kv, pos = c->pos[t], slot = c->slot[t];
+    const int first = p->window > 0 && pos - p->window + 1 > 0 ? pos - p->window + 1 : 0, n = pos - first + 1;
+    const float *kbase = kv_at(c, c->k_cache, j->layer, slot, first) + (size_t)kvh * hd;
+    const float *vbase = kv_at(c, c->v_cache, j->layer, slot, first) + (size_t)kvh * hd;
     float *score = cpu_scratch_get(&c->thread_scratch[thread], (size_t)n * sizeof(float));
-    float max = p->sinks ? ((const float *)p->sinks->data)[h] : -INFINITY;
-    for (int i = 0; i < n; i++) {
-        score[i] = cpu_dot_f32(q, kbase + (size_t)(first + i) * c->kv_row, hd) * p->scale;
-        if (score[i] > max) max = score[i];
+    for (int g = 0; g < group; g++) {
+        const int h = kvh * group + g;
+        const float *q = j->q + ((size_t)t * p->n_head + h) * hd;
+        qk_scores(q, kbase, c->kv_row, n, hd, p->scale, score);
+        /* softmax; a sink is one more logit in the denominator (gpt-oss) */
+        const float sink = p->sinks ? ((const float *)p->sinks->data)[h] : -INFINITY;
+        float max = sink;
+        for (int i = 0; i < n; i++) max = score[i] > max ? score[i] : max;
+        double sum = p->sinks ? exp((double)sink - max) : 0.0;
+        for (int i = 0; i < n; i++) sum += (score[i] = expf(score[i] - max));
+        const float inv = (float)(1.0 / sum);
+        for (int i = 0; i < n; i++) score[i] *= inv;
+        weighted_values(score, vbase, c->kv_row, n, hd, j->out + ((size_t)t * p->n_head + h) * hd);
     }
-    double sum = p->sinks ? exp((double)((const float *)p->sinks->data)[h] - max) : 0.0;
-    for (int i = 0; i < n; i++) {
-        score[i] = expf(score[i] - max);
-        sum += score[i];
-    }
-    const float inv = (float)(1.0 / sum);
-    float *out = j->out + ((size_t)t * p->n_head + h) * hd;
-    memset(out, 0, (size_t)hd * sizeof(float));
-    for (int i = 0; i < n; i++) cpu_axpy_f32(score[i] * inv, vbase + (size_t)(first + i) * c->kv_row, out, hd);
 }
 
 void cpu_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp_bbuf *k, const lp_bbuf *v,
@@ -99,7 +159,7 @@ void cpu_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp_bbuf *k
         memcpy(kv_at(c, c->v_cache, layer, c->slot[t], c->pos[t]), v->data + (size_t)t * c->kv_row, c->kv_row * sizeof(float));
     }
     attn_job job = {.c = c, .layer = layer, .q = q->data, .out = out->data, .p = p};
-    lp_pool_run(c->pool, c->n_batch * p->n_head, attn_task, &job);
+    lp_pool_run(c->pool, c->n_batch * p->n_head_kv, attn_task, &job);
 }
 
 void cpu_kv_copy(lp_backend *be, int src_slot, int dst_slot, int n_pos) {

@@ -7,7 +7,8 @@
  *    multiplied with the F32 activations — the same arithmetic as HF in float32.
  *  - quantized weights: ggml's scheme; the activations are converted once to the
  *    type's vec_dot_type and the traits' vec_dot multiplies row by row, so results
- *    match llama.cpp's CPU backend. */
+ *    match llama.cpp's CPU backend. With cfg.f32_activations they take the float
+ *    path instead (exact for lossless sources such as gpt-oss's MXFP4 experts). */
 #include <string.h>
 
 #include "cpu_internal.h"
@@ -310,7 +311,7 @@ static void convert_task(void *ctx, int t, int thread) {
 void cpu_mm_prepare_x(lp_cpu *c, cpu_mm *mm, int buf) {
     const lp_qtype_traits *tr = lp_qtype(mm->type);
     mm->xq = NULL;
-    if (!tr->quantized) return;
+    if (!tr->quantized || c->cfg.f32_activations) return;
     if (tr->vec_dot_type == LP_TYPE_F32) {
         mm->xq = mm->x;
         mm->xq_stride = (size_t)mm->K * sizeof(float);

@@ -1,0 +1,116 @@
+/* lpc_port.cuh — what the CUDA kernels need from the platform, in one place, so
+ * the same kernel source compiles with nvcc (the real backend) and with a host
+ * C++ compiler over simt_emu.h (LPC_EMU: CPU tests of the kernels without a GPU).
+ * Half/bfloat16 values travel as raw uint16_t; these helpers convert them. */
+#ifndef LPC_PORT_CUH
+#define LPC_PORT_CUH
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef LPC_EMU
+#include "simt_emu.h"
+#define LPC_HD inline
+#else
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#define LPC_HD __host__ __device__ __forceinline__
+#define LPC_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+typedef cudaStream_t lpc_stream;
+#endif
+
+#define LPC_FULL_MASK 0xffffffffu
+
+/* IEEE half -> float (exact), portable bit manipulation for the host side. */
+LPC_HD float lpc_h2f_soft(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                man <<= 1;
+                e++;
+            } while (!(man & 0x400u));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+        }
+    } else {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    union { uint32_t u; float f; } cv;
+    cv.u = bits;
+    return cv.f;
+}
+
+/* float -> IEEE half, round to nearest even, overflow to inf (host side). */
+LPC_HD uint16_t lpc_f2h_soft(float f) {
+    union { float f; uint32_t u; } cv;
+    cv.f = f;
+    const uint32_t x = cv.u, sign = (x >> 16) & 0x8000u;
+    const uint32_t absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
+    if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds past 65504 */
+    if (absx < 0x38800000u) {                                  /* half subnormal or zero */
+        if (absx < 0x33000000u) return (uint16_t)sign;
+        const uint32_t e = absx >> 23, man = (absx & 0x7fffffu) | 0x800000u;
+        const uint32_t shift = 126 - e; /* 14 + (112 - e) + ... */
+        uint32_t q = man >> (shift), rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t h = ((absx - 0x38000000u) >> 13), rem = absx & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+#if defined(LPC_EMU)
+LPC_HD float lpc_h2f(uint16_t h) { return lpc_h2f_soft(h); }
+LPC_HD uint16_t lpc_f2h(float f) { return lpc_f2h_soft(f); }
+#else
+__device__ __forceinline__ float lpc_h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+__device__ __forceinline__ uint16_t lpc_f2h(float f) { return __half_as_ushort(__float2half_rn(f)); }
+#endif
+
+LPC_HD float lpc_bf2f(uint16_t h) {
+    union { uint32_t u; float f; } cv;
+    cv.u = (uint32_t)h << 16;
+    return cv.f;
+}
+
+/* Saturating float -> half for GEMM operands: F16 overflow would turn an outlier
+ * activation into inf; clamping keeps the product finite. */
+#ifdef LPC_EMU
+LPC_HD uint16_t lpc_f2h_sat(float f) {
+    f = f > 65504.0f ? 65504.0f : f < -65504.0f ? -65504.0f : f;
+    return lpc_f2h(f);
+}
+#else
+__device__ __forceinline__ uint16_t lpc_f2h_sat(float f) { return lpc_f2h(fminf(fmaxf(f, -65504.0f), 65504.0f)); }
+#endif
+
+template <class T>
+__device__ __forceinline__ T lpc_warp_sum(T v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(LPC_FULL_MASK, v, m);
+    return v;
+}
+
+__device__ __forceinline__ float lpc_warp_max(float v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) {
+        float o = __shfl_xor_sync(LPC_FULL_MASK, v, m);
+        v = o > v ? o : v;
+    }
+    return v;
+}
+
+/* 16-byte read-only load (the weight planes and activations are 16-byte aligned). */
+__device__ __forceinline__ uint4 lpc_ld16(const void *p) { return __ldg((const uint4 *)p); }
+__device__ __forceinline__ uint2 lpc_ld8(const void *p) { return __ldg((const uint2 *)p); }
+__device__ __forceinline__ uint16_t lpc_ld2(const void *p) { return __ldg((const uint16_t *)p); }
+
+#endif

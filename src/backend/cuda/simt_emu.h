@@ -1,0 +1,199 @@
+/* simt_emu.h — a tiny CPU emulator of the CUDA features our kernels use, so the
+ * kernels in lpc_kernels.cuh can be compiled by a host C++ compiler and checked
+ * against CPU references on machines without a GPU (CI, the dev box).
+ *
+ * Each block runs as one fiber per thread (ucontext), blocks one after another.
+ * __syncthreads() parks a fiber until every live thread of the block arrives;
+ * warp shuffles exchange values through a per-warp slot array between two warp
+ * barriers. `__shared__` becomes `static`: static locals are shared by all the
+ * fibers of the block, exactly CUDA's shared memory, because only one block runs
+ * at a time. What it cannot show: races, memory-model and performance issues.
+ * Host memory stands in for device memory. Only for tests: never in lpcore. */
+#ifndef LPC_SIMT_EMU_H
+#define LPC_SIMT_EMU_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <functional>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
+
+namespace emu {
+
+enum { RUN, BAR, WBAR, DONE };
+
+struct fiber {
+    ucontext_t ctx;
+    dim3 tid;
+    int linear, state;
+    std::vector<char> stack;
+};
+
+struct block_state {
+    std::vector<fiber> th;
+    ucontext_t sched;
+    dim3 bid, grid, block;
+    int cur;
+    uint64_t slot[32][32]; /* [warp][lane] shuffle exchange */
+    std::function<void()> body;
+};
+
+inline block_state *&cur_block() {
+    static block_state *b;
+    return b;
+}
+inline fiber &me() { return cur_block()->th[cur_block()->cur]; }
+
+inline void park(int state) {
+    block_state *b = cur_block();
+    fiber &f = b->th[b->cur];
+    f.state = state;
+    swapcontext(&f.ctx, &b->sched);
+}
+
+inline void trampoline() {
+    cur_block()->body();
+    park(DONE);
+}
+
+/* Release a barrier when every live thread (or every live lane of one warp) waits at it. */
+inline bool release_barriers(block_state *b) {
+    bool any_live = false, all_bar = true;
+    for (auto &f : b->th) {
+        if (f.state == DONE) continue;
+        any_live = true;
+        if (f.state != BAR) all_bar = false;
+    }
+    if (!any_live) return false;
+    if (all_bar) {
+        for (auto &f : b->th)
+            if (f.state == BAR) f.state = RUN;
+        return true;
+    }
+    int n_warps = ((int)b->th.size() + 31) / 32;
+    for (int w = 0; w < n_warps; w++) {
+        bool has = false, all = true;
+        for (int i = w * 32; i < (int)b->th.size() && i < w * 32 + 32; i++) {
+            if (b->th[i].state == DONE) continue;
+            has = true;
+            if (b->th[i].state != WBAR) all = false;
+        }
+        if (has && all) {
+            for (int i = w * 32; i < (int)b->th.size() && i < w * 32 + 32; i++)
+                if (b->th[i].state == WBAR) b->th[i].state = RUN;
+            return true;
+        }
+    }
+    fprintf(stderr, "simt_emu: deadlock (threads wait at different barriers)\n");
+    abort();
+}
+
+inline void run_block(block_state *b) {
+    for (;;) {
+        bool ran = false;
+        for (int i = 0; i < (int)b->th.size(); i++) {
+            if (b->th[i].state != RUN) continue;
+            b->cur = i;
+            swapcontext(&b->sched, &b->th[i].ctx);
+            ran = true;
+        }
+        if (!ran && !release_barriers(b)) return;
+    }
+}
+
+inline void launch(dim3 grid, dim3 block, std::function<void()> body) {
+    block_state b;
+    b.grid = grid;
+    b.block = block;
+    b.body = body;
+    const int n = (int)(block.x * block.y * block.z);
+    b.th.resize(n);
+    cur_block() = &b;
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) {
+                b.bid = dim3(bx, by, bz);
+                for (int i = 0; i < n; i++) {
+                    fiber &f = b.th[i];
+                    f.linear = i;
+                    f.tid = dim3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
+                    f.state = RUN;
+                    f.stack.resize(256 * 1024);
+                    getcontext(&f.ctx);
+                    f.ctx.uc_stack.ss_sp = f.stack.data();
+                    f.ctx.uc_stack.ss_size = f.stack.size();
+                    f.ctx.uc_link = nullptr;
+                    makecontext(&f.ctx, trampoline, 0);
+                }
+                run_block(&b);
+            }
+    cur_block() = nullptr;
+}
+
+template <class T>
+inline T exchange(T v, int src) {
+    static_assert(sizeof(T) <= 8, "shuffle of a scalar");
+    block_state *b = cur_block();
+    fiber &f = me();
+    const int warp = f.linear / 32, lane = f.linear % 32;
+    uint64_t bits = 0;
+    memcpy(&bits, &v, sizeof v);
+    b->slot[warp][lane] = bits;
+    park(WBAR);
+    T out;
+    memcpy(&out, &b->slot[warp][src & 31], sizeof out);
+    park(WBAR);
+    return out;
+}
+
+} // namespace emu
+
+#define threadIdx (emu::me().tid)
+#define blockIdx (emu::cur_block()->bid)
+#define blockDim (emu::cur_block()->block)
+#define gridDim (emu::cur_block()->grid)
+
+inline void __syncthreads() { emu::park(emu::BAR); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::park(emu::WBAR); }
+template <class T>
+inline T __shfl_xor_sync(unsigned, T v, int m) { return emu::exchange(v, (emu::me().linear % 32) ^ m); }
+template <class T>
+inline T __shfl_sync(unsigned, T v, int src) { return emu::exchange(v, src); }
+
+inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; i++) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
+    return c;
+}
+inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
+inline unsigned __float_as_uint(float f) { unsigned i; memcpy(&i, &f, 4); return i; }
+inline float __expf(float x) { return expf(x); }
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+template <class T>
+inline T __ldg(const T *p) { return *p; }
+
+#define LPC_LAUNCH(kernel, grid, block, stream, ...) emu::launch((grid), (block), [=] { kernel(__VA_ARGS__); })
+typedef int lpc_stream;
+
+#endif
