@@ -98,10 +98,30 @@ static void qk_scores(const float *q, const float *k, size_t stride, int n, int 
     for (; i < n; i++) score[i] = cpu_dot_f32(q, k + (size_t)i * stride, hd) * scale;
 }
 
-/* out = sum_i w[i] * value i, 32 output dims held in registers per pass over the values. */
+/* out = sum_i w[i] * value i, 64 (or 32) output dims held in registers per pass over the values. */
 static void weighted_values(const float *w, const float *v, size_t stride, int n, int hd, float *out) {
     int d = 0;
 #ifdef LP_CPU_AVX2
+    for (; d + 64 <= hd; d += 64) {
+        /* named accumulators: an array would live on the stack */
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, o4 = o0, o5 = o0, o6 = o0, o7 = o0;
+        for (int i = 0; i < n; i++) {
+            const __m256 wi = _mm256_set1_ps(w[i]);
+            const float *vi = v + (size_t)i * stride + d;
+            o0 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi), o0);
+            o1 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 8), o1);
+            o2 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 16), o2);
+            o3 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 24), o3);
+            o4 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 32), o4);
+            o5 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 40), o5);
+            o6 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 48), o6);
+            o7 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 56), o7);
+        }
+        _mm256_storeu_ps(out + d, o0), _mm256_storeu_ps(out + d + 8, o1);
+        _mm256_storeu_ps(out + d + 16, o2), _mm256_storeu_ps(out + d + 24, o3);
+        _mm256_storeu_ps(out + d + 32, o4), _mm256_storeu_ps(out + d + 40, o5);
+        _mm256_storeu_ps(out + d + 48, o6), _mm256_storeu_ps(out + d + 56, o7);
+    }
     for (; d + 32 <= hd; d += 32) {
         __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
         for (int i = 0; i < n; i++) {
@@ -142,8 +162,9 @@ static void attn_task(void *ctx, int task, int thread) {
         const float sink = p->sinks ? ((const float *)p->sinks->data)[h] : -INFINITY;
         float max = sink;
         for (int i = 0; i < n; i++) max = score[i] > max ? score[i] : max;
+        for (int i = 0; i < n; i++) score[i] = expf(score[i] - max);
         double sum = p->sinks ? exp((double)sink - max) : 0.0;
-        for (int i = 0; i < n; i++) sum += (score[i] = expf(score[i] - max));
+        for (int i = 0; i < n; i++) sum += score[i];
         const float inv = (float)(1.0 / sum);
         for (int i = 0; i < n; i++) score[i] *= inv;
         weighted_values(score, vbase, c->kv_row, n, hd, j->out + ((size_t)t * p->n_head + h) * hd);
