@@ -807,6 +807,7 @@ int tmpl_call_macro(rstate *r, macro *m, targs *a, tv *out) {
 
 /* ---------------------------------------------------------------- public entry points */
 lp_template *lp_template_compile_named(const char *src, const char *name) {
+    last_raised = false;
     if (!name) name = "template";
     if (!src) {
         lp_fail("%s: no template source", name);

@@ -9,9 +9,6 @@
 #include <string.h>
 #include <utf8proc.h>
 
-static bool present(const tv *v) { return v->kind != TV_ABSENT; }
-static bool given(const tv *v) { return present(v) && !tv_is_none(v); }
-
 int bind_args(rstate *r, const char *fname, const char *const *names, int n, const targs *a, tv *out) {
     for (int i = 0; i < n; i++) out[i] = (tv){.kind = TV_ABSENT};
     if (a->npos > n) return rerr(r, "%s() takes at most %d argument%s (%d given)", fname, n, n == 1 ? "" : "s", a->npos);
@@ -20,18 +17,13 @@ int bind_args(rstate *r, const char *fname, const char *const *names, int n, con
         int i = 0;
         while (i < n && strcmp(names[i], a->kwn[k])) i++;
         if (i == n) return rerr(r, "%s() got an unexpected keyword argument '%s'", fname, a->kwn[k]);
-        if (present(&out[i])) return rerr(r, "%s() got multiple values for argument '%s'", fname, a->kwn[k]);
+        if (arg_present(&out[i])) return rerr(r, "%s() got multiple values for argument '%s'", fname, a->kwn[k]);
         out[i] = a->kwv[k];
     }
     return 0;
 }
 
-#define BIND(fname, ...)                                                                      \
-    static const char *const names_[] = {__VA_ARGS__};                                        \
-    tv arg[sizeof names_ / sizeof *names_];                                                   \
-    if (bind_args(r, fname, names_, (int)(sizeof names_ / sizeof *names_), a, arg) < 0) return -1
-
-static int no_args(rstate *r, const char *fname, const targs *a) {
+int no_args(rstate *r, const char *fname, const targs *a) {
     if (a->npos || a->nkw) return rerr(r, "%s() takes no arguments", fname);
     return 0;
 }
@@ -61,7 +53,7 @@ static int attr_path(rstate *r, const tv *item, const tv *path, tv *out) {
 /* The sort / unique / min / max key: an attribute path, lowercased strings unless case_sensitive. */
 static int sort_key(rstate *r, const tv *item, const tv *attribute, bool case_sensitive, tv *out) {
     tv v = *item;
-    if (given(attribute) && attr_path(r, item, attribute, &v) < 0) return -1;
+    if (arg_given(attribute) && attr_path(r, item, attribute, &v) < 0) return -1;
     if (!case_sensitive && tv_is_str(&v)) return str_case(r, &v, CASE_LOWER, out);
     *out = v;
     return 0;
@@ -141,7 +133,7 @@ static int f_default(rstate *r, const tv *v, targs *a, tv *out) {
     BIND("default", "default_value", "boolean");
     bool use = v->kind == TV_UNDEF || (tv_truthy(&arg[1]) && !tv_truthy(v));
     if (!use) *out = *v;
-    else *out = present(&arg[0]) ? arg[0] : tv_str(r, "", 0);
+    else *out = arg_present(&arg[0]) ? arg[0] : tv_str(r, "", 0);
     return 0;
 }
 
@@ -205,7 +197,7 @@ static int f_float(rstate *r, const tv *v, targs *a, tv *out) {
     if (v->kind == TV_UNDEF) return rerr_undefined(r, v); /* float(Undefined) raises */
     if (tv_is_num(v)) return tv_real(r, tv_num(v), out);
     if (tv_is_str(v) && parse_py_float(tv_sdata(v), tv_slen(v), &d) && isfinite(d)) return tv_real(r, d, out);
-    if (present(&arg[0])) *out = arg[0];
+    if (arg_present(&arg[0])) *out = arg[0];
     else *out = tv_new(r, json_real(0.0));
     return 0;
 }
@@ -241,7 +233,7 @@ static bool parse_py_int(const char *s, size_t n, int base, long long *out) {
 
 static int f_int(rstate *r, const tv *v, targs *a, tv *out) {
     BIND("int", "default", "base");
-    int base = given(&arg[1]) && tv_is_int(&arg[1]) ? (int)tv_ival(&arg[1]) : 10;
+    int base = arg_given(&arg[1]) && tv_is_int(&arg[1]) ? (int)tv_ival(&arg[1]) : 10;
     long long iv;
     double d;
     if (v->kind == TV_UNDEF) return rerr_undefined(r, v); /* int(Undefined) raises */
@@ -263,7 +255,7 @@ static int f_int(rstate *r, const tv *v, targs *a, tv *out) {
             return 0;
         }
     }
-    *out = present(&arg[0]) ? arg[0] : tv_int(r, 0);
+    *out = arg_present(&arg[0]) ? arg[0] : tv_int(r, 0);
     return 0;
 }
 
@@ -304,7 +296,7 @@ static int f_dictsort(rstate *r, const tv *v, targs *a, tv *out) {
     BIND("dictsort", "case_sensitive", "by", "reverse");
     if (!tv_is_dict(v)) return rerr(r, "%s", "dictsort: value must be a dict");
     int pos = 0;
-    if (given(&arg[1])) {
+    if (arg_given(&arg[1])) {
         if (tv_is_str(&arg[1]) && !strcmp(tv_sdata(&arg[1]), "value")) pos = 1;
         else if (!tv_is_str(&arg[1]) || strcmp(tv_sdata(&arg[1]), "key")) return rerr(r, "%s", "You can only sort by either \"key\" or \"value\"");
     }
@@ -343,7 +335,7 @@ static int f_indent(rstate *r, const tv *v, targs *a, tv *out) {
     sbuf ind = {0};
     if (tv_is_str(&arg[0])) sb_put(&ind, tv_sdata(&arg[0]), tv_slen(&arg[0]));
     else
-        for (long long i = present(&arg[0]) && tv_is_int(&arg[0]) ? tv_ival(&arg[0]) : 4; i > 0 && ind.n < 10000; i--) sb_putc(&ind, ' ');
+        for (long long i = arg_present(&arg[0]) && tv_is_int(&arg[0]) ? tv_ival(&arg[0]) : 4; i > 0 && ind.n < 10000; i--) sb_putc(&ind, ' ');
     const char *indention = ind.p ? ind.p : "";
     sbuf withnl = {0};
     sb_put(&withnl, tv_sdata(v), tv_slen(v));
@@ -371,7 +363,7 @@ static int f_join(rstate *r, const tv *v, targs *a, tv *out) {
     tv *items, sep;
     int n;
     if (tv_iterate(r, v, &items, &n) < 0) return -1;
-    if (present(&arg[0])) {
+    if (arg_present(&arg[0])) {
         if (soft_str(r, &arg[0], &sep) < 0) return -1;
     } else {
         sep = tv_str(r, "", 0);
@@ -379,7 +371,7 @@ static int f_join(rstate *r, const tv *v, targs *a, tv *out) {
     sbuf b = {0};
     for (int i = 0; i < n; i++) {
         tv it = items[i];
-        if (given(&arg[1]) && attr_path(r, &items[i], &arg[1], &it) < 0) goto fail;
+        if (arg_given(&arg[1]) && attr_path(r, &items[i], &arg[1], &it) < 0) goto fail;
         if (i) sb_put(&b, tv_sdata(&sep), tv_slen(&sep));
         if (tv_str_into(r, &it, &b) < 0) goto fail;
     }
@@ -418,16 +410,16 @@ static int f_reverse(rstate *r, const tv *v, targs *a, tv *out) {
 static int f_replace(rstate *r, const tv *v, targs *a, tv *out) {
     BIND("replace", "old", "new", "count");
     tv s, old, repl;
-    if (!present(&arg[0]) || !present(&arg[1])) return rerr(r, "%s", "replace() needs old and new");
+    if (!arg_present(&arg[0]) || !arg_present(&arg[1])) return rerr(r, "%s", "replace() needs old and new");
     if (soft_str(r, v, &s) < 0 || soft_str(r, &arg[0], &old) < 0 || soft_str(r, &arg[1], &repl) < 0) return -1;
-    long long count = given(&arg[2]) && tv_is_int(&arg[2]) ? tv_ival(&arg[2]) : -1;
+    long long count = arg_given(&arg[2]) && tv_is_int(&arg[2]) ? tv_ival(&arg[2]) : -1;
     return str_replace(r, &s, &old, &repl, count, out);
 }
 
 static int f_round(rstate *r, const tv *v, targs *a, tv *out) {
     BIND("round", "precision", "method");
-    long long prec = given(&arg[0]) && tv_is_int(&arg[0]) ? tv_ival(&arg[0]) : 0;
-    const char *method = given(&arg[1]) && tv_is_str(&arg[1]) ? tv_sdata(&arg[1]) : "common";
+    long long prec = arg_given(&arg[0]) && tv_is_int(&arg[0]) ? tv_ival(&arg[0]) : 0;
+    const char *method = arg_given(&arg[1]) && tv_is_str(&arg[1]) ? tv_sdata(&arg[1]) : "common";
     if (!tv_is_num(v)) return rerr(r, "round: expected a number, got '%s'", tv_typename(v));
     if (strcmp(method, "common") && strcmp(method, "ceil") && strcmp(method, "floor"))
         return rerr(r, "%s", "method must be common, ceil or floor");
@@ -507,12 +499,12 @@ static int f_min(rstate *r, const tv *v, targs *a, tv *o) { return f_minmax(r, v
 
 static int f_sum(rstate *r, const tv *v, targs *a, tv *out) {
     BIND("sum", "attribute", "start");
-    tv *items, acc = present(&arg[1]) ? arg[1] : tv_int(r, 0);
+    tv *items, acc = arg_present(&arg[1]) ? arg[1] : tv_int(r, 0);
     int n;
     if (tv_iterate(r, v, &items, &n) < 0) return -1;
     for (int i = 0; i < n; i++) {
         tv it = items[i];
-        if (given(&arg[0]) && attr_path(r, &items[i], &arg[0], &it) < 0) return -1;
+        if (arg_given(&arg[0]) && attr_path(r, &items[i], &arg[0], &it) < 0) return -1;
         if (tmpl_arith(r, '+', &acc, &it, &acc) < 0) return -1;
     }
     *out = acc;
@@ -530,7 +522,7 @@ static int f_center(rstate *r, const tv *v, targs *a, tv *out) {
     BIND("center", "width");
     tv s;
     if (soft_str(r, v, &s) < 0) return -1;
-    long long width = present(&arg[0]) && tv_is_int(&arg[0]) ? tv_ival(&arg[0]) : 80;
+    long long width = arg_present(&arg[0]) && tv_is_int(&arg[0]) ? tv_ival(&arg[0]) : 80;
     long long len = (long long)u8_count(tv_sdata(&s), tv_slen(&s)), marg = width - len;
     if (marg <= 0) {
         *out = s;
@@ -580,7 +572,7 @@ static int f_tojson(rstate *r, const tv *v, targs *a, tv *out) {
     BIND("tojson", "ensure_ascii", "indent", "separators", "sort_keys");
     json_style st = {.ensure_ascii = tv_truthy(&arg[0]), .sort_keys = tv_truthy(&arg[3])};
     sbuf ind = {0};
-    if (given(&arg[1])) {
+    if (arg_given(&arg[1])) {
         if (tv_is_str(&arg[1])) sb_put(&ind, tv_sdata(&arg[1]), tv_slen(&arg[1]));
         else if (tv_is_int(&arg[1]))
             for (long long i = tv_ival(&arg[1]); i > 0 && ind.n < 1000; i--) sb_putc(&ind, ' ');
@@ -589,7 +581,7 @@ static int f_tojson(rstate *r, const tv *v, targs *a, tv *out) {
     }
     st.item_sep = st.indent ? "," : ", ";
     st.key_sep = ": ";
-    if (given(&arg[2])) {
+    if (arg_given(&arg[2])) {
         if (!tv_is_list(&arg[2]) || json_array_size(arg[2].j) != 2 || !json_is_string(json_array_get(arg[2].j, 0)) ||
             !json_is_string(json_array_get(arg[2].j, 1))) {
             sb_free(&ind);
@@ -636,10 +628,10 @@ static int f_map(rstate *r, const tv *v, targs *a, tv *out) {
             else if (!strcmp(a->kwn[k], "default")) dflt = a->kwv[k];
             else return rerr(r, "map: unexpected keyword argument '%s'", a->kwn[k]);
         }
-        if (!present(&attribute)) return rerr(r, "%s", "map requires a filter argument");
+        if (!arg_present(&attribute)) return rerr(r, "%s", "map requires a filter argument");
         for (int i = 0; i < n; i++) {
             if (attr_path(r, &items[i], &attribute, &items[i]) < 0) return -1;
-            if (items[i].kind == TV_UNDEF && present(&dflt)) items[i] = dflt;
+            if (items[i].kind == TV_UNDEF && arg_present(&dflt)) items[i] = dflt;
         }
         return tv_list_from(r, items, n, out);
     }
@@ -752,7 +744,7 @@ static int t_divisibleby(rstate *r, const tv *v, targs *a, bool *res) {
 
 static int t_compare(rstate *r, const tv *v, targs *a, bool *res, int op) {
     BIND("compare", "other");
-    if (!present(&arg[0])) return rerr(r, "%s", "comparison test needs a value to compare with");
+    if (!arg_present(&arg[0])) return rerr(r, "%s", "comparison test needs a value to compare with");
     int c;
     switch (op) {
     case OP_EQ: *res = tv_eq(v, &arg[0]); return 0;

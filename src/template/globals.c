@@ -11,21 +11,10 @@ static time_t fixed_clock;
 void lp_template_set_clock(time_t fixed_now) { fixed_clock = fixed_now; }
 time_t tmpl_now(void) { return fixed_clock ? fixed_clock : time(NULL); }
 
-static bool present(const tv *v) { return v->kind != TV_ABSENT; }
-
-#define BIND(fname, ...)                                                                      \
-    static const char *const names_[] = {__VA_ARGS__};                                        \
-    tv arg[sizeof names_ / sizeof *names_];                                                   \
-    if (bind_args(r, fname, names_, (int)(sizeof names_ / sizeof *names_), a, arg) < 0) return -1
-
-static int no_args(rstate *r, const char *fname, const targs *a) {
-    if (a->npos || a->nkw) return rerr(r, "%s() takes no arguments", fname);
-    return 0;
-}
-
 /* ---------------------------------------------------------------- globals */
 static int g_raise_exception(rstate *r, const tv *self, targs *a, tv *out) {
     BIND("raise_exception", "message");
+    if (!arg_present(&arg[0])) return rerr(r, "%s", "raise_exception() missing its message");
     sbuf b = {0};
     if (tv_str_into(r, &arg[0], &b) < 0) return -1;
     lp_fail("%s", b.p ? b.p : "");
@@ -50,7 +39,7 @@ static int g_strftime_now(rstate *r, const tv *self, targs *a, tv *out) {
 static int g_range(rstate *r, const tv *self, targs *a, tv *out) {
     BIND("range", "start", "stop", "step");
     long long v[3] = {0, 0, 1};
-    int n = present(&arg[2]) ? 3 : present(&arg[1]) ? 2 : present(&arg[0]) ? 1 : 0;
+    int n = arg_present(&arg[2]) ? 3 : arg_present(&arg[1]) ? 2 : arg_present(&arg[0]) ? 1 : 0;
     if (!n) return rerr(r, "%s", "range expected at least 1 argument, got 0");
     for (int i = 0; i < n; i++)
         if (!tv_is_int(&arg[i])) return rerr(r, "'%s' object cannot be interpreted as an integer", tv_typename(&arg[i]));
@@ -142,7 +131,7 @@ static int d_get(rstate *r, const tv *self, targs *a, tv *out) {
     BIND("get", "key", "default");
     json_t *v = tv_is_str(&arg[0]) ? json_object_getn(self->j, tv_sdata(&arg[0]), tv_slen(&arg[0])) : NULL;
     if (v) *out = tv_of(v);
-    else *out = present(&arg[1]) ? arg[1] : tv_none();
+    else *out = arg_present(&arg[1]) ? arg[1] : tv_none();
     return 0;
 }
 

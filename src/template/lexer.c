@@ -161,22 +161,24 @@ static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 static bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 static bool is_name_char(char c) { return is_name_start(c) || is_digit(c); }
 
+static int hexval(char c) {
+    if (is_digit(c)) return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static bool is_base_digit(char c, int base) {
+    int v = hexval(c);
+    return v >= 0 && v < base;
+}
+
 /* Digits with single underscores between them ("1_000"); returns the end or `i` if none. */
 static size_t scan_digits(const char *s, size_t n, size_t i, int base) {
     size_t j = i;
     while (j < n) {
-        char c = s[j];
-        int v = is_digit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : 99;
-        if (v < base) {
-            j++;
-        } else if (c == '_' && j > i && j + 1 < n) {
-            char d = s[j + 1];
-            int w = is_digit(d) ? d - '0' : (d >= 'a' && d <= 'f') ? d - 'a' + 10 : (d >= 'A' && d <= 'F') ? d - 'A' + 10 : 99;
-            if (w >= base) break;
-            j++;
-        } else {
-            break;
-        }
+        if (is_base_digit(s[j], base)) j++;
+        else if (s[j] == '_' && j > i && j + 1 < n && is_base_digit(s[j + 1], base)) j++;
+        else break;
     }
     return j;
 }
@@ -244,12 +246,6 @@ static int lex_number(lexer *L, size_t i, size_t *end) {
     t->ival = v;
     *end = j;
     return 0;
-}
-
-static int hexval(char c) {
-    if (is_digit(c)) return c - '0';
-    c = (char)(c | 0x20);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
 /* Decode a string literal body with Python's unicode-escape rules; unknown escapes stay as

@@ -7,8 +7,6 @@
 #include <string.h>
 #include <utf8proc.h>
 
-static bool given(const tv *v) { return v->kind != TV_ABSENT && !tv_is_none(v); }
-
 static int need_str(rstate *r, const char *what, const tv *v) {
     if (tv_is_str(v)) return 0;
     if (v->kind == TV_UNDEF) return rerr_undefined(r, v);
@@ -86,7 +84,7 @@ int str_case(rstate *r, const tv *s, case_mode mode, tv *out) {
 
 /* ---------------------------------------------------------------- strip, replace, split */
 static bool in_chars(int32_t cp, const tv *chars) {
-    if (!given(chars)) return py_isspace(cp);
+    if (!arg_given(chars)) return py_isspace(cp);
     const char *c = S(chars);
     size_t n = L(chars), i = 0;
     while (i < n)
@@ -96,7 +94,7 @@ static bool in_chars(int32_t cp, const tv *chars) {
 
 int str_strip(rstate *r, const tv *s, const tv *chars, int sides, tv *out) {
     if (need_str(r, "strip", s) < 0) return -1;
-    if (given(chars) && need_str(r, "strip characters", chars) < 0) return -1;
+    if (arg_given(chars) && need_str(r, "strip characters", chars) < 0) return -1;
     const char *p = S(s);
     size_t n = L(s), start = 0, end = n, i = 0;
     if (sides & STRIP_LEFT) {
@@ -192,7 +190,7 @@ static int split(rstate *r, const tv *s, const tv *sep, long long maxsplit, bool
     const char *p = S(s);
     size_t n = L(s);
     tvvec parts = {0};
-    if (given(sep)) {
+    if (arg_given(sep)) {
         if (need_str(r, "split separator", sep) < 0) return -1;
         if (!L(sep)) return rerr(r, "%s", "split: empty separator");
         size_t ns = L(sep);
@@ -284,41 +282,31 @@ int str_splitlines(rstate *r, const tv *s, bool keepends, tv **lines, int *n) {
 }
 
 /* ---------------------------------------------------------------- str methods */
-static int bind(rstate *r, const char *fname, const char *const *names, int n, const targs *a, tv *out) {
-    return bind_args(r, fname, names, n, a, out);
-}
-
 static int m_strip_sides(rstate *r, const tv *self, targs *a, tv *out, int sides, const char *name) {
-    static const char *const names[] = {"chars"};
-    tv args[1];
-    if (bind(r, name, names, 1, a, args) < 0) return -1;
-    return str_strip(r, self, &args[0], sides, out);
+    BIND(name, "chars");
+    return str_strip(r, self, &arg[0], sides, out);
 }
 static int m_strip(rstate *r, const tv *self, targs *a, tv *out) { return m_strip_sides(r, self, a, out, STRIP_BOTH, "strip"); }
 static int m_lstrip(rstate *r, const tv *self, targs *a, tv *out) { return m_strip_sides(r, self, a, out, STRIP_LEFT, "lstrip"); }
 static int m_rstrip(rstate *r, const tv *self, targs *a, tv *out) { return m_strip_sides(r, self, a, out, STRIP_RIGHT, "rstrip"); }
 
 static int m_split_dir(rstate *r, const tv *self, targs *a, tv *out, bool right) {
-    static const char *const names[] = {"sep", "maxsplit"};
-    tv args[2];
-    if (bind(r, right ? "rsplit" : "split", names, 2, a, args) < 0) return -1;
+    BIND(right ? "rsplit" : "split", "sep", "maxsplit");
     long long maxsplit = -1;
-    if (given(&args[1])) {
-        if (!tv_is_int(&args[1])) return rerr(r, "%s", "split: maxsplit must be an integer");
-        maxsplit = tv_ival(&args[1]);
+    if (arg_given(&arg[1])) {
+        if (!tv_is_int(&arg[1])) return rerr(r, "%s", "split: maxsplit must be an integer");
+        maxsplit = tv_ival(&arg[1]);
     }
-    return split(r, self, &args[0], maxsplit, right, out);
+    return split(r, self, &arg[0], maxsplit, right, out);
 }
 static int m_split(rstate *r, const tv *self, targs *a, tv *out) { return m_split_dir(r, self, a, out, false); }
 static int m_rsplit(rstate *r, const tv *self, targs *a, tv *out) { return m_split_dir(r, self, a, out, true); }
 
 static int m_affix(rstate *r, const tv *self, targs *a, tv *out, bool suffix) {
-    static const char *const names[] = {"prefix"};
-    tv args[1];
-    if (bind(r, suffix ? "endswith" : "startswith", names, 1, a, args) < 0) return -1;
-    tv *cands = &args[0];
+    BIND(suffix ? "endswith" : "startswith", "prefix");
+    tv *cands = &arg[0];
     int nc = 1;
-    if (tv_is_list(&args[0]) && tv_iterate(r, &args[0], &cands, &nc) < 0) return -1;
+    if (tv_is_list(&arg[0]) && tv_iterate(r, &arg[0], &cands, &nc) < 0) return -1;
     bool hit = false;
     for (int i = 0; i < nc && !hit; i++) {
         if (need_str(r, suffix ? "endswith" : "startswith", &cands[i]) < 0) return -1;
@@ -332,18 +320,12 @@ static int m_startswith(rstate *r, const tv *self, targs *a, tv *out) { return m
 static int m_endswith(rstate *r, const tv *self, targs *a, tv *out) { return m_affix(r, self, a, out, true); }
 
 static int m_replace(rstate *r, const tv *self, targs *a, tv *out) {
-    static const char *const names[] = {"old", "new", "count"};
-    tv args[3];
-    if (bind(r, "replace", names, 3, a, args) < 0) return -1;
-    if (args[0].kind == TV_ABSENT || args[1].kind == TV_ABSENT) return rerr(r, "%s", "replace() needs old and new");
-    long long count = given(&args[2]) && tv_is_int(&args[2]) ? tv_ival(&args[2]) : -1;
-    return str_replace(r, self, &args[0], &args[1], count, out);
+    BIND("replace", "old", "new", "count");
+    if (arg[0].kind == TV_ABSENT || arg[1].kind == TV_ABSENT) return rerr(r, "%s", "replace() needs old and new");
+    long long count = arg_given(&arg[2]) && tv_is_int(&arg[2]) ? tv_ival(&arg[2]) : -1;
+    return str_replace(r, self, &arg[0], &arg[1], count, out);
 }
 
-static int no_args(rstate *r, const char *name, const targs *a) {
-    if (a->npos || a->nkw) return rerr(r, "%s() takes no arguments", name);
-    return 0;
-}
 static int m_case(rstate *r, const tv *self, targs *a, tv *out, case_mode mode, const char *name) {
     if (no_args(r, name, a) < 0) return -1;
     return str_case(r, self, mode, out);
@@ -355,12 +337,10 @@ static int m_capitalize(rstate *r, const tv *self, targs *a, tv *out) { return m
 
 /* find / rfind / index / rindex / count: code point positions. */
 static int m_search(rstate *r, const tv *self, targs *a, tv *out, const char *name, bool right, bool must, bool count) {
-    static const char *const names[] = {"sub"};
-    tv args[1];
-    if (bind(r, name, names, 1, a, args) < 0) return -1;
-    if (need_str(r, name, &args[0]) < 0) return -1;
-    const char *p = S(self), *sub = S(&args[0]);
-    size_t n = L(self), ns = L(&args[0]);
+    BIND(name, "sub");
+    if (need_str(r, name, &arg[0]) < 0) return -1;
+    const char *p = S(self), *sub = S(&arg[0]);
+    size_t n = L(self), ns = L(&arg[0]);
     if (count) {
         long long c = 0;
         if (!ns) c = (long long)u8_count(p, n) + 1;
@@ -381,10 +361,10 @@ static int m_rindex(rstate *r, const tv *s, targs *a, tv *o) { return m_search(r
 static int m_count(rstate *r, const tv *s, targs *a, tv *o) { return m_search(r, s, a, o, "count", false, false, true); }
 
 static int m_join(rstate *r, const tv *self, targs *a, tv *out) {
-    static const char *const names[] = {"iterable"};
-    tv args[1], *items;
+    BIND("join", "iterable");
+    tv *items;
     int n;
-    if (bind(r, "join", names, 1, a, args) < 0 || tv_iterate(r, &args[0], &items, &n) < 0) return -1;
+    if (tv_iterate(r, &arg[0], &items, &n) < 0) return -1;
     sbuf b = {0};
     for (int i = 0; i < n; i++) {
         if (!tv_is_str(&items[i])) {
@@ -399,21 +379,18 @@ static int m_join(rstate *r, const tv *self, targs *a, tv *out) {
 }
 
 static int m_splitlines(rstate *r, const tv *self, targs *a, tv *out) {
-    static const char *const names[] = {"keepends"};
-    tv args[1], *lines;
+    BIND("splitlines", "keepends");
+    tv *lines;
     int n;
-    if (bind(r, "splitlines", names, 1, a, args) < 0) return -1;
-    if (str_splitlines(r, self, tv_truthy(&args[0]), &lines, &n) < 0) return -1;
+    if (str_splitlines(r, self, tv_truthy(&arg[0]), &lines, &n) < 0) return -1;
     return tv_list_from(r, lines, n, out);
 }
 
 static int m_affix_remove(rstate *r, const tv *self, targs *a, tv *out, bool suffix) {
-    static const char *const names[] = {"affix"};
-    tv args[1];
-    if (bind(r, suffix ? "removesuffix" : "removeprefix", names, 1, a, args) < 0) return -1;
-    if (need_str(r, "removeprefix", &args[0]) < 0) return -1;
-    size_t k = L(&args[0]), n = L(self);
-    if (k && k <= n && !memcmp(S(self) + (suffix ? n - k : 0), S(&args[0]), k))
+    BIND(suffix ? "removesuffix" : "removeprefix", "affix");
+    if (need_str(r, "removeprefix", &arg[0]) < 0) return -1;
+    size_t k = L(&arg[0]), n = L(self);
+    if (k && k <= n && !memcmp(S(self) + (suffix ? n - k : 0), S(&arg[0]), k))
         *out = tv_str(r, S(self) + (suffix ? 0 : k), n - k);
     else
         *out = *self;

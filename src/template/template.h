@@ -23,7 +23,8 @@
 
 typedef struct lp_template lp_template;
 
-/* Parse once, render many times. `name` (may be NULL: "template") prefixes error messages. */
+/* Parse once, render many times (also from several threads at once: a compiled template is
+ * read-only). `name` (may be NULL: "template") prefixes error messages. */
 lp_template *lp_template_compile(const char *src);
 lp_template *lp_template_compile_named(const char *src, const char *name);
 void lp_template_free(lp_template *t);

@@ -308,6 +308,18 @@ int tmpl_apply_test(rstate *r, const test_builtin *t, const char *name, const tv
 /* Bind arguments to a Python-style signature `names[0..n)`: out[i] gets the argument or
  * TV_ABSENT. Fails on too many positionals or unknown keywords. */
 int bind_args(rstate *r, const char *fname, const char *const *names, int n, const targs *a, tv *out);
+int no_args(rstate *r, const char *fname, const targs *a); /* fails if any argument was passed */
+
+/* In a builtin taking (rstate *r, ..., targs *a, ...): declare `tv arg[]` bound to the named
+ * parameters, returning -1 from the builtin on a binding error. */
+#define BIND(fname, ...)                                                                      \
+    static const char *const bind_names_[] = {__VA_ARGS__};                                   \
+    tv arg[sizeof bind_names_ / sizeof *bind_names_];                                         \
+    if (bind_args(r, fname, bind_names_, (int)(sizeof bind_names_ / sizeof *bind_names_), a, arg) < 0) return -1
+
+/* An argument was passed (possibly None) / was passed and is not None. */
+static inline bool arg_present(const tv *v) { return v->kind != TV_ABSENT; }
+static inline bool arg_given(const tv *v) { return v->kind != TV_ABSENT && !(v->kind == TV_JSON && json_is_null(v->j)); }
 
 /* strings.c: Python str operations shared by filters and methods */
 typedef enum { CASE_LOWER, CASE_UPPER, CASE_CAPITALIZE, CASE_TITLE, CASE_TITLE_JINJA } case_mode;

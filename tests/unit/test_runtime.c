@@ -536,7 +536,7 @@ static void test_llama_rope_layouts(void **state) {
     assert_int_equal(lp_engine_eval(eb, 0, 0, fx_tiny.ref_tokens, N, b, true), 0);
     double d = max_abs_diff(a, b, (size_t)N * V);
     printf("  llama HF/NEOX vs GGUF/NORM: max |diff| %.3g\n", d);
-    assert_true(d < 1e-5);
+    assert_true(d < LOGIT_BOUND); /* 6e-6 with AVX2, 1.8e-5 scalar: summation order only */
     /* and the model is not the qwen3 one (q/k norms gone): the logits differ */
     assert_true(max_abs_diff(a, fx_tiny.ref_logits, (size_t)N * V) > 1e-2);
     lp_engine_free(ea);

@@ -113,6 +113,7 @@ struct lpc_q4_K {
         const float d = lpc_half_lo(h.x), dmin = lpc_half_hi(h.x);
         const int p = s >> 1, hl = s & 1;
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
+        #pragma unroll
         for (int r = 0; r < 2; r++) {
             int sc, mn;
             lpc_scale_min_k4(h.y, h.z, h.w, 2 * p + r, &sc, &mn);
@@ -120,6 +121,7 @@ struct lpc_q4_K {
             o.minv[r] = dmin * (float)mn;
             o.off[r] = 64 * p + 32 * r + 16 * hl;
         }
+        #pragma unroll
         for (int k = 0; k < 4; k++) {
             o.v[0][k] = qw[k] & LPC_LO4;
             o.v[1][k] = (qw[k] >> 4) & LPC_LO4;
@@ -136,6 +138,7 @@ struct lpc_q5_K {
         const uint4 qh = lpc_load16(A + 16 * hl);
         const float d = lpc_half_lo(h.x), dmin = lpc_half_hi(h.x);
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w}, hw[4] = {qh.x, qh.y, qh.z, qh.w};
+        #pragma unroll
         for (int r = 0; r < 2; r++) {
             int sc, mn;
             lpc_scale_min_k4(h.y, h.z, h.w, 2 * p + r, &sc, &mn);
@@ -143,6 +146,7 @@ struct lpc_q5_K {
             o.minv[r] = dmin * (float)mn;
             o.off[r] = 64 * p + 32 * r + 16 * hl;
         }
+        #pragma unroll
         for (int k = 0; k < 4; k++) {
             o.v[0][k] = (qw[k] & LPC_LO4) | (((hw[k] >> (2 * p)) & 0x01010101u) << 4);
             o.v[1][k] = ((qw[k] >> 4) & LPC_LO4) | (((hw[k] >> (2 * p + 1)) & 0x01010101u) << 4);
@@ -163,11 +167,13 @@ struct lpc_q6_K {
         const float d = lpc_load_h(B);
         const uint32_t a[4] = {l0.x, l0.y, l0.z, l0.w}, b[4] = {l1.x, l1.y, l1.z, l1.w},
                        hw[4] = {qh.x, qh.y, qh.z, qh.w};
+        #pragma unroll
         for (int r = 0; r < 4; r++) {
             const int scale = (int)(int8_t)lpc_byte2(sc.x, sc.y, lg + 2 * r);
             o.scale[r] = d * (float)scale;
             o.minv[r] = 32.0f * o.scale[r];
             o.off[r] = 128 * n + 32 * r + 16 * lg;
+            #pragma unroll
             for (int k = 0; k < 4; k++) {
                 const uint32_t src = (r & 1) ? b[k] : a[k];
                 const uint32_t nib = (r < 2 ? src : src >> 4) & LPC_LO4;
@@ -186,6 +192,7 @@ struct lpc_q3_K {
         const uint4 q = lpc_load16(A + 32 + 32 * n + 16 * lg), hm = lpc_load16(A + 16 * lg), sb = lpc_load16(B);
         const float d = lpc_half_lo(sb.w);
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w}, hw[4] = {hm.x, hm.y, hm.z, hm.w};
+        #pragma unroll
         for (int r = 0; r < 4; r++) {
             const int j = 8 * n + 2 * r + lg;
             const unsigned lo4 = j < 8 ? lpc_byte3(sb.x, sb.y, sb.z, j) & 0xf : lpc_byte3(sb.x, sb.y, sb.z, j - 8) >> 4;
@@ -193,6 +200,7 @@ struct lpc_q3_K {
             o.scale[r] = d * (float)((int)(lo4 | hi2 << 4) - 32);
             o.minv[r] = 4.0f * o.scale[r];
             o.off[r] = 128 * n + 32 * r + 16 * lg;
+            #pragma unroll
             for (int k = 0; k < 4; k++)
                 o.v[r][k] = ((qw[k] >> (2 * r)) & 0x03030303u) | (((hw[k] >> (4 * n + r)) & 0x01010101u) << 2);
         }
@@ -210,11 +218,13 @@ struct lpc_q2_K {
         const uint32_t dd = lpc_load4(B);
         const float d = lpc_half_lo(dd), dmin = lpc_half_hi(dd);
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
+        #pragma unroll
         for (int r = 0; r < 4; r++) {
             const unsigned b = lpc_byte2(sc.x, sc.y, 2 * r + lg);
             o.scale[r] = d * (float)(b & 0xf);
             o.minv[r] = dmin * (float)(b >> 4);
             o.off[r] = 128 * n + 32 * r + 16 * lg;
+            #pragma unroll
             for (int k = 0; k < 4; k++) o.v[r][k] = (qw[k] >> (2 * r)) & 0x03030303u;
         }
     }
@@ -228,11 +238,13 @@ struct lpc_q8_0 {
         const uint4 q0 = lpc_load16(A), q1 = lpc_load16(A + 16);
         const float d = lpc_load_h(B);
         const uint32_t a[4] = {q0.x, q0.y, q0.z, q0.w}, b[4] = {q1.x, q1.y, q1.z, q1.w};
+        #pragma unroll
         for (int r = 0; r < 2; r++) {
             o.scale[r] = d;
             o.minv[r] = 0.0f;
             o.off[r] = 16 * r;
         }
+        #pragma unroll
         for (int k = 0; k < 4; k++) {
             o.v[0][k] = a[k];
             o.v[1][k] = b[k];
@@ -248,11 +260,13 @@ struct lpc_q4_0 {
         const uint4 q = lpc_load16(A);
         const float d = lpc_load_h(B);
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
+        #pragma unroll
         for (int r = 0; r < 2; r++) {
             o.scale[r] = d;
             o.minv[r] = 8.0f * d;
             o.off[r] = 16 * r;
         }
+        #pragma unroll
         for (int k = 0; k < 4; k++) {
             o.v[0][k] = qw[k] & LPC_LO4;
             o.v[1][k] = (qw[k] >> 4) & LPC_LO4;

@@ -1,0 +1,722 @@
+/* lpc_kernels.cuh — every CUDA kernel of the backend and its launcher.
+ *
+ * Written against lpc_port.cuh only, so the same source runs on the GPU (nvcc)
+ * and on the CPU emulator (simt_emu.h) in the tests. Launchers take a stream and
+ * launch asynchronously; the caller checks cudaGetLastError.
+ *
+ * Decode is memory-bound: the GEMV kernels stream each weight byte once with
+ * 16-byte loads (one warp per output row, lanes over consecutive slices of the
+ * row) and multiply quantized weights with int8 activations (__dp4a), so the
+ * ALU work per weight byte stays far below what the bandwidth allows. The
+ * activations are quantized once per producer (RMSNorm, SwiGLU, attention write
+ * an int8 "shadow" of their output next to the F32 values). */
+#ifndef LPC_KERNELS_CUH
+#define LPC_KERNELS_CUH
+
+#include <math.h>
+
+#include "lpc_quant.cuh"
+
+LPC_HD int lpc_imin(int a, int b) { return a < b ? a : b; }
+LPC_HD int lpc_imax(int a, int b) { return a > b ? a : b; }
+
+/* ---- int8 activation shadow: q[i], d[i/32] (scale), s[i/16] (d * sum of 16 codes) ---- */
+
+typedef struct {
+    int8_t *q;
+    float *d, *s;
+} lpc_q8;
+
+/* Called by all 32 lanes of a warp for 32 consecutive elements i0 + lane (i0 % 32 == 0). */
+__device__ __forceinline__ void lpc_q8_emit(float v, size_t i0, int lane, lpc_q8 o) {
+    const float amax = lpc_warp_max(fabsf(v));
+    const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int q = (int)rintf(v * id);
+    int sum = q;
+#pragma unroll
+    for (int m = 8; m > 0; m >>= 1) sum += __shfl_xor_sync(LPC_FULL_MASK, sum, m); /* within each 16-lane half */
+    o.q[i0 + lane] = (int8_t)q;
+    if (lane == 0) o.d[i0 / 32] = d;
+    if ((lane & 15) == 0) o.s[(i0 + lane) / 16] = d * (float)sum;
+}
+
+/* count must be a multiple of 32; one warp per 32 elements. */
+__global__ void __launch_bounds__(256) lpc_quantize_kernel(const float *x, size_t count, lpc_q8 o) {
+    const size_t i0 = ((size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 32;
+    if (i0 >= count) return;
+    lpc_q8_emit(x[i0 + threadIdx.x % 32], i0, threadIdx.x % 32, o);
+}
+
+inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) {
+    const size_t warps = count / 32;
+    LPC_LAUNCH(lpc_quantize_kernel, dim3((unsigned)((warps + 7) / 8)), dim3(256), st, x, count, o);
+}
+
+/* ---- GEMV: y[c][row] (+)= W[row] . x[c] for up to LPC_MAX_PROB weights sharing x ---- */
+
+enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8 };
+
+typedef struct {
+    int nprob;
+    const uint8_t *a[LPC_MAX_PROB]; /* plane A (quantized) or the rows (float types) */
+    const uint8_t *b[LPC_MAX_PROB]; /* plane B (quantized) */
+    float *y[LPC_MAX_PROB];         /* [ncols][M] */
+    int M[LPC_MAX_PROB];
+    int row0[LPC_MAX_PROB + 1];     /* prefix sums of M: rows of the concatenated problems */
+    int accumulate[LPC_MAX_PROB];   /* y += result (fused residual add) */
+    int K, bpr;                     /* row length; blocks per row (quantized) */
+    size_t row_bytes;               /* bytes per row (float types) */
+    int ncols;                      /* active activation columns (<= NC of the kernel) */
+    const float *x;                 /* [ncols][K] F32 (float types) */
+    lpc_q8 xq;                      /* [ncols][K] int8 shadow (quantized types) */
+    /* expert mode (MoE): blockIdx.y = routed pair; weight += sel[pair] * stride,
+     * x column = pair / x_div, y row = pair; ncols = 1 */
+    const int *sel;
+    int x_div;
+    size_t expert_a, expert_b; /* bytes between experts in plane A / B */
+} lpc_gemv_args;
+
+/* Which problem a warp's global row belongs to, without indexing the parameter arrays
+ * at run time (that would copy them to local memory). */
+struct lpc_row_pick {
+    const uint8_t *a, *b;
+    float *y;
+    int row, M, acc;
+};
+
+__device__ __forceinline__ bool lpc_pick_row(const lpc_gemv_args &p, int grow, lpc_row_pick &r) {
+    if (grow >= p.row0[p.nprob]) return false;
+    r.a = p.a[0], r.b = p.b[0], r.y = p.y[0], r.M = p.M[0], r.acc = p.accumulate[0], r.row = grow;
+#pragma unroll
+    for (int i = 1; i < LPC_MAX_PROB; i++)
+        if (i < p.nprob && grow >= p.row0[i])
+            r.a = p.a[i], r.b = p.b[i], r.y = p.y[i], r.M = p.M[i], r.acc = p.accumulate[i], r.row = grow - p.row0[i];
+    if (p.sel) {
+        const int pair = blockIdx.y, e = p.sel[pair];
+        r.a += (size_t)e * p.expert_a;
+        r.b += (size_t)e * p.expert_b;
+        r.y += (size_t)pair * r.M;
+    }
+    return true;
+}
+
+template <int NC>
+__device__ __forceinline__ void lpc_gemv_store(const lpc_gemv_args &p, const lpc_row_pick &r, float (&acc)[NC], int lane) {
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = lpc_warp_sum(acc[c]);
+    if (lane != 0) return;
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        if (c >= p.ncols) break;
+        float *dst = r.y + (size_t)c * r.M + r.row;
+        *dst = r.acc ? *dst + acc[c] : acc[c];
+    }
+}
+
+template <class T, int NC>
+__global__ void __launch_bounds__(128) lpc_gemv_q(lpc_gemv_args p) {
+    const int lane = threadIdx.x % 32;
+    lpc_row_pick r;
+    if (!lpc_pick_row(p, blockIdx.x * LPC_GEMV_WARPS + threadIdx.x / 32, r)) return;
+    const uint8_t *A = r.a + (size_t)r.row * p.bpr * T::A_BYTES, *B = r.b + (size_t)r.row * p.bpr * T::B_BYTES;
+    const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
+    float acc[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = 0.0f;
+    const int S = p.bpr * T::SLICES;
+#pragma unroll 2
+    for (int s = lane; s < S; s += 32) {
+        const int blk = s / T::SLICES, si = s % T::SLICES;
+        lpc_slice<T::RUNS> sl;
+        T::decode(A + (size_t)blk * T::A_BYTES, B + (size_t)blk * T::B_BYTES, si, sl);
+#pragma unroll
+        for (int q = 0; q < T::RUNS; q++) {
+            const size_t e0 = xoff + (size_t)blk * T::BLOCK + sl.off[q];
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                if (c >= p.ncols) break;
+                const size_t e = e0 + (size_t)c * p.K;
+                const uint4 xw = lpc_load16((const uint8_t *)(p.xq.q + e));
+                int sumi = __dp4a((int)sl.v[q][0], (int)xw.x, 0);
+                sumi = __dp4a((int)sl.v[q][1], (int)xw.y, sumi);
+                sumi = __dp4a((int)sl.v[q][2], (int)xw.z, sumi);
+                sumi = __dp4a((int)sl.v[q][3], (int)xw.w, sumi);
+                acc[c] += sl.scale[q] * __ldg(p.xq.d + e / 32) * (float)sumi - sl.minv[q] * __ldg(p.xq.s + e / 16);
+            }
+        }
+    }
+    lpc_gemv_store<NC>(p, r, acc, lane);
+}
+
+/* Float weights: WT 0 = F32, 1 = F16, 2 = BF16; 16 bytes of a row per lane per step. */
+template <int WT>
+__device__ __forceinline__ void lpc_widen16(uint4 w, float (&f)[8]) {
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        if (WT == 0) {
+            f[k] = __uint_as_float(u[k]);
+        } else if (WT == 1) {
+            f[2 * k] = lpc_h2f((uint16_t)(u[k] & 0xffffu));
+            f[2 * k + 1] = lpc_h2f((uint16_t)(u[k] >> 16));
+        } else {
+            f[2 * k] = __uint_as_float(u[k] << 16);
+            f[2 * k + 1] = __uint_as_float(u[k] & 0xffff0000u);
+        }
+    }
+}
+
+template <int WT, int NC>
+__global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
+    enum { EPC = WT == 0 ? 4 : 8 }; /* elements per 16-byte chunk */
+    const int lane = threadIdx.x % 32;
+    lpc_row_pick r;
+    if (!lpc_pick_row(p, blockIdx.x * LPC_GEMV_WARPS + threadIdx.x / 32, r)) return;
+    const uint8_t *row = r.a + (size_t)r.row * p.row_bytes;
+    const float *x = p.x + (p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0);
+    float acc[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = 0.0f;
+    const int chunks = p.K / EPC;
+#pragma unroll 2
+    for (int ch = lane; ch < chunks; ch += 32) {
+        float w[8];
+        lpc_widen16<WT>(lpc_load16(row + (size_t)ch * 16), w);
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            if (c >= p.ncols) break;
+            const float *xc = x + (size_t)c * p.K + (size_t)ch * EPC;
+#pragma unroll
+            for (int k = 0; k < EPC; k += 4) {
+                const uint4 xv = lpc_load16((const uint8_t *)(xc + k));
+                acc[c] += w[k] * __uint_as_float(xv.x) + w[k + 1] * __uint_as_float(xv.y) +
+                          w[k + 2] * __uint_as_float(xv.z) + w[k + 3] * __uint_as_float(xv.w);
+            }
+        }
+    }
+    lpc_gemv_store<NC>(p, r, acc, lane);
+}
+
+template <template <int> class L>
+inline void lpc_by_nc(int ncols, L<1> *, lpc_stream) = delete;
+
+/* Launch for one weight type: columns in chunks of 8, the kernel's NC the next power of two. */
+struct lpc_gemv_launch {
+    lpc_stream st;
+    lpc_gemv_args p;
+    int n_pairs; /* expert mode: routed pairs (grid.y) */
+    template <class K1, class K2, class K4, class K8>
+    void go(K1 k1, K2 k2, K4 k4, K8 k8) {
+        const dim3 grid((unsigned)((p.row0[p.nprob] + LPC_GEMV_WARPS - 1) / LPC_GEMV_WARPS), (unsigned)(n_pairs > 0 ? n_pairs : 1));
+        const int n = p.ncols;
+        lpc_gemv_args q = p;
+        for (int c0 = 0; c0 < n; c0 += LPC_GEMV_MAX_NC) {
+            q.ncols = lpc_imin(LPC_GEMV_MAX_NC, n - c0);
+            q.x = p.x ? p.x + (size_t)c0 * p.K : NULL;
+            if (p.xq.q) {
+                q.xq.q = p.xq.q + (size_t)c0 * p.K;
+                q.xq.d = p.xq.d + (size_t)c0 * p.K / 32;
+                q.xq.s = p.xq.s + (size_t)c0 * p.K / 16;
+            }
+            for (int i = 0; i < p.nprob; i++) q.y[i] = p.y[i] + (size_t)c0 * p.M[i];
+            if (q.ncols == 1)
+                LPC_LAUNCH(k1, grid, dim3(128), st, q);
+            else if (q.ncols == 2)
+                LPC_LAUNCH(k2, grid, dim3(128), st, q);
+            else if (q.ncols <= 4)
+                LPC_LAUNCH(k4, grid, dim3(128), st, q);
+            else
+                LPC_LAUNCH(k8, grid, dim3(128), st, q);
+        }
+    }
+    template <class T>
+    void run() {
+        go(lpc_gemv_q<T, 1>, lpc_gemv_q<T, 2>, lpc_gemv_q<T, 4>, lpc_gemv_q<T, 8>);
+    }
+};
+
+/* type: LPC_* id of the device weight. Returns false for a type without a kernel. */
+inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pairs) {
+    lpc_gemv_launch l = {st, p, n_pairs};
+    switch (type) {
+    case LPC_F32: l.go(lpc_gemv_f<0, 1>, lpc_gemv_f<0, 2>, lpc_gemv_f<0, 4>, lpc_gemv_f<0, 8>); return true;
+    case LPC_F16: l.go(lpc_gemv_f<1, 1>, lpc_gemv_f<1, 2>, lpc_gemv_f<1, 4>, lpc_gemv_f<1, 8>); return true;
+    case LPC_BF16: l.go(lpc_gemv_f<2, 1>, lpc_gemv_f<2, 2>, lpc_gemv_f<2, 4>, lpc_gemv_f<2, 8>); return true;
+    default: return lpc_dispatch_quant(type, l);
+    }
+}
+
+/* ---- dequantization of whole rows (embedding lookup; F16 tiles for cuBLAS) ---- */
+
+__device__ __forceinline__ void lpc_put(float *dst, size_t i, float v) { dst[i] = v; }
+__device__ __forceinline__ void lpc_put(uint16_t *dst, size_t i, float v) { dst[i] = lpc_f2h_sat(v); }
+
+/* Row of dst block b: source row = ids ? ids[b] : row0 + b. */
+template <class T, class OUT>
+__global__ void __launch_bounds__(128) lpc_dequant_q(const uint8_t *A, const uint8_t *B, int bpr, int K, const int *ids,
+                                                     int row0, OUT *dst) {
+    const int row = ids ? ids[blockIdx.x] : row0 + (int)blockIdx.x;
+    const uint8_t *a = A + (size_t)row * bpr * T::A_BYTES, *b = B + (size_t)row * bpr * T::B_BYTES;
+    OUT *out = dst + (size_t)blockIdx.x * K;
+    for (int s = threadIdx.x; s < bpr * T::SLICES; s += blockDim.x) {
+        const int blk = s / T::SLICES;
+        lpc_slice<T::RUNS> sl;
+        T::decode(a + (size_t)blk * T::A_BYTES, b + (size_t)blk * T::B_BYTES, s % T::SLICES, sl);
+#pragma unroll
+        for (int q = 0; q < T::RUNS; q++)
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                const int byte = (int)(int8_t)((sl.v[q][i / 4] >> (8 * (i % 4))) & 0xffu);
+                lpc_put(out, (size_t)blk * T::BLOCK + sl.off[q] + i, sl.scale[q] * (float)byte - sl.minv[q]);
+            }
+    }
+}
+
+template <int WT, class OUT>
+__global__ void __launch_bounds__(128) lpc_dequant_f(const uint8_t *rows, size_t row_bytes, int K, const int *ids, int row0,
+                                                     OUT *dst) {
+    enum { EPC = WT == 0 ? 4 : 8 };
+    const int row = ids ? ids[blockIdx.x] : row0 + (int)blockIdx.x;
+    const uint8_t *src = rows + (size_t)row * row_bytes;
+    OUT *out = dst + (size_t)blockIdx.x * K;
+    for (int ch = threadIdx.x; ch < K / EPC; ch += blockDim.x) {
+        float w[8];
+        lpc_widen16<WT>(lpc_load16(src + (size_t)ch * 16), w);
+#pragma unroll
+        for (int k = 0; k < EPC; k++) lpc_put(out, (size_t)ch * EPC + k, w[k]);
+    }
+}
+
+template <class OUT>
+struct lpc_dequant_launch {
+    lpc_stream st;
+    const uint8_t *a, *b;
+    size_t row_bytes;
+    int bpr, K, n_rows, row0;
+    const int *ids;
+    OUT *dst;
+    template <class T>
+    void run() {
+        LPC_LAUNCH((lpc_dequant_q<T, OUT>), dim3((unsigned)n_rows), dim3(128), st, a, b, bpr, K, ids, row0, dst);
+    }
+};
+
+/* n_rows rows (ids[i] or row0 + i) of a device weight into dst[n_rows][K] (float or F16 bits). */
+template <class OUT>
+inline bool lpc_dequant_rows(lpc_stream st, int type, const uint8_t *a, const uint8_t *b, size_t row_bytes, int bpr, int K,
+                             const int *ids, int row0, int n_rows, OUT *dst) {
+    if (n_rows <= 0) return true;
+    const dim3 grid((unsigned)n_rows);
+    switch (type) {
+    case LPC_F32: LPC_LAUNCH((lpc_dequant_f<0, OUT>), grid, dim3(128), st, a, row_bytes, K, ids, row0, dst); return true;
+    case LPC_F16: LPC_LAUNCH((lpc_dequant_f<1, OUT>), grid, dim3(128), st, a, row_bytes, K, ids, row0, dst); return true;
+    case LPC_BF16: LPC_LAUNCH((lpc_dequant_f<2, OUT>), grid, dim3(128), st, a, row_bytes, K, ids, row0, dst); return true;
+    default: {
+        lpc_dequant_launch<OUT> l = {st, a, b, row_bytes, bpr, K, n_rows, row0, ids, dst};
+        return lpc_dispatch_quant(type, l);
+    }
+    }
+}
+
+/* ---- row-wise ops ---- */
+
+__device__ __forceinline__ float lpc_block_sum(float v, float *red) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+    v = lpc_warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int w = 0; w < n_warps; w++) t += red[w];
+    __syncthreads();
+    return t;
+}
+
+/* out[r] = x[r] * 1/sqrt(mean(x^2) + eps) * w; q8 shadow of out when emit (D % 32 == 0). */
+__global__ void __launch_bounds__(256) lpc_rmsnorm_kernel(const float *x, const float *w, int D, float eps, float *out,
+                                                          int emit, lpc_q8 o) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * D;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = lpc_block_sum(ss, red);
+    const float scale = 1.0f / sqrtf(ss / (float)D + eps);
+    float *orow = out + (size_t)blockIdx.x * D;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        const float v = w[i] * (xr[i] * scale);
+        orow[i] = v;
+        if (emit) lpc_q8_emit(v, (size_t)blockIdx.x * D + (i & ~31), threadIdx.x % 32, o);
+    }
+}
+
+inline void lpc_rmsnorm(lpc_stream st, const float *x, const float *w, int rows, int D, float eps, float *out, int emit, lpc_q8 o) {
+    const int threads = D >= 1024 ? 256 : D >= 256 ? 128 : 32;
+    LPC_LAUNCH(lpc_rmsnorm_kernel, dim3((unsigned)rows), dim3(threads), st, x, w, D, eps, out, emit, o);
+}
+
+/* Per-head RMSNorm (w may be NULL: none) and/or rope (cs may be NULL: none) over rows
+ * of head_dim; row = token * n_head + head; one warp per row. neox: pairs (i, i+half). */
+__global__ void __launch_bounds__(128) lpc_norm_rope_kernel(float *x, int rows, int n_head, int hd, const float *w, float eps,
+                                                            const float *cs, const float *sn, int neox) {
+    __shared__ float buf[4][256];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, row = blockIdx.x * 4 + warp;
+    if (row >= rows) return;
+    float *v = x + (size_t)row * hd, *b = buf[warp];
+    float scale = 1.0f;
+    if (w) {
+        float ss = 0.0f;
+        for (int i = lane; i < hd; i += 32) ss += v[i] * v[i];
+        ss = lpc_warp_sum(ss);
+        scale = 1.0f / sqrtf(ss / (float)hd + eps);
+    }
+    for (int i = lane; i < hd; i += 32) b[i] = w ? w[i] * (v[i] * scale) : v[i];
+    __syncwarp();
+    if (cs) {
+        const int t = row / n_head, half = hd / 2;
+        for (int i = lane; i < half; i += 32) {
+            const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+            const float c = cs[(size_t)t * half + i], s = sn[(size_t)t * half + i];
+            const float x0 = b[ia], x1 = b[ib];
+            v[ia] = x0 * c - x1 * s;
+            v[ib] = x1 * c + x0 * s;
+        }
+    } else {
+        for (int i = lane; i < hd; i += 32) v[i] = b[i];
+    }
+}
+
+inline void lpc_norm_rope(lpc_stream st, float *x, int rows, int n_head, int hd, const float *w, float eps, const float *cs,
+                          const float *sn, int neox) {
+    LPC_LAUNCH(lpc_norm_rope_kernel, dim3((unsigned)((rows + 3) / 4)), dim3(128), st, x, rows, n_head, hd, w, eps, cs, sn, neox);
+}
+
+/* cos/sin of every (token, pair) at the batch positions: angle in f32, cos/sin in double (as the CPU). */
+__global__ void lpc_rope_table_kernel(const int *pos, const float *inv_freq, int half, float mscale, float *cs, float *sn) {
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const float angle = (float)pos[blockIdx.x] * inv_freq[i];
+        cs[(size_t)blockIdx.x * half + i] = (float)cos((double)angle) * mscale;
+        sn[(size_t)blockIdx.x * half + i] = (float)sin((double)angle) * mscale;
+    }
+}
+
+inline void lpc_rope_table(lpc_stream st, int n, const int *pos, const float *inv_freq, int half, float mscale, float *cs, float *sn) {
+    LPC_LAUNCH(lpc_rope_table_kernel, dim3((unsigned)n), dim3(64), st, pos, inv_freq, half, mscale, cs, sn);
+}
+
+__global__ void lpc_add_kernel(float *x, const float *y, size_t count) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) x[i] += y[i];
+}
+
+/* x[r][i] += b[i] (sel == NULL) or b[sel[r]][i] (per-expert bias of routed pair r). */
+__global__ void lpc_add_bias_kernel(float *x, const float *b, int D, size_t count, const int *sel) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    const size_t r = i / D;
+    x[i] += b[(sel ? (size_t)sel[r] * D : 0) + i % D];
+}
+
+inline void lpc_add(lpc_stream st, float *x, const float *y, size_t count) {
+    if (count) LPC_LAUNCH(lpc_add_kernel, dim3((unsigned)((count + 255) / 256)), dim3(256), st, x, y, count);
+}
+inline void lpc_add_bias(lpc_stream st, float *x, const float *b, int D, size_t count, const int *sel) {
+    if (count) LPC_LAUNCH(lpc_add_bias_kernel, dim3((unsigned)((count + 255) / 256)), dim3(256), st, x, b, D, count, sel);
+}
+
+/* gate = silu(gate) * up, or the gpt-oss clamped form when limit > 0; emit needs count % 32 == 0. */
+__global__ void lpc_swiglu_kernel(float *gate, const float *up, size_t count, float limit, int emit, lpc_q8 o) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return; /* count % 32 == 0 when emitting: whole warps leave together */
+    float v;
+    if (limit > 0.0f) {
+        const float g = fminf(gate[i], limit), u = fminf(fmaxf(up[i], -limit), limit);
+        v = g / (1.0f + expf(-1.702f * g)) * (u + 1.0f);
+    } else {
+        v = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    }
+    gate[i] = v;
+    if (emit) lpc_q8_emit(v, i & ~(size_t)31, threadIdx.x % 32, o);
+}
+
+inline void lpc_swiglu(lpc_stream st, float *gate, const float *up, size_t count, float limit, int emit, lpc_q8 o) {
+    if (count) LPC_LAUNCH(lpc_swiglu_kernel, dim3((unsigned)((count + 255) / 256)), dim3(256), st, gate, up, count, limit, emit, o);
+}
+
+enum { LPC_GATHER_MAX = 64 };
+typedef struct {
+    int rows[LPC_GATHER_MAX];
+} lpc_gather_rows_t;
+
+/* dst[i] = src[rows[i]]; rows travel in the parameters (graph-safe). Overlapping src/dst:
+ * the engine gathers into a separate buffer. */
+__global__ void lpc_gather_kernel(const float *src, int dim, lpc_gather_rows_t rows, float *dst) {
+    const float *s = src + (size_t)rows.rows[blockIdx.x] * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[(size_t)blockIdx.x * dim + i] = s[i];
+}
+
+inline void lpc_gather(lpc_stream st, const float *src, int dim, const lpc_gather_rows_t &rows, int n, float *dst) {
+    LPC_LAUNCH(lpc_gather_kernel, dim3((unsigned)n), dim3(128), st, src, dim, rows, dst);
+}
+
+/* ---- attention. KV cache F16, [layer][slot][kv head][pos][head_dim] ---- */
+
+typedef struct {
+    const float *q;              /* [n][n_head][hd] */
+    const uint16_t *kc, *vc;     /* this layer's cache */
+    const int *pos, *slot;       /* [n] */
+    float *part;                 /* [n * n_head][nsplit][hd + 2]: m, l, acc */
+    int n_ctx, n_head, n_kv, G, nsplit, window;
+    float scale;
+} lpc_attn_args;
+
+__device__ __forceinline__ size_t lpc_kv_index(int slot, int kvh, int pos, int n_kv, int n_ctx, int hd) {
+    return (((size_t)slot * n_kv + kvh) * n_ctx + pos) * hd;
+}
+
+/* k, v [n][n_kv * hd] F32 into the cache at (slot[t], pos[t]). */
+__global__ void lpc_kv_store_kernel(const float *k, const float *v, uint16_t *kc, uint16_t *vc, const int *pos, const int *slot,
+                                    int n_kv, int n_ctx, int hd) {
+    const int t = blockIdx.x;
+    for (int i = threadIdx.x; i < n_kv * hd; i += blockDim.x) {
+        const size_t at = lpc_kv_index(slot[t], i / hd, pos[t], n_kv, n_ctx, hd) + i % hd;
+        kc[at] = lpc_f2h(k[(size_t)t * n_kv * hd + i]);
+        vc[at] = lpc_f2h(v[(size_t)t * n_kv * hd + i]);
+    }
+}
+
+inline void lpc_kv_store(lpc_stream st, int n, const float *k, const float *v, uint16_t *kc, uint16_t *vc, const int *pos,
+                         const int *slot, int n_kv, int n_ctx, int hd) {
+    LPC_LAUNCH(lpc_kv_store_kernel, dim3((unsigned)n), dim3(128), st, k, v, kc, vc, pos, slot, n_kv, n_ctx, hd);
+}
+
+/* One block per (token, kv head, split): the G query heads sharing the kv head, over
+ * split `blockIdx.y` of the positions [first, pos]. Each warp takes tiles of 32
+ * positions: lane l scores position tile+l for all G heads, then the warp adds
+ * the tile's values with an online softmax. Writes unnormalised partials. */
+template <int HD, int GM>
+__global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
+    enum { DPL = HD / 32 };
+    __shared__ float qs[GM][HD];
+    __shared__ float red_m[4][GM], red_l[4][GM];
+    __shared__ float acc_s[GM][HD];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int t = blockIdx.x / p.n_kv, kvh = blockIdx.x % p.n_kv, sp = blockIdx.y, G = p.G;
+    const int pos = p.pos[t], slot = p.slot[t];
+    const int first = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+    const int len = pos - first + 1;
+    const int chunk = ((len + p.nsplit - 1) / p.nsplit + 31) & ~31;
+    const int beg = first + sp * chunk, end = lpc_imin(beg + chunk, pos + 1);
+    for (int i = threadIdx.x; i < G * HD; i += blockDim.x)
+        qs[i / HD][i % HD] = p.q[((size_t)t * p.n_head + kvh * G + i / HD) * HD + i % HD] * p.scale;
+    __syncthreads();
+    const uint16_t *kbase = p.kc + lpc_kv_index(slot, kvh, 0, p.n_kv, p.n_ctx, HD);
+    const uint16_t *vbase = p.vc + lpc_kv_index(slot, kvh, 0, p.n_kv, p.n_ctx, HD);
+    float m[GM], l[GM], acc[GM][DPL];
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DPL; d++) acc[g][d] = 0.0f;
+    }
+    for (int tile = beg + 32 * warp; tile < end; tile += 128) {
+        const int pi = tile + lane;
+        const bool valid = pi < end;
+        float s[GM];
+#pragma unroll
+        for (int g = 0; g < GM; g++) s[g] = 0.0f;
+        if (valid) {
+            const uint8_t *krow = (const uint8_t *)(kbase + (size_t)pi * HD);
+#pragma unroll 4
+            for (int c = 0; c < HD / 8; c++) {
+                float kf[8];
+                lpc_widen16<1>(lpc_load16(krow + 16 * c), kf);
+#pragma unroll
+                for (int g = 0; g < GM; g++) {
+                    if (g >= G) break;
+#pragma unroll
+                    for (int k = 0; k < 8; k++) s[g] += qs[g][8 * c + k] * kf[k];
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            if (g >= G) break;
+            const float sv = valid ? s[g] : -INFINITY;
+            const float mn = fmaxf(m[g], lpc_warp_max(sv));
+            const float alpha = __expf(m[g] - mn);
+            const float pg = valid ? __expf(sv - mn) : 0.0f;
+            l[g] = l[g] * alpha + pg;
+#pragma unroll
+            for (int d = 0; d < DPL; d++) acc[g][d] *= alpha;
+            m[g] = mn;
+            s[g] = pg;
+        }
+        const int nv = lpc_imin(32, end - tile);
+        for (int j = 0; j < nv; j++) {
+            const uint16_t *vrow = vbase + (size_t)(tile + j) * HD + lane * DPL;
+            float vf[DPL];
+#pragma unroll
+            for (int d = 0; d < DPL; d++) vf[d] = lpc_h2f(vrow[d]);
+#pragma unroll
+            for (int g = 0; g < GM; g++) {
+                if (g >= G) break;
+                const float pj = __shfl_sync(LPC_FULL_MASK, s[g], j);
+#pragma unroll
+                for (int d = 0; d < DPL; d++) acc[g][d] += pj * vf[d];
+            }
+        }
+    }
+    /* merge the four warps: shared max, rescaled sums */
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        const float lw = lpc_warp_sum(l[g]);
+        if (lane == 0 && g < G) red_m[warp][g] = m[g], red_l[warp][g] = lw;
+    }
+    __syncthreads();
+    for (int w = 0; w < 4; w++) {
+        if (warp == w) {
+#pragma unroll
+            for (int g = 0; g < GM; g++) {
+                if (g >= G) break;
+                const float M = fmaxf(fmaxf(red_m[0][g], red_m[1][g]), fmaxf(red_m[2][g], red_m[3][g]));
+                const float f = m[g] == -INFINITY ? 0.0f : __expf(m[g] - M);
+#pragma unroll
+                for (int d = 0; d < DPL; d++) {
+                    const float v = acc[g][d] * f;
+                    acc_s[g][lane * DPL + d] = w == 0 ? v : acc_s[g][lane * DPL + d] + v;
+                }
+            }
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < G * (HD + 2); i += blockDim.x) {
+        const int g = i / (HD + 2), k = i % (HD + 2);
+        float *dst = p.part + (((size_t)t * p.n_head + kvh * G + g) * p.nsplit + sp) * (HD + 2);
+        const float M = fmaxf(fmaxf(red_m[0][g], red_m[1][g]), fmaxf(red_m[2][g], red_m[3][g]));
+        if (k == 0) {
+            dst[0] = M;
+        } else if (k == 1) {
+            float L = 0.0f;
+            for (int w = 0; w < 4; w++)
+                if (red_m[w][g] != -INFINITY) L += red_l[w][g] * __expf(red_m[w][g] - M);
+            dst[1] = L;
+        } else {
+            dst[k] = M == -INFINITY ? 0.0f : acc_s[g][k - 2];
+        }
+    }
+}
+
+/* out[t][h] = sum over splits, normalised; sinks join the denominator. */
+__global__ void lpc_attn_combine_kernel(const float *part, int nsplit, int n_head, int hd, const float *sinks, float *out, int emit,
+                                        lpc_q8 o) {
+    const int h = blockIdx.x % n_head, d = threadIdx.x;
+    const float *base = part + (size_t)blockIdx.x * nsplit * (hd + 2);
+    float M = sinks ? sinks[h] : -INFINITY;
+    for (int s = 0; s < nsplit; s++) M = fmaxf(M, base[(size_t)s * (hd + 2)]);
+    float L = sinks ? expf(sinks[h] - M) : 0.0f, acc = 0.0f;
+    for (int s = 0; s < nsplit; s++) {
+        const float ms = base[(size_t)s * (hd + 2)];
+        if (ms == -INFINITY) continue;
+        const float w = expf(ms - M);
+        L += w * base[(size_t)s * (hd + 2) + 1];
+        acc += w * base[(size_t)s * (hd + 2) + 2 + d];
+    }
+    const float v = acc / L;
+    out[(size_t)blockIdx.x * hd + d] = v;
+    if (emit) lpc_q8_emit(v, (size_t)blockIdx.x * hd + (d & ~31), d % 32, o);
+}
+
+template <int HD>
+inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
+    const dim3 grid((unsigned)(n * p.n_kv), (unsigned)p.nsplit);
+    if (p.G <= 4)
+        LPC_LAUNCH((lpc_attn_split_kernel<HD, 4>), grid, dim3(128), st, p);
+    else if (p.G <= 8)
+        LPC_LAUNCH((lpc_attn_split_kernel<HD, 8>), grid, dim3(128), st, p);
+    else
+        LPC_LAUNCH((lpc_attn_split_kernel<HD, 16>), grid, dim3(128), st, p);
+}
+
+/* head_dim in {32, 64, 128, 256} and G <= 16 (checked by the caller). */
+inline void lpc_attention(lpc_stream st, const lpc_attn_args &p, int n, int hd, const float *sinks, float *out, int emit, lpc_q8 o) {
+    switch (hd) {
+    case 32: lpc_attn_split_hd<32>(st, p, n); break;
+    case 64: lpc_attn_split_hd<64>(st, p, n); break;
+    case 128: lpc_attn_split_hd<128>(st, p, n); break;
+    default: lpc_attn_split_hd<256>(st, p, n); break;
+    }
+    LPC_LAUNCH(lpc_attn_combine_kernel, dim3((unsigned)(n * p.n_head)), dim3((unsigned)hd), st, p.part, p.nsplit, p.n_head, hd,
+               sinks, out, emit, o);
+}
+
+/* ---- MoE routing: top-k per token (ties: lower expert), weights as the CPU's route_row ---- */
+
+__global__ void lpc_topk_kernel(const float *logits, int E, int k, int norm_topk, int *sel, float *wt) {
+    const int t = blockIdx.x, lane = threadIdx.x;
+    const float *lg = logits + (size_t)t * E;
+    unsigned taken = 0; /* bit j: expert lane + 32 j taken (E <= 256) */
+    float maxv = 0.0f;
+    for (int i = 0; i < k; i++) {
+        float bv = -INFINITY;
+        int be = E;
+        for (int j = 0; lane + 32 * j < E; j++) {
+            const int e = lane + 32 * j;
+            if (!(taken >> j & 1u) && (be == E || lg[e] > bv)) bv = lg[e], be = e;
+        }
+#pragma unroll
+        for (int m = 16; m > 0; m >>= 1) {
+            const float ov = __shfl_xor_sync(LPC_FULL_MASK, bv, m);
+            const int oe = __shfl_xor_sync(LPC_FULL_MASK, be, m);
+            if (oe < E && (be == E || ov > bv || (ov == bv && oe < be))) bv = ov, be = oe;
+        }
+        if (be % 32 == lane) taken |= 1u << (be / 32);
+        if (lane == 0) sel[(size_t)t * k + i] = be;
+        if (i == 0) maxv = bv;
+    }
+    float denom = 0.0f;
+    if (norm_topk) {
+        for (int i = 0; i < k; i++) denom += expf(lg[sel[(size_t)t * k + i]] - maxv);
+    } else {
+        for (int e = lane; e < E; e += 32) denom += expf(lg[e] - maxv);
+        denom = lpc_warp_sum(denom);
+    }
+    if (lane == 0)
+        for (int i = 0; i < k; i++) wt[(size_t)t * k + i] = expf(lg[sel[(size_t)t * k + i]] - maxv) / denom;
+}
+
+/* out[t] = sum of wt * d[pair] over the token's pairs, in ascending expert order (as the CPU). */
+__global__ void lpc_moe_combine_kernel(const float *dres, const int *sel, const float *wt, int k, int D, float *out) {
+    const int t = blockIdx.x;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float acc = 0.0f;
+        int prev = -1;
+        for (int done = 0; done < k; done++) {
+            int best = -1;
+            for (int j = 0; j < k; j++) {
+                const int e = sel[(size_t)t * k + j];
+                if (e > prev && (best < 0 || e < sel[(size_t)t * k + best])) best = j;
+            }
+            prev = sel[(size_t)t * k + best];
+            acc += wt[(size_t)t * k + best] * dres[((size_t)t * k + best) * D + i];
+        }
+        out[(size_t)t * D + i] = acc;
+    }
+}
+
+inline void lpc_topk(lpc_stream st, int n, const float *logits, int E, int k, int norm_topk, int *sel, float *wt) {
+    LPC_LAUNCH(lpc_topk_kernel, dim3((unsigned)n), dim3(32), st, logits, E, k, norm_topk, sel, wt);
+}
+inline void lpc_moe_combine(lpc_stream st, int n, const float *dres, const int *sel, const float *wt, int k, int D, float *out) {
+    LPC_LAUNCH(lpc_moe_combine_kernel, dim3((unsigned)n), dim3(128), st, dres, sel, wt, k, D, out);
+}
+
+/* x (F32) -> F16 bits, saturating (GEMM operands). */
+__global__ void lpc_to_f16_kernel(const float *x, size_t count, uint16_t *y) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) y[i] = lpc_f2h_sat(x[i]);
+}
+inline void lpc_to_f16(lpc_stream st, const float *x, size_t count, uint16_t *y) {
+    if (count) LPC_LAUNCH(lpc_to_f16_kernel, dim3((unsigned)((count + 255) / 256)), dim3(256), st, x, count, y);
+}
+
+#endif
