@@ -137,6 +137,7 @@ static int read_rope(const json_t *cfg, lp_hparams *hp, const char *path) {
     const json_t *s = scaling ? scaling : params;
     hp->rope_scaling = LP_ROPE_SCALING_NONE;
     hp->rope_factor = 1.0f;
+    hp->yarn_truncate = true;
     if (!s) return 0;
     const json_t *t = json_object_get(s, "rope_type");
     if (!t) t = json_object_get(s, "type");
@@ -156,6 +157,8 @@ static int read_rope(const json_t *cfg, lp_hparams *hp, const char *path) {
     if (get_float(s, "beta_slow", 1.0f, &hp->yarn_beta_slow, path) != 0) return -1;
     if (get_float(s, "low_freq_factor", 1.0f, &hp->rope_low_freq_factor, path) != 0) return -1;
     if (get_float(s, "high_freq_factor", 4.0f, &hp->rope_high_freq_factor, path) != 0) return -1;
+    const json_t *trunc = json_object_get(s, "truncate");
+    if (json_is_boolean(trunc)) hp->yarn_truncate = json_is_true(trunc);
     return 0;
 }
 

@@ -115,6 +115,7 @@ struct lp_hparams {
     float rope_factor;
     int rope_orig_ctx;
     float yarn_beta_fast, yarn_beta_slow;
+    bool yarn_truncate; /* round the YaRN ramp ends (HF default true; gpt-oss ships false) */
     float rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
     int sliding_window; /* 0 = none */
     bool swa_layers[LP_MAX_LAYERS];

@@ -88,6 +88,7 @@ static int read_token_id(const kv_reader *r, const char *key, int *out) {
 static int read_rope(const kv_reader *r, lp_hparams *hp) {
     char key[128];
     hp->rope_scaling = LP_ROPE_SCALING_NONE;
+    hp->yarn_truncate = !hp->arch->attn_sinks; /* GGUF has no key: gpt-oss releases ship truncate=false */
     hp->rope_factor = 1.0f;
     if (read_float(r, "rope.freq_base", false, 10000.0f, &hp->rope_theta)) return -1;
     int n_rot;

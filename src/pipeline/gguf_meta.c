@@ -61,6 +61,9 @@ static void write_hparams(lp_gguf_writer *w, const lp_hparams *hp) {
         set_arch_u32(w, hp, "expert_count", (uint32_t)hp->n_expert);
         set_arch_u32(w, hp, "expert_used_count", (uint32_t)hp->n_expert_used);
         set_arch_u32(w, hp, "expert_feed_forward_length", (uint32_t)hp->n_ff_exp);
+        char key[128];
+        snprintf(key, sizeof key, "%s.expert_weights_norm", hp->arch->gguf_arch);
+        lp_gguf_set_bool(w, key, hp->expert_norm_topk);
     }
     if (hp->arch->swa_alternating) set_arch_u32(w, hp, "attention.sliding_window", (uint32_t)hp->sliding_window);
     write_rope_scaling(w, hp);

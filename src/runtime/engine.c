@@ -55,7 +55,7 @@ static float llama3_scale(const lp_hparams *hp, float inv_freq) {
 static float yarn_inv_freq(const lp_hparams *hp, int i, float inv_freq) {
     const double dim = hp->head_dim, base = hp->rope_theta;
     const double orig = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : hp->n_ctx_train;
-    const bool truncate = !hp->arch->attn_sinks;
+    const bool truncate = hp->yarn_truncate;
     double low = dim * log(orig / (hp->yarn_beta_fast * 2 * M_PI)) / (2 * log(base));
     double high = dim * log(orig / (hp->yarn_beta_slow * 2 * M_PI)) / (2 * log(base));
     if (truncate) low = floor(low), high = ceil(high);

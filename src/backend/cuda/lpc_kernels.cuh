@@ -197,9 +197,6 @@ __global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
     lpc_gemv_store<NC>(p, r, acc, lane);
 }
 
-template <template <int> class L>
-inline void lpc_by_nc(int ncols, L<1> *, lpc_stream) = delete;
-
 /* Launch for one weight type: columns in chunks of 8, the kernel's NC the next power of two. */
 struct lpc_gemv_launch {
     lpc_stream st;
@@ -297,7 +294,8 @@ struct lpc_dequant_launch {
     OUT *dst;
     template <class T>
     void run() {
-        LPC_LAUNCH((lpc_dequant_q<T, OUT>), dim3((unsigned)n_rows), dim3(128), st, a, b, bpr, K, ids, row0, dst);
+        auto kern = lpc_dequant_q<T, OUT>;
+        LPC_LAUNCH(kern, dim3((unsigned)n_rows), dim3(128), st, a, b, bpr, K, ids, row0, dst);
     }
 };
 
@@ -307,10 +305,11 @@ inline bool lpc_dequant_rows(lpc_stream st, int type, const uint8_t *a, const ui
                              const int *ids, int row0, int n_rows, OUT *dst) {
     if (n_rows <= 0) return true;
     const dim3 grid((unsigned)n_rows);
+    auto f32 = lpc_dequant_f<0, OUT>, f16 = lpc_dequant_f<1, OUT>, bf16 = lpc_dequant_f<2, OUT>;
     switch (type) {
-    case LPC_F32: LPC_LAUNCH((lpc_dequant_f<0, OUT>), grid, dim3(128), st, a, row_bytes, K, ids, row0, dst); return true;
-    case LPC_F16: LPC_LAUNCH((lpc_dequant_f<1, OUT>), grid, dim3(128), st, a, row_bytes, K, ids, row0, dst); return true;
-    case LPC_BF16: LPC_LAUNCH((lpc_dequant_f<2, OUT>), grid, dim3(128), st, a, row_bytes, K, ids, row0, dst); return true;
+    case LPC_F32: LPC_LAUNCH(f32, grid, dim3(128), st, a, row_bytes, K, ids, row0, dst); return true;
+    case LPC_F16: LPC_LAUNCH(f16, grid, dim3(128), st, a, row_bytes, K, ids, row0, dst); return true;
+    case LPC_BF16: LPC_LAUNCH(bf16, grid, dim3(128), st, a, row_bytes, K, ids, row0, dst); return true;
     default: {
         lpc_dequant_launch<OUT> l = {st, a, b, row_bytes, bpr, K, n_rows, row0, ids, dst};
         return lpc_dispatch_quant(type, l);
@@ -629,12 +628,13 @@ __global__ void lpc_attn_combine_kernel(const float *part, int nsplit, int n_hea
 template <int HD>
 inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
     const dim3 grid((unsigned)(n * p.n_kv), (unsigned)p.nsplit);
+    auto g4 = lpc_attn_split_kernel<HD, 4>, g8 = lpc_attn_split_kernel<HD, 8>, g16 = lpc_attn_split_kernel<HD, 16>;
     if (p.G <= 4)
-        LPC_LAUNCH((lpc_attn_split_kernel<HD, 4>), grid, dim3(128), st, p);
+        LPC_LAUNCH(g4, grid, dim3(128), st, p);
     else if (p.G <= 8)
-        LPC_LAUNCH((lpc_attn_split_kernel<HD, 8>), grid, dim3(128), st, p);
+        LPC_LAUNCH(g8, grid, dim3(128), st, p);
     else
-        LPC_LAUNCH((lpc_attn_split_kernel<HD, 16>), grid, dim3(128), st, p);
+        LPC_LAUNCH(g16, grid, dim3(128), st, p);
 }
 
 /* head_dim in {32, 64, 128, 256} and G <= 16 (checked by the caller). */

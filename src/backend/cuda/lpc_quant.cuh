@@ -18,6 +18,8 @@
 #ifndef LPC_QUANT_CUH
 #define LPC_QUANT_CUH
 
+#include <string.h>
+
 #include "lpc_port.cuh"
 
 /* How a block splits into planes (host-side repack), one row per type. */
@@ -289,6 +291,17 @@ static inline const lpc_plane_split *lpc_find_split(int type) {
     for (size_t i = 0; i < sizeof lpc_plane_splits / sizeof lpc_plane_splits[0]; i++)
         if (lpc_plane_splits[i].type == type) return &lpc_plane_splits[i];
     return NULL;
+}
+
+/* Host: split n_blocks GGUF blocks into plane A (a_len bytes each) and plane B
+ * (b_stride bytes each, zero padded). */
+static inline void lpc_repack(const lpc_plane_split *sp, const uint8_t *src, size_t n_blocks, uint8_t *a, uint8_t *b) {
+    for (size_t i = 0; i < n_blocks; i++) {
+        const uint8_t *blk = src + i * (size_t)sp->raw_bytes;
+        memcpy(a + i * (size_t)sp->a_len, blk + sp->a_off, (size_t)sp->a_len);
+        memcpy(b + i * (size_t)sp->b_stride, blk + sp->b_off, (size_t)sp->b_len);
+        if (sp->b_stride > sp->b_len) memset(b + i * (size_t)sp->b_stride + sp->b_len, 0, (size_t)(sp->b_stride - sp->b_len));
+    }
 }
 
 /* Calls F::template run<T>() with the slice decoder of a quantized type; false if none. */

@@ -1,0 +1,459 @@
+/* emu_test.cpp — the CUDA kernels (lpc_kernels.cuh) run on the CPU emulator
+ * (simt_emu.h) against CPU references, so CI and machines without a GPU check
+ * the kernels' indexing, block decoding, reductions and softmax logic. Built by
+ * cmake/cuda.cmake as test_cuda_emu (needs only a C++ compiler, not nvcc).
+ * Sizes are small: the emulator runs one fiber per GPU thread. */
+#define LPC_EMU 1
+#include "lpc_kernels.cuh"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <vector>
+
+extern "C" {
+#include <cmocka.h>
+
+#include "quant/qtype.h"
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+static std::vector<float> rand_vec(size_t n, float scale) {
+    std::vector<float> v(n);
+    for (auto &x : v) x = frand() * scale;
+    return v;
+}
+
+/* A weight as the backend holds it on the device (host memory here). */
+struct dev_weight {
+    int type, K, M, bpr;
+    size_t row_bytes;
+    std::vector<uint8_t> a, b;
+    std::vector<float> ref; /* dequantized by the project's to_float */
+};
+
+static dev_weight make_weight(int type, int M, int K, const std::vector<float> &w) {
+    dev_weight d;
+    d.type = type, d.K = K, d.M = M;
+    const lp_qtype_traits *tr = lp_qtype((lp_type)type);
+    d.row_bytes = lp_row_size((lp_type)type, K);
+    std::vector<uint8_t> raw(d.row_bytes * M);
+    for (int r = 0; r < M; r++) tr->from_float(w.data() + (size_t)r * K, raw.data() + r * d.row_bytes, K);
+    d.ref.resize((size_t)M * K);
+    for (int r = 0; r < M; r++) tr->to_float(raw.data() + r * d.row_bytes, d.ref.data() + (size_t)r * K, K);
+    const lpc_plane_split *sp = lpc_find_split(type);
+    if (sp) {
+        size_t nb = (size_t)M * K / sp->block;
+        d.bpr = K / sp->block;
+        d.a.resize(nb * sp->a_len);
+        d.b.resize(nb * sp->b_stride);
+        lpc_repack(sp, raw.data(), nb, d.a.data(), d.b.data());
+    } else {
+        d.bpr = 0;
+        d.a = raw;
+    }
+    return d;
+}
+
+struct q8_buf {
+    std::vector<int8_t> q;
+    std::vector<float> d, s;
+    explicit q8_buf(size_t n) : q(n), d(n / 32), s(n / 16) {}
+    lpc_q8 view() { return lpc_q8{q.data(), d.data(), s.data()}; }
+    float value(size_t i) const { return d[i / 32] * (float)q[i]; }
+};
+
+static const int quant_types[] = {LPC_Q4_K, LPC_Q5_K, LPC_Q6_K, LPC_Q3_K, LPC_Q2_K, LPC_Q8_0, LPC_Q4_0};
+
+/* Block decoders through the dequant kernel equal the project's to_float. */
+static void test_dequant_matches_to_float(void **state) {
+    (void)state;
+    const int M = 3, K = 512;
+    for (int type : quant_types) {
+        dev_weight w = make_weight(type, M, K, rand_vec((size_t)M * K, 1.0f));
+        std::vector<float> out((size_t)M * K, NAN);
+        std::vector<uint16_t> out16((size_t)M * K, 0xffff);
+        const int ids[3] = {2, 0, 1};
+        assert_true(lpc_dequant_rows<float>(0, type, w.a.data(), w.b.data(), 0, w.bpr, K, ids, 0, M, out.data()));
+        assert_true(lpc_dequant_rows<uint16_t>(0, type, w.a.data(), w.b.data(), 0, w.bpr, K, NULL, 0, M, out16.data()));
+        for (int r = 0; r < M; r++)
+            for (int i = 0; i < K; i++) {
+                const float ref = w.ref[(size_t)ids[r] * K + i], got = out[(size_t)r * K + i];
+                if (fabsf(ref - got) > 1e-5f * (1.0f + fabsf(ref))) fail_msg("type %d row %d elem %d: %g vs %g", type, r, i, got, ref);
+                const float h = lpc_h2f_soft(out16[(size_t)r * K + i]), ref2 = w.ref[(size_t)r * K + i];
+                if (fabsf(h - ref2) > 1e-3f * (1.0f + fabsf(ref2))) fail_msg("type %d f16 elem %d: %g vs %g", type, i, h, ref2);
+            }
+    }
+}
+
+/* The activation quantizer: every code within 0.5 of x/d, d = max|x|/127, sums right. */
+static void test_quantize(void **state) {
+    (void)state;
+    const size_t n = 256;
+    std::vector<float> x = rand_vec(n, 3.0f);
+    x[5] = 0.0f;
+    for (int i = 64; i < 96; i++) x[i] = 0.0f; /* an all-zero block */
+    q8_buf o(n);
+    lpc_quantize(0, x.data(), n, o.view());
+    for (size_t b = 0; b < n / 32; b++) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[b * 32 + i]));
+        assert_float_equal(o.d[b], amax / 127.0f, 1e-7);
+        for (int h = 0; h < 2; h++) {
+            int sum = 0;
+            for (int i = 0; i < 16; i++) sum += o.q[b * 32 + h * 16 + i];
+            assert_float_equal(o.s[b * 2 + h], o.d[b] * sum, 1e-5);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (o.d[i / 32] > 0) assert_true(fabsf(x[i] / o.d[i / 32] - o.q[i]) <= 0.5f + 1e-4f);
+}
+
+/* GEMV of every quantized type, 1..11 columns, three problems in one launch, one of them
+ * accumulating: exact against the dequantized weights times the dequantized codes. */
+static void test_gemv_quant(void **state) {
+    (void)state;
+    const int K = 512, Ms[3] = {5, 8, 3};
+    for (int type : quant_types) {
+        for (int ncols : {1, 2, 3, 5, 8, 11}) {
+            std::vector<dev_weight> ws;
+            for (int pi = 0; pi < 3; pi++) ws.push_back(make_weight(type, Ms[pi], K, rand_vec((size_t)Ms[pi] * K, 0.5f)));
+            std::vector<float> x = rand_vec((size_t)ncols * K, 2.0f);
+            q8_buf xq((size_t)ncols * K);
+            lpc_quantize(0, x.data(), x.size(), xq.view());
+            std::vector<std::vector<float>> y(3);
+            lpc_gemv_args p = {};
+            p.nprob = 3;
+            p.K = K;
+            p.bpr = ws[0].bpr;
+            p.ncols = ncols;
+            p.xq = xq.view();
+            p.row0[0] = 0;
+            for (int pi = 0; pi < 3; pi++) {
+                y[pi].assign((size_t)ncols * Ms[pi], pi == 1 ? 0.25f : NAN);
+                p.a[pi] = ws[pi].a.data();
+                p.b[pi] = ws[pi].b.data();
+                p.y[pi] = y[pi].data();
+                p.M[pi] = Ms[pi];
+                p.row0[pi + 1] = p.row0[pi] + Ms[pi];
+                p.accumulate[pi] = pi == 1;
+            }
+            assert_true(lpc_gemv(0, type, p, 0));
+            for (int pi = 0; pi < 3; pi++)
+                for (int c = 0; c < ncols; c++)
+                    for (int r = 0; r < Ms[pi]; r++) {
+                        double ref = pi == 1 ? 0.25 : 0.0, mag = 0;
+                        for (int k = 0; k < K; k++) {
+                            ref += (double)ws[pi].ref[(size_t)r * K + k] * xq.value((size_t)c * K + k);
+                            mag += fabs((double)ws[pi].ref[(size_t)r * K + k] * x[(size_t)c * K + k]);
+                        }
+                        const float got = y[pi][(size_t)c * Ms[pi] + r];
+                        if (!(fabs(got - ref) <= 1e-5 * (mag + 1.0)))
+                            fail_msg("type %d ncols %d prob %d row %d col %d: %g vs %g", type, ncols, pi, r, c, got, ref);
+                    }
+        }
+    }
+}
+
+/* F32/F16/BF16 weights with F32 activations. */
+static void test_gemv_float(void **state) {
+    (void)state;
+    const int K = 256, M = 6;
+    for (int type : {LPC_F32, LPC_F16, LPC_BF16}) {
+        for (int ncols : {1, 4, 9}) {
+            dev_weight w = make_weight(type, M, K, rand_vec((size_t)M * K, 1.0f));
+            std::vector<float> x = rand_vec((size_t)ncols * K, 1.0f), y((size_t)ncols * M, NAN);
+            lpc_gemv_args p = {};
+            p.nprob = 1;
+            p.a[0] = w.a.data();
+            p.y[0] = y.data();
+            p.M[0] = M;
+            p.row0[1] = M;
+            p.K = K;
+            p.row_bytes = w.row_bytes;
+            p.ncols = ncols;
+            p.x = x.data();
+            assert_true(lpc_gemv(0, type, p, 0));
+            for (int c = 0; c < ncols; c++)
+                for (int r = 0; r < M; r++) {
+                    double ref = 0;
+                    for (int k = 0; k < K; k++) ref += (double)w.ref[(size_t)r * K + k] * x[(size_t)c * K + k];
+                    assert_true(fabs(y[(size_t)c * M + r] - ref) < 1e-4);
+                }
+            std::vector<float> rows((size_t)M * K);
+            assert_true(lpc_dequant_rows<float>(0, type, w.a.data(), NULL, w.row_bytes, 0, K, NULL, 0, M, rows.data()));
+            for (size_t i = 0; i < rows.size(); i++) assert_float_equal(rows[i], w.ref[i], 0);
+        }
+    }
+}
+
+/* Expert mode: pair p uses expert sel[p] and x column p / x_div. */
+static void test_gemv_experts(void **state) {
+    (void)state;
+    const int K = 256, M = 4, E = 3, pairs = 4, x_div = 2;
+    dev_weight w = make_weight(LPC_Q4_K, M * E, K, rand_vec((size_t)M * E * K, 1.0f));
+    std::vector<float> x = rand_vec((size_t)2 * K, 1.0f), y((size_t)pairs * M, NAN);
+    q8_buf xq(x.size());
+    lpc_quantize(0, x.data(), x.size(), xq.view());
+    const int sel[pairs] = {2, 0, 1, 2};
+    lpc_gemv_args p = {};
+    p.nprob = 1;
+    p.a[0] = w.a.data();
+    p.b[0] = w.b.data();
+    p.y[0] = y.data();
+    p.M[0] = M;
+    p.row0[1] = M;
+    p.K = K;
+    p.bpr = w.bpr;
+    p.ncols = 1;
+    p.xq = xq.view();
+    p.sel = sel;
+    p.x_div = x_div;
+    p.expert_a = (size_t)M * w.bpr * lpc_q4_K::A_BYTES;
+    p.expert_b = (size_t)M * w.bpr * lpc_q4_K::B_BYTES;
+    assert_true(lpc_gemv(0, LPC_Q4_K, p, pairs));
+    for (int pr = 0; pr < pairs; pr++)
+        for (int r = 0; r < M; r++) {
+            double ref = 0;
+            for (int k = 0; k < K; k++)
+                ref += (double)w.ref[((size_t)sel[pr] * M + r) * K + k] * xq.value((size_t)(pr / x_div) * K + k);
+            assert_true(fabs(y[(size_t)pr * M + r] - ref) < 1e-4);
+        }
+}
+
+static void test_rmsnorm_swiglu_add(void **state) {
+    (void)state;
+    for (int D : {64, 96, 1024, 2048}) {
+        const int rows = 3;
+        std::vector<float> x = rand_vec((size_t)rows * D, 2.0f), w = rand_vec(D, 1.0f), out(x.size(), NAN);
+        q8_buf o(x.size());
+        lpc_rmsnorm(0, x.data(), w.data(), rows, D, 1e-6f, out.data(), D % 32 == 0, o.view());
+        for (int r = 0; r < rows; r++) {
+            double ss = 0;
+            for (int i = 0; i < D; i++) ss += (double)x[(size_t)r * D + i] * x[(size_t)r * D + i];
+            const float scale = 1.0f / sqrtf((float)(ss / D) + 1e-6f);
+            for (int i = 0; i < D; i++) {
+                const float ref = w[i] * (x[(size_t)r * D + i] * scale);
+                assert_true(fabsf(out[(size_t)r * D + i] - ref) <= 1e-5f * (1 + fabsf(ref)));
+                assert_true(fabsf(o.value((size_t)r * D + i) - ref) <= o.d[((size_t)r * D + i) / 32] * 0.5f + 1e-6f);
+            }
+        }
+    }
+    const size_t n = 96;
+    for (float limit : {0.0f, 1.5f}) {
+        std::vector<float> g = rand_vec(n, 4.0f), u = rand_vec(n, 4.0f), g0 = g;
+        q8_buf o(n);
+        lpc_swiglu(0, g.data(), u.data(), n, limit, 1, o.view());
+        for (size_t i = 0; i < n; i++) {
+            float ref;
+            if (limit > 0) {
+                float gg = fminf(g0[i], limit), uu = fminf(fmaxf(u[i], -limit), limit);
+                ref = gg / (1.0f + expf(-1.702f * gg)) * (uu + 1.0f);
+            } else {
+                ref = g0[i] / (1.0f + expf(-g0[i])) * u[i];
+            }
+            assert_float_equal(g[i], ref, 1e-6);
+        }
+    }
+    std::vector<float> a = rand_vec(300, 1), b = rand_vec(300, 1), a0 = a, bias = rand_vec(100, 1);
+    lpc_add(0, a.data(), b.data(), 300);
+    for (int i = 0; i < 300; i++) assert_float_equal(a[i], a0[i] + b[i], 0);
+    lpc_add_bias(0, a.data(), bias.data(), 100, 300, NULL);
+    for (int i = 0; i < 300; i++) assert_float_equal(a[i], a0[i] + b[i] + bias[i % 100], 1e-6);
+    std::vector<float> src = rand_vec(5 * 40, 1), dst(3 * 40, NAN);
+    lpc_gather_rows_t rows = {{4, 0, 4}};
+    lpc_gather(0, src.data(), 40, rows, 3, dst.data());
+    for (int i = 0; i < 40; i++) {
+        assert_float_equal(dst[i], src[4 * 40 + i], 0);
+        assert_float_equal(dst[40 + i], src[i], 0);
+        assert_float_equal(dst[80 + i], src[4 * 40 + i], 0);
+    }
+}
+
+/* Per-head norm + rope against the CPU backend's formulas, both rotations. */
+static void test_norm_rope(void **state) {
+    (void)state;
+    const int n = 3, H = 5, hd = 64, half = hd / 2;
+    const int pos[n] = {0, 7, 1000};
+    std::vector<float> inv(half), cs((size_t)n * half), sn((size_t)n * half), w = rand_vec(hd, 1.0f);
+    for (int i = 0; i < half; i++) inv[i] = 1.0f / powf(10000.0f, (float)(2 * i) / hd);
+    lpc_rope_table(0, n, pos, inv.data(), half, 1.0f, cs.data(), sn.data());
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < half; i++) {
+            const float angle = (float)pos[t] * inv[i];
+            assert_float_equal(cs[(size_t)t * half + i], (float)cos((double)angle), 0);
+            assert_float_equal(sn[(size_t)t * half + i], (float)sin((double)angle), 0);
+        }
+    for (int neox = 0; neox < 2; neox++)
+        for (int with_norm = 0; with_norm < 2; with_norm++) {
+            std::vector<float> x = rand_vec((size_t)n * H * hd, 3.0f), ref = x;
+            lpc_norm_rope(0, x.data(), n * H, H, hd, with_norm ? w.data() : NULL, 1e-6f, cs.data(), sn.data(), neox);
+            for (int t = 0; t < n; t++)
+                for (int h = 0; h < H; h++) {
+                    float *v = ref.data() + ((size_t)t * H + h) * hd;
+                    if (with_norm) {
+                        double ss = 0;
+                        for (int i = 0; i < hd; i++) ss += (double)v[i] * v[i];
+                        const float scale = 1.0f / sqrtf((float)(ss / hd) + 1e-6f);
+                        for (int i = 0; i < hd; i++) v[i] = w[i] * (v[i] * scale);
+                    }
+                    for (int i = 0; i < half; i++) {
+                        float *a = v + (neox ? i : 2 * i), *b = neox ? v + i + half : a + 1;
+                        const float x0 = *a, x1 = *b, c = cs[(size_t)t * half + i], s = sn[(size_t)t * half + i];
+                        *a = x0 * c - x1 * s;
+                        *b = x1 * c + x0 * s;
+                    }
+                }
+            for (size_t i = 0; i < x.size(); i++) assert_true(fabsf(x[i] - ref[i]) < 1e-5f * (1 + fabsf(ref[i])));
+        }
+}
+
+/* Attention: keys/values of two slots stored over two steps, GQA, several splits,
+ * a sliding window and sinks; against a double-precision reference over the same
+ * F16-rounded cache. */
+static void run_attention_case(int hd, int n_head, int n_kv, int nsplit, int window, bool sinks) {
+    const int n_ctx = 80, n_slots = 2, G = n_head / n_kv;
+    std::vector<uint16_t> kc((size_t)n_slots * n_kv * n_ctx * hd, 0x7e00), vc(kc.size(), 0x7e00); /* NaN: unwritten */
+    std::vector<float> kref(kc.size()), vref(kc.size());
+    /* step 1: slot 0 positions 0..69, slot 1 positions 0..39; step 2 (checked): new tokens */
+    std::vector<int> pos, slot;
+    for (int p = 0; p < 70; p++) pos.push_back(p), slot.push_back(0);
+    for (int p = 0; p < 40; p++) pos.push_back(p), slot.push_back(1);
+    for (int step = 0; step < 2; step++) {
+        if (step == 1) {
+            pos = {70, 71, 40, 5};
+            slot = {0, 0, 1, 1}; /* slot 1 pos 5 overwrites an old position: still valid */
+        }
+        const int n = (int)pos.size();
+        std::vector<float> k = rand_vec((size_t)n * n_kv * hd, 1.0f), v = rand_vec(k.size(), 1.0f);
+        lpc_kv_store(0, n, k.data(), v.data(), kc.data(), vc.data(), pos.data(), slot.data(), n_kv, n_ctx, hd);
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < n_kv * hd; i++) {
+                const size_t at = (((size_t)slot[t] * n_kv + i / hd) * n_ctx + pos[t]) * hd + i % hd;
+                kref[at] = lpc_h2f_soft(lpc_f2h_soft(k[(size_t)t * n_kv * hd + i]));
+                vref[at] = lpc_h2f_soft(lpc_f2h_soft(v[(size_t)t * n_kv * hd + i]));
+                assert_float_equal(lpc_h2f_soft(kc[at]), kref[at], 0);
+            }
+        if (step == 0) continue;
+        std::vector<float> q = rand_vec((size_t)n * n_head * hd, 1.0f), out(q.size(), NAN), sink = rand_vec(n_head, 2.0f);
+        std::vector<float> part((size_t)n * n_head * nsplit * (hd + 2), NAN);
+        q8_buf o(out.size());
+        lpc_attn_args a = {};
+        a.q = q.data(), a.kc = kc.data(), a.vc = vc.data(), a.pos = pos.data(), a.slot = slot.data(), a.part = part.data();
+        a.n_ctx = n_ctx, a.n_head = n_head, a.n_kv = n_kv, a.G = G, a.nsplit = nsplit, a.window = window;
+        a.scale = 1.0f / sqrtf((float)hd);
+        lpc_attention(0, a, n, hd, sinks ? sink.data() : NULL, out.data(), 1, o.view());
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < n_head; h++) {
+                const int kvh = h / G, p = pos[t];
+                const int first = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+                std::vector<double> sc;
+                double mx = sinks ? sink[h] : -INFINITY;
+                for (int j = first; j <= p; j++) {
+                    double s = 0;
+                    for (int d = 0; d < hd; d++)
+                        s += (double)q[((size_t)t * n_head + h) * hd + d] * kref[(((size_t)slot[t] * n_kv + kvh) * n_ctx + j) * hd + d];
+                    s *= a.scale;
+                    sc.push_back(s);
+                    mx = fmax(mx, s);
+                }
+                double sum = sinks ? exp(sink[h] - mx) : 0;
+                for (double &s : sc) sum += (s = exp(s - mx));
+                for (int d = 0; d < hd; d++) {
+                    double ref = 0;
+                    for (int j = first; j <= p; j++)
+                        ref += sc[j - first] / sum * vref[(((size_t)slot[t] * n_kv + kvh) * n_ctx + j) * hd + d];
+                    const float got = out[((size_t)t * n_head + h) * hd + d];
+                    if (!(fabs(got - ref) < 2e-5)) fail_msg("hd %d split %d window %d t %d h %d d %d: %g vs %g", hd, nsplit, window, t, h, d, got, ref);
+                }
+            }
+    }
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    run_attention_case(32, 8, 2, 1, 0, false);
+    run_attention_case(64, 4, 4, 3, 0, true);
+    run_attention_case(128, 8, 1, 2, 16, false);
+    run_attention_case(32, 12, 1, 4, 0, true); /* G = 12 -> the 16-head kernel */
+}
+
+static void test_moe_routing(void **state) {
+    (void)state;
+    const int n = 3, E = 40, k = 4;
+    std::vector<float> logits = rand_vec((size_t)n * E, 3.0f);
+    logits[7] = logits[9] = 10.0f; /* a tie: lower expert first */
+    for (int norm = 0; norm < 2; norm++) {
+        std::vector<int> sel((size_t)n * k, -1);
+        std::vector<float> wt((size_t)n * k, NAN);
+        lpc_topk(0, n, logits.data(), E, k, norm, sel.data(), wt.data());
+        for (int t = 0; t < n; t++) {
+            std::vector<int> ref;
+            for (int i = 0; i < k; i++) {
+                int best = -1;
+                for (int e = 0; e < E; e++) {
+                    bool taken = false;
+                    for (int j : ref) taken |= j == e;
+                    if (!taken && (best < 0 || logits[(size_t)t * E + e] > logits[(size_t)t * E + best])) best = e;
+                }
+                ref.push_back(best);
+            }
+            const float mx = logits[(size_t)t * E + ref[0]];
+            double denom = 0;
+            if (norm)
+                for (int e : ref) denom += exp(logits[(size_t)t * E + e] - mx);
+            else
+                for (int e = 0; e < E; e++) denom += exp(logits[(size_t)t * E + e] - mx);
+            for (int i = 0; i < k; i++) {
+                assert_int_equal(sel[(size_t)t * k + i], ref[i]);
+                assert_true(fabs(wt[(size_t)t * k + i] - exp(logits[(size_t)t * E + ref[i]] - mx) / denom) < 1e-6);
+            }
+        }
+        if (norm) {
+            const int D = 8;
+            std::vector<float> dres = rand_vec((size_t)n * k * D, 1.0f), out((size_t)n * D, NAN);
+            lpc_moe_combine(0, n, dres.data(), sel.data(), wt.data(), k, D, out.data());
+            for (int t = 0; t < n; t++)
+                for (int i = 0; i < D; i++) {
+                    double ref = 0;
+                    for (int j = 0; j < k; j++) ref += wt[(size_t)t * k + j] * dres[((size_t)t * k + j) * D + i];
+                    assert_true(fabs(out[(size_t)t * D + i] - ref) < 1e-5);
+                }
+        }
+    }
+}
+
+static void test_half_conversion(void **state) {
+    (void)state;
+    /* every half round-trips; float -> half agrees with the project's converter */
+    for (uint32_t h = 0; h < 65536; h++) {
+        const float f = lpc_h2f_soft((uint16_t)h);
+        assert_true(f == lp_f16_to_f32((uint16_t)h) || (isnan(f) && isnan(lp_f16_to_f32((uint16_t)h))));
+        if (!isnan(f)) assert_int_equal(lpc_f2h_soft(f), h);
+    }
+    for (int i = 0; i < 200000; i++) {
+        const float f = frand() * powf(2.0f, (float)(i % 40) - 26.0f);
+        assert_int_equal(lpc_f2h_soft(f), lp_f32_to_f16(f));
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_half_conversion),   cmocka_unit_test(test_dequant_matches_to_float),
+        cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
+        cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
+        cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
+        cmocka_unit_test(test_attention),         cmocka_unit_test(test_moe_routing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
