@@ -121,31 +121,37 @@ inline void run_block(block_state *b) {
     }
 }
 
+/* Kept out of launch(): getcontext returns twice, which would make the compiler
+ * distrust launch()'s loop counters. */
+__attribute__((noinline)) inline void start_fibers(block_state *b) {
+    const int n = (int)b->th.size();
+    for (int i = 0; i < n; i++) {
+        fiber &f = b->th[i];
+        f.linear = i;
+        f.tid = dim3(i % b->block.x, (i / b->block.x) % b->block.y, i / (b->block.x * b->block.y));
+        f.state = RUN;
+        f.stack.resize(256 * 1024);
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack.data();
+        f.ctx.uc_stack.ss_size = f.stack.size();
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, trampoline, 0);
+    }
+    run_block(b);
+}
+
 inline void launch(dim3 grid, dim3 block, std::function<void()> body) {
     block_state b;
     b.grid = grid;
     b.block = block;
     b.body = body;
-    const int n = (int)(block.x * block.y * block.z);
-    b.th.resize(n);
+    b.th.resize(block.x * block.y * block.z);
     cur_block() = &b;
     for (unsigned bz = 0; bz < grid.z; bz++)
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {
                 b.bid = dim3(bx, by, bz);
-                for (int i = 0; i < n; i++) {
-                    fiber &f = b.th[i];
-                    f.linear = i;
-                    f.tid = dim3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
-                    f.state = RUN;
-                    f.stack.resize(256 * 1024);
-                    getcontext(&f.ctx);
-                    f.ctx.uc_stack.ss_sp = f.stack.data();
-                    f.ctx.uc_stack.ss_size = f.stack.size();
-                    f.ctx.uc_link = nullptr;
-                    makecontext(&f.ctx, trampoline, 0);
-                }
-                run_block(&b);
+                start_fibers(&b);
             }
     cur_block() = nullptr;
 }
