@@ -28,6 +28,11 @@ typedef struct lp_sink {
     /* write converted rows [row0, row0+n) of tensor t (main thread, in order) */
     int (*write_rows)(void *self, int t, int64_t row0, int64_t n, const void *rows);
     int (*end_tensor)(void *self, int t); /* may be NULL */
+    /* The type tensor t is stored in; may be NULL. When it is the source's own block
+     * type (gpt-oss MXFP4 experts), the engine hands over the source blocks (in ggml
+     * layout) instead of f32 rows, as llama.cpp's converter does: requantizing the
+     * exact values can choose another, equally exact, scale and so other bytes. */
+    lp_type (*tensor_type)(void *self, int t);
     int (*finish)(void *self);            /* commit the artifact */
     void (*destroy)(void *self);          /* frees; removes temp files if not finished */
 } lp_sink;

@@ -1,7 +1,7 @@
 /* plan.c — llama.cpp's K-quant mixes as data (FORMATS.md s.7): which type each
  * tensor gets under q4_k_m, q6_k, ... including the "more bits" layers for
- * attn_v / ffn_down, the Q6_K output head, and the fallbacks for rows that are
- * not a multiple of the block size. */
+ * attn_v / ffn_down, the Q6_K output head, MXFP4_MOE's MXFP4 experts, and the
+ * fallbacks for rows that are not a multiple of the block size. */
 #include "plan.h"
 
 #include <stdio.h>
@@ -23,25 +23,29 @@ typedef struct {
     lp_recipe pub;
     lp_type embd, output, attn_out;
     sensitivity attn_v, ffn_down;
+    bool mxfp4_experts; /* MXFP4_MOE: stacked experts (ne[2] > 1) in MXFP4, the rest as above */
 } recipe_row;
 
 static const recipe_row recipes[] = {
-    {{"f32", 0, LP_TYPE_F32, "32-bit float, lossless"}, LP_TYPE_F32, LP_TYPE_F32, LP_TYPE_F32, SENS_BASE, SENS_BASE},
-    {{"f16", 1, LP_TYPE_F16, "16-bit float"}, LP_TYPE_F16, LP_TYPE_F16, LP_TYPE_F16, SENS_BASE, SENS_BASE},
+    {{"f32", 0, LP_TYPE_F32, "32-bit float, lossless"}, LP_TYPE_F32, LP_TYPE_F32, LP_TYPE_F32, SENS_BASE, SENS_BASE,
+     false},
+    {{"f16", 1, LP_TYPE_F16, "16-bit float"}, LP_TYPE_F16, LP_TYPE_F16, LP_TYPE_F16, SENS_BASE, SENS_BASE, false},
     {{"bf16", 32, LP_TYPE_BF16, "bfloat16, lossless for bf16 checkpoints"}, LP_TYPE_BF16, LP_TYPE_BF16, LP_TYPE_BF16,
-     SENS_BASE, SENS_BASE},
+     SENS_BASE, SENS_BASE, false},
     {{"q8_0", 7, LP_TYPE_Q8_0, "8.5 bpw, near lossless"}, LP_TYPE_Q8_0, LP_TYPE_Q8_0, LP_TYPE_Q8_0, SENS_BASE,
-     SENS_BASE},
+     SENS_BASE, false},
     {{"q6_k", 18, LP_TYPE_Q6_K, "6.56 bpw everywhere"}, LP_TYPE_Q6_K, LP_TYPE_Q6_K, LP_TYPE_Q6_K, SENS_BASE,
-     SENS_BASE},
+     SENS_BASE, false},
     {{"q5_k_m", 17, LP_TYPE_Q5_K, "Q5_K, Q6_K for half of attn_v/ffn_down and the output"}, LP_TYPE_Q5_K, LP_TYPE_Q6_K,
-     LP_TYPE_Q5_K, SENS_MORE_BITS_Q6, SENS_MORE_BITS_Q6},
+     LP_TYPE_Q5_K, SENS_MORE_BITS_Q6, SENS_MORE_BITS_Q6, false},
     {{"q4_k_m", 15, LP_TYPE_Q4_K, "Q4_K, Q6_K for half of attn_v/ffn_down and the output"}, LP_TYPE_Q4_K, LP_TYPE_Q6_K,
-     LP_TYPE_Q4_K, SENS_MORE_BITS_Q6, SENS_MORE_BITS_Q6},
+     LP_TYPE_Q4_K, SENS_MORE_BITS_Q6, SENS_MORE_BITS_Q6, false},
     {{"q3_k_m", 12, LP_TYPE_Q3_K, "Q3_K, Q4_K/Q5_K for attention output, attn_v, ffn_down"}, LP_TYPE_Q3_K,
-     LP_TYPE_Q6_K, LP_TYPE_Q4_K, SENS_FIRST_Q5, SENS_FIRST_Q5},
+     LP_TYPE_Q6_K, LP_TYPE_Q4_K, SENS_FIRST_Q5, SENS_FIRST_Q5, false},
     {{"q2_k", 10, LP_TYPE_Q2_K, "Q2_K, Q3_K/Q4_K for the sensitive tensors (large quality loss)"}, LP_TYPE_Q2_K,
-     LP_TYPE_Q6_K, LP_TYPE_Q3_K, SENS_Q2K, SENS_Q2K},
+     LP_TYPE_Q6_K, LP_TYPE_Q3_K, SENS_Q2K, SENS_Q2K, false},
+    {{"mxfp4_moe", 38, LP_TYPE_Q8_0, "MXFP4 experts (gpt-oss's own blocks kept as they are), Q8_0 elsewhere"},
+     LP_TYPE_Q8_0, LP_TYPE_Q8_0, LP_TYPE_Q8_0, SENS_BASE, SENS_BASE, true},
 };
 enum { N_RECIPES = sizeof recipes / sizeof recipes[0] };
 
@@ -100,10 +104,15 @@ static lp_type fallback_type(lp_type t, int64_t row) {
     return alt;
 }
 
-static lp_type choose(const recipe_row *r, const lp_hparams *hp, lp_role role, int layer, const char **why) {
+static lp_type choose(const recipe_row *r, const lp_hparams *hp, lp_role role, int layer, const int64_t ne[3],
+                      const char **why) {
     if (role_stays_f32(role)) {
         *why = "norm/bias/router: f32";
         return LP_TYPE_F32;
+    }
+    if (r->mxfp4_experts && ne[2] > 1) {
+        *why = "stacked experts: mxfp4";
+        return LP_TYPE_MXFP4;
     }
     bool tied_head = hp->tied_embeddings && role == LP_T_TOKEN_EMBD;
     switch (role) {
@@ -164,7 +173,7 @@ static int add_row(lp_plan *plan, int *cap, const lp_hparams *hp, const recipe_r
     t->layer = layer;
     t->n_dims = role_shape(hp, m->role, t->ne);
     if (t->n_dims == 0) return lp_fail("plan: no shape rule for tensor '%s'", t->gguf_name);
-    lp_type want = choose(r, hp, m->role, layer < 0 ? 0 : layer, &t->why);
+    lp_type want = choose(r, hp, m->role, layer < 0 ? 0 : layer, t->ne, &t->why);
     t->type = t->n_dims == 1 ? LP_TYPE_F32 : fallback_type(want, t->ne[0]);
     if (t->type != want && t->n_dims > 1) t->why = "row not a multiple of the block size: fallback";
     return 0;

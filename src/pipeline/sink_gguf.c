@@ -24,6 +24,11 @@ static void gs_convert_row(void *self, int t, int64_t row, const float *src, voi
     lp_qtype(pt->type)->from_float(src, dst, pt->ne[0]);
 }
 
+static lp_type gs_tensor_type(void *self, int t) {
+    const gguf_sink *g = self;
+    return g->plan->tensors[t].type;
+}
+
 static int gs_write_rows(void *self, int t, int64_t row0, int64_t n, const void *rows) {
     gguf_sink *g = self;
     (void)row0;
@@ -63,6 +68,6 @@ int lp_sink_gguf_create(lp_sink *sink, const char *path, const lp_hparams *hp, c
     }
     *sink = (lp_sink){.self = g, .label = plan->recipe->name, .row_bytes = gs_row_bytes,
                       .convert_row = gs_convert_row, .write_rows = gs_write_rows, .finish = gs_finish,
-                      .destroy = gs_destroy};
+                      .destroy = gs_destroy, .tensor_type = gs_tensor_type};
     return 0;
 }
