@@ -194,8 +194,8 @@ static char *copy_str(const uint8_t *bytes, uint64_t len) {
 /* Keys and tensor names are looked up as C strings: an embedded NUL would make two
  * different names compare equal. */
 static char *read_name(cursor *c, const char *field, uint64_t max_len) {
-    const uint8_t *bytes;
-    uint64_t len;
+    const uint8_t *bytes = NULL;
+    uint64_t len = 0;
     if (read_str(c, field, &bytes, &len) != 0) return NULL;
     if (len == 0) return lp_fail("%s: %s: empty %s", c->path, c->what, field), NULL;
     if (len > max_len)
@@ -225,8 +225,8 @@ static int read_array(cursor *c, gguf_kv *kv) {
         return lp_fail("%s: %s: array of %" PRIu64 " strings past end of file", c->path, c->what, kv->n);
     kv->str_offsets = lp_xmalloc((size_t)(kv->n ? kv->n : 1) * sizeof *kv->str_offsets);
     for (uint64_t i = 0; i < kv->n; i++) {
-        const uint8_t *bytes;
-        uint64_t len;
+        const uint8_t *bytes = NULL;
+        uint64_t len = 0;
         kv->str_offsets[i] = (uint64_t)(c->data + c->pos - kv->payload);
         if (read_str(c, "array string", &bytes, &len) != 0) return -1;
     }

@@ -108,7 +108,7 @@ static void ref_tensor_bytes(int i, uint8_t *out) {
     }
 }
 
-static const char *const ref_arr_str[] = {"a", "", "\xc3\xbcn\xc3\xafcode", "with space"};
+static const char *const ref_arr_str[] = {"a", "", "\xc3\xbcn\xc3\xaf" "code", "with space"};
 static const int32_t ref_arr_i32[] = {1, -2, 3, 2147483647};
 static const float ref_arr_f32[] = {0.5f, -1.25f, 1e-6f};
 static const bool ref_arr_bool[] = {true, false, true};
@@ -418,7 +418,7 @@ static void test_roundtrip_every_type(void **state) {
 
     lp_gguf *g = lp_gguf_open(a);
     if (!g) fail_msg("%s", lp_errmsg());
-    assert_int_equal(lp_gguf_n_kv(g), 11 + 11);
+    assert_int_equal(lp_gguf_n_kv(g), 10 + 11); /* named keys + one per scalar type */
     assert_string_equal(lp_gguf_kv_key(g, 2), "general.name");
     assert_string_equal(lp_gguf_get_str(g, "general.name"), "replaced");
     uint32_t u32;
@@ -459,7 +459,7 @@ static void test_roundtrip_every_type(void **state) {
         assert_int_equal(lp_gguf_kv_type(g, i), t);
     }
     assert_int_equal(lp_gguf_get_i64(g, "rt.scalar.INT16", &i64), 0);
-    assert_int_equal(i64, (int16_t)(0x81 + 17 * 3 | (0x81 + 17 * 3 + 1) << 8));
+    assert_int_equal(i64, (int16_t)((0x81 + 17 * 3) | (0x81 + 17 * 3 + 1) << 8));
     assert_int_equal(lp_gguf_get_i64(g, "rt.scalar.UINT8", &i64), 0);
     assert_int_equal(i64, 0x81);
 
@@ -608,7 +608,8 @@ static void test_every_truncation_fails(void **state) {
         lp_err_clear();
         g = lp_gguf_open(cut);
         if (g) fail_msg("file cut to %zu of %zu bytes was accepted", n, size);
-        if (!strstr(lp_errmsg(), cut) || !strstr(lp_errmsg(), "past end of file"))
+        if (!strstr(lp_errmsg(), cut) ||
+            (!strstr(lp_errmsg(), "past end of file") && !strstr(lp_errmsg(), "more than the file can hold")))
             fail_msg("cut %zu: unexpected message: %s", n, lp_errmsg());
     }
     free(bytes);
@@ -734,11 +735,8 @@ static void test_malformed_headers_and_kvs(void **state) {
     check_case("empty_key.gguf", &b, "empty key");
 
     put_header(&b, 3, 0, 1);
-    put_str(&b, "a\0b");
-    put_u64(&b, 0); /* overwritten below: keys with a NUL byte */
-    b.len -= 8 + 1;
-    b.p[b.len - 8] = 3; /* length 3: "a\0b" */
-    put(&b, "\0b", 2);
+    put_u64(&b, 3);
+    put(&b, "a\0b", 3); /* a key with an embedded NUL byte */
     put_u32(&b, LP_GGUF_U8);
     put(&b, "x", 1);
     check_case("nul_key.gguf", &b, "NUL byte");
