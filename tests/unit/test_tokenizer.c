@@ -128,8 +128,8 @@ static void test_qwen3_refs(void **state) {
     (void)state;
     assert_int_equal(check_refs(qwen3_tok, QWEN3_REFS), 0);
     assert_int_equal(lp_tokenizer_n_vocab(qwen3_tok), 151669);
+    /* informational only: load speed is measured by bench/bench_tokenizer, not asserted here */
     printf("qwen3 tokenizer.json load: %.3f s\n", qwen3_load_s);
-    assert_true(qwen3_load_s < 2.0); /* target 0.5 s; loose because the machine is shared */
 }
 
 /* ---- the GGUF-array path ---- */
