@@ -256,6 +256,17 @@ static void choose_raw_sinks(chunk_ctx *c) {
     }
 }
 
+/* Drop the source pages read so far: RSS stays at about one chunk, not one tensor
+ * (a 150k-token embedding is 1.2 GB of bf16 on its own). */
+static void release_sources(lp_convert_job *job, const lp_plan_tensor *t, const lp_tensor_map *m, const chunk_ctx *c) {
+    int n_mats = c->layout->per_expert ? (int)t->ne[2] : 1;
+    for (int e = 0; e < n_mats; e++) {
+        source_pair p = find_source(job, m, t->layer, e);
+        lp_checkpoint_release(job->ckpt, p.data);
+        if (p.scales) lp_checkpoint_release(job->ckpt, p.scales);
+    }
+}
+
 static int convert_tensor(lp_convert_job *job, int ti, chunk_ctx *c) {
     const lp_plan_tensor *t = &job->tensors->tensors[ti];
     const lp_tensor_map *m = lp_arch_tensor(job->hp->arch, t->role);
@@ -279,15 +290,10 @@ static int convert_tensor(lp_convert_job *job, int ti, chunk_ctx *c) {
         if (c->failed) return lp_fail("%s", c->error);
         for (int s = 0; s < job->n_sinks; s++)
             if (job->sinks[s].write_rows(job->sinks[s].self, ti, row0, c->n_rows, c->sink_bufs[s]) != 0) return -1;
+        release_sources(job, t, m, c);
     }
     for (int s = 0; s < job->n_sinks; s++)
         if (job->sinks[s].end_tensor && job->sinks[s].end_tensor(job->sinks[s].self, ti) != 0) return -1;
-    int n_mats = c->layout->per_expert ? (int)t->ne[2] : 1;
-    for (int e = 0; e < n_mats; e++) {
-        source_pair p = find_source(job, m, t->layer, e);
-        lp_checkpoint_release(job->ckpt, p.data);
-        if (p.scales) lp_checkpoint_release(job->ckpt, p.scales);
-    }
     job->source_bytes_read += src_bytes;
     return 0;
 }

@@ -51,6 +51,22 @@ _Static_assert(sizeof(lp_block_q8_K) == 292, "q8_K layout");
 extern const int8_t lp_kvalues_iq4nl[16];
 extern const int8_t lp_kvalues_mxfp4[16];
 
+/* f16 -> f32 (exact; NaNs made quiet as ggml's arithmetic does), inline for the
+ * kernels; lp_f16_to_f32 is the same function out of line. */
+static inline float lp_half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) { /* zero or subnormal: man * 2^-24 is exact in f32 */
+        float mag = (float)man * 0x1p-24f;
+        return sign ? -mag : mag;
+    }
+    if (exp == 31) bits = sign | 0x7f800000u | man << 13 | (man ? 0x00400000u : 0); /* inf / NaN */
+    else bits = sign | (exp + 112) << 23 | man << 13;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 /* MXFP4 E8M0 scale byte -> 2^(e-128) (ggml's GGML_E8M0_TO_FP32_HALF, exact for every e). */
 static inline float lp_e8m0_half_to_f32(uint8_t e) {
     uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
@@ -136,6 +152,9 @@ float lp_vec_dot_f16_avx2(int64_t n, const void *w, const void *x);
 float lp_vec_dot_bf16_avx2(int64_t n, const void *w, const void *x);
 float lp_vec_dot_q8_0_avx2(int64_t n, const void *w, const void *x);
 float lp_vec_dot_q4_0_avx2(int64_t n, const void *w, const void *x);
+float lp_vec_dot_q4_1_avx2(int64_t n, const void *w, const void *x);
+float lp_vec_dot_q5_0_avx2(int64_t n, const void *w, const void *x);
+float lp_vec_dot_q5_1_avx2(int64_t n, const void *w, const void *x);
 float lp_vec_dot_iq4_nl_avx2(int64_t n, const void *w, const void *x);
 float lp_vec_dot_mxfp4_avx2(int64_t n, const void *w, const void *x);
 float lp_vec_dot_q2_K_avx2(int64_t n, const void *w, const void *x);
@@ -156,7 +175,8 @@ float lp_mlx_dot_row_scalar(const uint32_t *w, const float *scales, const float 
                             const float *x);
 
 /* nearest_int of ggml-quants.c: round half to even via the 1.5*2^23 trick, valid for
- * |f| <= 4194303; larger or non-finite inputs give a garbage int but never trap. */
+ * |f| <= 4194303. Larger inputs (Q2_K reaches them) give the same deterministic garbage
+ * as llama.cpp's release builds, where ggml's range assert is compiled out. */
 static inline int lp_nearest_int(float f) {
     float v = f + 12582912.f;
     int32_t i;

@@ -34,7 +34,7 @@ void lp_decode_q4_0(const void *block, lp_dec32 *out) {
     uint8_t nib[32];
     split_nibbles(b->qs, nib);
     for (int j = 0; j < 32; j++) out->q[j] = (int8_t)(nib[j] - 8);
-    out->d = lp_f16_to_f32(b->d);
+    out->d = lp_half_to_float(b->d);
     out->m = 0;
     out->affine = false;
 }
@@ -44,8 +44,8 @@ void lp_decode_q4_1(const void *block, lp_dec32 *out) {
     uint8_t nib[32];
     split_nibbles(b->qs, nib);
     for (int j = 0; j < 32; j++) out->q[j] = (int8_t)nib[j];
-    out->d = lp_f16_to_f32(b->d);
-    out->m = lp_f16_to_f32(b->m);
+    out->d = lp_half_to_float(b->d);
+    out->m = lp_half_to_float(b->m);
     out->affine = true;
 }
 
@@ -60,7 +60,7 @@ static inline void five_bit_codes(const uint8_t qs[16], const uint8_t qh[4], int
 void lp_decode_q5_0(const void *block, lp_dec32 *out) {
     const lp_block_q5_0 *b = block;
     five_bit_codes(b->qs, b->qh, 16, out->q);
-    out->d = lp_f16_to_f32(b->d);
+    out->d = lp_half_to_float(b->d);
     out->m = 0;
     out->affine = false;
 }
@@ -68,15 +68,15 @@ void lp_decode_q5_0(const void *block, lp_dec32 *out) {
 void lp_decode_q5_1(const void *block, lp_dec32 *out) {
     const lp_block_q5_1 *b = block;
     five_bit_codes(b->qs, b->qh, 0, out->q);
-    out->d = lp_f16_to_f32(b->d);
-    out->m = lp_f16_to_f32(b->m);
+    out->d = lp_half_to_float(b->d);
+    out->m = lp_half_to_float(b->m);
     out->affine = true;
 }
 
 void lp_decode_q8_0(const void *block, lp_dec32 *out) {
     const lp_block_q8_0 *b = block;
     memcpy(out->q, b->qs, 32);
-    out->d = lp_f16_to_f32(b->d);
+    out->d = lp_half_to_float(b->d);
     out->m = 0;
     out->affine = false;
 }
@@ -90,7 +90,7 @@ static inline void lookup_nibbles(const uint8_t qs[16], const int8_t table[16], 
 void lp_decode_iq4_nl(const void *block, lp_dec32 *out) {
     const lp_block_iq4_nl *b = block;
     lookup_nibbles(b->qs, lp_kvalues_iq4nl, out->q);
-    out->d = lp_f16_to_f32(b->d);
+    out->d = lp_half_to_float(b->d);
     out->m = 0;
     out->affine = false;
 }
@@ -135,8 +135,8 @@ void lp_decode_q2_K(const void *block, lp_dec256 *out) {
         out->scale[j] = b->scales[j] & 0xf;
         out->min[j] = b->scales[j] >> 4;
     }
-    out->d = lp_f16_to_f32(b->d);
-    out->dmin = lp_f16_to_f32(b->dmin);
+    out->d = lp_half_to_float(b->d);
+    out->dmin = lp_half_to_float(b->dmin);
     out->sub = 16;
 }
 
@@ -152,7 +152,7 @@ void lp_decode_q3_K(const void *block, lp_dec256 *out) {
         out->scale[j] = (int16_t)((lo4 | hi2 << 4) - 32);
         out->min[j] = 0;
     }
-    out->d = lp_f16_to_f32(b->d);
+    out->d = lp_half_to_float(b->d);
     out->dmin = 0;
     out->sub = 16;
 }
@@ -163,8 +163,8 @@ void lp_decode_q4_K(const void *block, lp_dec256 *out) {
     memset(out->scale, 0, sizeof out->scale);
     memset(out->min, 0, sizeof out->min);
     for (int j = 0; j < 8; j++) scale_min_k4(j, b->scales, &out->scale[j], &out->min[j]);
-    out->d = lp_f16_to_f32(b->d);
-    out->dmin = lp_f16_to_f32(b->dmin);
+    out->d = lp_half_to_float(b->d);
+    out->dmin = lp_half_to_float(b->dmin);
     out->sub = 32;
 }
 
@@ -177,8 +177,8 @@ void lp_decode_q5_K(const void *block, lp_dec256 *out) {
     memset(out->scale, 0, sizeof out->scale);
     memset(out->min, 0, sizeof out->min);
     for (int j = 0; j < 8; j++) scale_min_k4(j, b->scales, &out->scale[j], &out->min[j]);
-    out->d = lp_f16_to_f32(b->d);
-    out->dmin = lp_f16_to_f32(b->dmin);
+    out->d = lp_half_to_float(b->d);
+    out->dmin = lp_half_to_float(b->dmin);
     out->sub = 32;
 }
 
@@ -195,7 +195,7 @@ void lp_decode_q6_K(const void *block, lp_dec256 *out) {
         out->scale[j] = b->scales[j];
         out->min[j] = 0;
     }
-    out->d = lp_f16_to_f32(b->d);
+    out->d = lp_half_to_float(b->d);
     out->dmin = 0;
     out->sub = 16;
 }
@@ -224,7 +224,7 @@ static inline float dot32(lp_dec32_fn dec, size_t block_bytes, int64_t n, const 
             isum += b.q[j] * xb[i].qs[j];
             xsum += xb[i].qs[j];
         }
-        float dx = lp_f16_to_f32(xb[i].d);
+        float dx = lp_half_to_float(xb[i].d);
         sum += b.d * dx * (float)isum;
         if (b.affine) sum += b.m * dx * (float)xsum;
     }
@@ -297,7 +297,7 @@ void lp_from_float_f32(const float *x, void *y, int64_t n) { memcpy(y, x, (size_
 
 void lp_to_float_f16(const void *src, float *dst, int64_t n) {
     const uint16_t *h = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = lp_f16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = lp_half_to_float(h[i]);
 }
 
 void lp_from_float_f16(const float *x, void *y, int64_t n) {
@@ -327,7 +327,7 @@ float lp_vec_dot_f16_scalar(int64_t n, const void *w, const void *x) {
     const uint16_t *a = w;
     const float *b = x;
     double sum = 0;
-    for (int64_t i = 0; i < n; i++) sum += (double)lp_f16_to_f32(a[i]) * b[i];
+    for (int64_t i = 0; i < n; i++) sum += (double)lp_half_to_float(a[i]) * b[i];
     return (float)sum;
 }
 

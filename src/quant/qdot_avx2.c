@@ -1,6 +1,7 @@
 /* qdot_avx2.c — owns the AVX2/FMA/F16C dot-product kernels (weights x activations)
- * for the hot types of the CPU runtime: F32, F16, BF16 (x F32), Q8_0, Q4_0, IQ4_NL,
- * MXFP4 (x Q8_0) and Q2_K..Q6_K (x Q8_K).
+ * for every weight type: F32, F16, BF16 (x F32), Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL,
+ * MXFP4 (x Q8_0; Q4_1/Q5_x matter as llama-quantize's fallbacks for rows that are not a
+ * multiple of 256, e.g. gpt-oss's 2880) and Q2_K..Q6_K (x Q8_K).
  *
  * Decode is memory bound, so each kernel reads every weight byte once, expands codes
  * to bytes in registers and multiplies with vpmaddubsw (unsigned codes x signed
@@ -13,6 +14,7 @@
 #if LP_QUANT_AVX2
 
 #include <immintrin.h>
+#include <string.h>
 
 static inline float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -23,7 +25,9 @@ static inline float hsum_ps(__m256 v) {
 
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
-/* 8 x i32 partial sums of u[i]*s[i] (u unsigned bytes <= 127 after expansion, s signed). */
+/* 8 x i32 partial sums of u[i]*s[i], u unsigned bytes, s signed. vpmaddubsw saturates
+ * pairs at +-32767: fine for codes <= 63 (K-quants), and for |a| <= 128 against our
+ * activations (quantizers keep them in [-127, 127]). */
 static inline __m256i dot_u8_i8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
@@ -31,14 +35,6 @@ static inline __m256i dot_u8_i8(__m256i u, __m256i s) {
 /* Same for two signed byte vectors: move a's sign onto b so vpmaddubsw sees |a|. */
 static inline __m256i dot_i8_i8(__m256i a, __m256i b) {
     return dot_u8_i8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-}
-
-/* 32 unsigned codes x 32 activations; the first 16 elements weighted by sc_lo, the
- * last 16 by sc_hi (equal for 32-element sub-blocks). 8 x i32. */
-static inline __m256i chunk_dot(__m256i u, const int8_t *x, int16_t sc_lo, int16_t sc_hi) {
-    __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)x));
-    __m256i sc = _mm256_set_m128i(_mm_set1_epi16(sc_hi), _mm_set1_epi16(sc_lo));
-    return _mm256_madd_epi16(p, sc);
 }
 
 /* 16 packed bytes -> 32 nibbles in element order (low nibbles first, then high). */
@@ -123,11 +119,83 @@ float lp_vec_dot_mxfp4_avx2(int64_t n, const void *w, const void *x) {
     BLOCK32_DOT(lp_block_mxfp4, lookup16(wb[i].qs, lp_kvalues_mxfp4), lp_e8m0_half_to_f32(wb[i].e))
 }
 
+/* Affine 4/5-bit types (Q4_1, Q5_1): unsigned codes, plus m*dx*sum(qx), all in one
+ * vector accumulator. */
+#define AFFINE32_DOT(type, codes)                                                         \
+    const type *wb = w;                                                                   \
+    const lp_block_q8_0 *xb = x;                                                          \
+    __m256 acc = _mm256_setzero_ps();                                                     \
+    const __m256i ones8 = _mm256_set1_epi8(1);                                            \
+    for (int64_t i = 0; i < n / LP_QK; i++) {                                             \
+        __m256i u = codes;                                                                \
+        __m256i xq = _mm256_loadu_si256((const __m256i *)xb[i].qs);                       \
+        float dx = f16(xb[i].d);                                                          \
+        __m256 qdot = _mm256_cvtepi32_ps(dot_u8_i8(u, xq));                               \
+        __m256 xsum = _mm256_cvtepi32_ps(dot_u8_i8(ones8, xq));                           \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb[i].d) * dx), qdot, acc);              \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb[i].m) * dx), xsum, acc);              \
+    }                                                                                     \
+    return hsum_ps(acc);
+
+/* Bit e of a little-endian u32 -> 0x10 in byte e (the fifth bit of Q5 codes). */
+static inline __m256i fifth_bits(const uint8_t qh[4]) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i spread = _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), spread); /* byte e = qh[e/8] */
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+float lp_vec_dot_q4_1_avx2(int64_t n, const void *w, const void *x) {
+    AFFINE32_DOT(lp_block_q4_1, expand_nibbles(wb[i].qs))
+}
+
+float lp_vec_dot_q5_1_avx2(int64_t n, const void *w, const void *x) {
+    AFFINE32_DOT(lp_block_q5_1, _mm256_or_si256(expand_nibbles(wb[i].qs), fifth_bits(wb[i].qh)))
+}
+
+float lp_vec_dot_q5_0_avx2(int64_t n, const void *w, const void *x) {
+    BLOCK32_DOT(lp_block_q5_0,
+                _mm256_sub_epi8(_mm256_or_si256(expand_nibbles(wb[i].qs), fifth_bits(wb[i].qh)), _mm256_set1_epi8(16)),
+                f16(wb[i].d))
+}
+
 /* ---- K-quants x Q8_K ---- */
 
-/* bsums-weighted sum with per-16 integer weights: sum_k c[k] * bsums[k]. */
-static inline int bsum_dot16(const int16_t c[16], const int16_t bsums[16]) {
-    __m256i p = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)c), _mm256_loadu_si256((const __m256i *)bsums));
+/* Types with 16 sub-blocks of 16 (Q2_K, Q3_K, Q6_K) keep their scales as 16 x i16 in
+ * one register (lane 0: sub-blocks 0..7, lane 1: 8..15). A 32-element chunk k covers
+ * sub-blocks 2k and 2k+1, i.e. needs scale 2k in the low lane and 2k+1 in the high one:
+ * broadcast the right 8-scale half to both lanes, then one vpshufb per chunk. */
+typedef struct {
+    __m256i half[2]; /* scales 0..7 / 8..15 in both lanes */
+} scales16;
+
+static inline scales16 scales16_make(__m256i sc) {
+    scales16 r = {{_mm256_permute2x128_si256(sc, sc, 0x00), _mm256_permute2x128_si256(sc, sc, 0x11)}};
+    return r;
+}
+
+static inline __m256i scales16_pair(const scales16 *s, int k) {
+    /* shuffle control for k % 4 = m: words 2m (low lane) and 2m+1 (high lane) */
+    static const uint8_t ctrl[4][32] __attribute__((aligned(32))) = {
+        {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+        {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+        {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+        {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15},
+    };
+    return _mm256_shuffle_epi8(s->half[k / 4], _mm256_load_si256((const __m256i *)ctrl[k % 4]));
+}
+
+/* 32 unsigned codes x 32 activations, weighted by a per-lane i16 scale vector. */
+static inline __m256i chunk_dot_v(__m256i u, const int8_t *x, __m256i sc) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)x)), sc);
+}
+
+/* sum_k c[k] * bsums[k] for 16 i16 weights in a register. */
+static inline int bsum_dot16(__m256i c, const int16_t bsums[16]) {
+    __m256i p = _mm256_madd_epi16(c, _mm256_loadu_si256((const __m256i *)bsums));
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
@@ -140,23 +208,28 @@ static inline __m256i two_bit_plane(__m256i qs_half, int s) {
     return _mm256_and_si256(_mm256_srl_epi16(qs_half, _mm_cvtsi32_si128(2 * s)), _mm256_set1_epi8(3));
 }
 
+/* Subtract a per-block integer offset from lane 0 of an i32 accumulator. */
+static inline __m256i sub_lane0(__m256i v, int offset) {
+    return _mm256_sub_epi32(v, _mm256_castsi128_si256(_mm_cvtsi32_si128(offset)));
+}
+
 float lp_vec_dot_q2_K_avx2(int64_t n, const void *w, const void *x) {
     const lp_block_q2_K *wb = w;
     const lp_block_q8_K *xb = x;
     __m256 acc = _mm256_setzero_ps();
     float acc_min = 0;
+    const __m128i low4 = _mm_set1_epi8(0x0f);
     for (int64_t i = 0; i < n / LP_QK_K; i++) {
-        int16_t sc[16], mn[16];
-        for (int j = 0; j < 16; j++) {
-            sc[j] = wb[i].scales[j] & 0xf;
-            mn[j] = wb[i].scales[j] >> 4;
-        }
+        __m128i packed = _mm_loadu_si128((const __m128i *)wb[i].scales); /* scale | min << 4 */
+        __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, low4));
+        __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low4));
+        scales16 s16 = scales16_make(sc);
         __m256i isum = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             __m256i qs = _mm256_loadu_si256((const __m256i *)(wb[i].qs + 32 * h));
             for (int s = 0; s < 4; s++) {
-                int j = 8 * h + 2 * s;
-                isum = _mm256_add_epi32(isum, chunk_dot(two_bit_plane(qs, s), xb[i].qs + 32 * j / 2, sc[j], sc[j + 1]));
+                int k = 4 * h + s; /* chunk k = elements 32k..32k+31 */
+                isum = _mm256_add_epi32(isum, chunk_dot_v(two_bit_plane(qs, s), xb[i].qs + 32 * k, scales16_pair(&s16, k)));
             }
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(wb[i].d)), _mm256_cvtepi32_ps(isum), acc);
@@ -165,52 +238,71 @@ float lp_vec_dot_q2_K_avx2(int64_t n, const void *w, const void *x) {
     return hsum_ps(acc) - acc_min;
 }
 
+/* Q3_K's 16 6-bit scales (docs/FORMATS.md s.6.5) four at a time with 32-bit masks:
+ * low nibbles from bytes 0..7 (scales 8..15 in their high nibbles), top two bits from
+ * bytes 8..11 at bit 2*(j/4). Result: 16 x i8, bias 32 removed. */
+static inline __m128i q3_scales(const uint8_t s[12]) {
+    uint32_t a[3], out[4];
+    memcpy(a, s, 12);
+    const uint32_t low4 = 0x0f0f0f0f, low2 = 0x03030303;
+    out[0] = (a[0] & low4) | (a[2] & low2) << 4;
+    out[1] = (a[1] & low4) | ((a[2] >> 2) & low2) << 4;
+    out[2] = ((a[0] >> 4) & low4) | ((a[2] >> 4) & low2) << 4;
+    out[3] = ((a[1] >> 4) & low4) | ((a[2] >> 6) & low2) << 4;
+    return _mm_sub_epi8(_mm_loadu_si128((const __m128i *)out), _mm_set1_epi8(32));
+}
+
 float lp_vec_dot_q3_K_avx2(int64_t n, const void *w, const void *x) {
     const lp_block_q3_K *wb = w;
     const lp_block_q8_K *xb = x;
     __m256 acc = _mm256_setzero_ps();
     const __m256i one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < n / LP_QK_K; i++) {
-        const uint8_t *s = wb[i].scales;
-        int16_t sc[16];
-        for (int j = 0; j < 16; j++) {
-            int lo4 = j < 8 ? s[j] & 0xf : s[j - 8] >> 4;
-            int hi2 = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-            sc[j] = (int16_t)((lo4 | hi2 << 4) - 32);
-        }
+        __m256i sc = _mm256_cvtepi8_epi16(q3_scales(wb[i].scales));
+        scales16 s16 = scales16_make(sc);
         /* codes u = low2 + 4*h in [0,7]; q = u - 4, the -4 goes through bsums */
         __m256i hm = _mm256_loadu_si256((const __m256i *)wb[i].hmask);
         __m256i isum = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             __m256i qs = _mm256_loadu_si256((const __m256i *)(wb[i].qs + 32 * h));
-            for (int k = 0; k < 4; k++) {
-                int j = 8 * h + 2 * k; /* element block 32*(4h+k) uses hmask bit 4h+k */
-                __m256i hbit = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * h + k)), one);
-                __m256i u = _mm256_or_si256(two_bit_plane(qs, k), _mm256_slli_epi16(hbit, 2));
-                isum = _mm256_add_epi32(isum, chunk_dot(u, xb[i].qs + 16 * j, sc[j], sc[j + 1]));
+            for (int s = 0; s < 4; s++) {
+                int k = 4 * h + s; /* chunk k uses hmask bit k */
+                __m256i u = _mm256_or_si256(two_bit_plane(qs, s), _mm256_slli_epi16(_mm256_and_si256(hm, one), 2));
+                hm = _mm256_srli_epi16(hm, 1);
+                isum = _mm256_add_epi32(isum, chunk_dot_v(u, xb[i].qs + 32 * k, scales16_pair(&s16, k)));
             }
         }
-        int offset = 4 * bsum_dot16(sc, xb[i].bsums);
-        __m256 d = _mm256_set1_ps(xb[i].d * f16(wb[i].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0))), acc);
+        isum = sub_lane0(isum, 4 * bsum_dot16(sc, xb[i].bsums));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(wb[i].d)), _mm256_cvtepi32_ps(isum), acc);
     }
     return hsum_ps(acc);
 }
 
-/* Q4_K/Q5_K 6-bit scales and mins; min[j] is repeated for both 16-halves of the
- * 32-element sub-block so it pairs with the activation's 16-element bsums. */
-static inline void k4_scales(const uint8_t s[12], int16_t sc[8], int16_t mn16[16]) {
-    for (int j = 0; j < 8; j++) {
-        int m;
-        if (j < 4) {
-            sc[j] = s[j] & 63;
-            m = s[j + 4] & 63;
-        } else {
-            sc[j] = (int16_t)((s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4));
-            m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-        }
-        mn16[2 * j] = mn16[2 * j + 1] = (int16_t)m;
-    }
+/* Q4_K/Q5_K 6-bit scales and mins, four at a time with 32-bit masks (the packing of
+ * docs/FORMATS.md s.6.6): sc[0..3] and m[0..3] are the low 6 bits of bytes 0..3 and
+ * 4..7; sc[4..7] / m[4..7] take their low nibble from bytes 8..11 and their top two
+ * bits from bits 6..7 of bytes 0..3 / 4..7. */
+static inline void k4_scales(const uint8_t s[12], uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t a[3], out[4];
+    memcpy(a, s, 12);
+    const uint32_t low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
+    out[0] = a[0] & low6;
+    out[1] = (a[2] & low4) | ((a[0] >> 6) & low2) << 4;
+    out[2] = a[1] & low6;
+    out[3] = ((a[2] >> 4) & low4) | ((a[1] >> 6) & low2) << 4;
+    memcpy(sc, out, 8);
+    memcpy(mn, out + 2, 8);
+}
+
+/* sum_j mn[j] * (bsums[2j] + bsums[2j+1]): the min term of a 32-element sub-block. */
+static inline int k4_min_dot(const uint8_t mn[8], const int16_t bsums[16]) {
+    __m128i b0 = _mm_loadu_si128((const __m128i *)bsums), b1 = _mm_loadu_si128((const __m128i *)(bsums + 8));
+    __m128i pairs = _mm_hadd_epi16(b0, b1); /* |pair| <= 2*16*127: no overflow */
+    __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn));
+    __m128i p = _mm_madd_epi16(pairs, m);
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0x4e));
+    p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0xb1));
+    return _mm_cvtsi128_si32(p);
 }
 
 /* Shared by Q4_K (qh == NULL) and Q5_K. */
@@ -224,8 +316,8 @@ static inline float dot_k45(int64_t n, const void *w, size_t block_bytes, const 
         const lp_block_q4_K *b4 = (const lp_block_q4_K *)p;
         const uint8_t *qh = five ? p + 16 : NULL;
         const uint8_t *qs = five ? p + 48 : p + 16;
-        int16_t sc[8], mn16[16];
-        k4_scales(b4->scales, sc, mn16);
+        uint8_t sc[8], mn[8];
+        k4_scales(b4->scales, sc, mn);
         __m256i hbits = five ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
         __m256i isum = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
@@ -237,11 +329,11 @@ static inline float dot_k45(int64_t n, const void *w, size_t block_bytes, const 
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 1), one), 4));
                 hbits = _mm256_srli_epi16(hbits, 2);
             }
-            isum = _mm256_add_epi32(isum, chunk_dot(lo, xb[i].qs + 64 * c, sc[2 * c], sc[2 * c]));
-            isum = _mm256_add_epi32(isum, chunk_dot(hi, xb[i].qs + 64 * c + 32, sc[2 * c + 1], sc[2 * c + 1]));
+            isum = _mm256_add_epi32(isum, chunk_dot_v(lo, xb[i].qs + 64 * c, _mm256_set1_epi16(sc[2 * c])));
+            isum = _mm256_add_epi32(isum, chunk_dot_v(hi, xb[i].qs + 64 * c + 32, _mm256_set1_epi16(sc[2 * c + 1])));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(b4->d)), _mm256_cvtepi32_ps(isum), acc);
-        acc_min += xb[i].d * f16(b4->dmin) * (float)bsum_dot16(mn16, xb[i].bsums);
+        acc_min += xb[i].d * f16(b4->dmin) * (float)k4_min_dot(mn, xb[i].bsums);
     }
     return hsum_ps(acc) - acc_min;
 }
@@ -260,27 +352,26 @@ float lp_vec_dot_q6_K_avx2(int64_t n, const void *w, const void *x) {
     __m256 acc = _mm256_setzero_ps();
     const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / LP_QK_K; i++) {
-        int16_t sc[16];
-        for (int j = 0; j < 16; j++) sc[j] = wb[i].scales[j];
+        __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)wb[i].scales));
+        scales16 s16 = scales16_make(sc);
         __m256i isum = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)(wb[i].ql + 64 * h));
             __m256i ql1 = _mm256_loadu_si256((const __m256i *)(wb[i].ql + 64 * h + 32));
             __m256i qh = _mm256_loadu_si256((const __m256i *)(wb[i].qh + 32 * h));
-            /* unsigned 6-bit codes of the four 32-element chunks of this half */
+            /* low nibbles of the four 32-element chunks of this half */
             __m256i lo4[4] = {_mm256_and_si256(ql0, low4), _mm256_and_si256(ql1, low4),
                               _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
                               _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4)};
-            for (int k = 0; k < 4; k++) {
-                __m256i hi2 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), low2);
-                __m256i u = _mm256_or_si256(lo4[k], _mm256_slli_epi16(hi2, 4));
-                int j = 8 * h + 2 * k;
-                isum = _mm256_add_epi32(isum, chunk_dot(u, xb[i].qs + 16 * j, sc[j], sc[j + 1]));
+            for (int s = 0; s < 4; s++) {
+                __m256i u = _mm256_or_si256(lo4[s], _mm256_slli_epi16(_mm256_and_si256(qh, low2), 4));
+                qh = _mm256_srli_epi16(qh, 2);
+                int k = 4 * h + s;
+                isum = _mm256_add_epi32(isum, chunk_dot_v(u, xb[i].qs + 32 * k, scales16_pair(&s16, k)));
             }
         }
-        int offset = 32 * bsum_dot16(sc, xb[i].bsums); /* codes are stored +32 */
-        __m256 d = _mm256_set1_ps(xb[i].d * f16(wb[i].d));
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0))), acc);
+        isum = sub_lane0(isum, 32 * bsum_dot16(sc, xb[i].bsums)); /* codes are stored +32 */
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(wb[i].d)), _mm256_cvtepi32_ps(isum), acc);
     }
     return hsum_ps(acc);
 }

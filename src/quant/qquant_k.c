@@ -235,9 +235,9 @@ void lp_from_float_q2_K(const float *x, void *vy, int64_t n) {
         }
         /* requantise against the scales as they will be decoded */
         for (int j = 0; j < 16; ++j) {
-            const float d = lp_f16_to_f32(y[i].d) * (y[i].scales[j] & 0xF);
+            const float d = lp_half_to_float(y[i].d) * (y[i].scales[j] & 0xF);
             if (!d) continue;
-            const float dm = lp_f16_to_f32(y[i].dmin) * (y[i].scales[j] >> 4);
+            const float dm = lp_half_to_float(y[i].dmin) * (y[i].scales[j] >> 4);
             for (int ii = 0; ii < 16; ++ii) {
                 int l = lp_nearest_int((x[16 * j + ii] + dm) / d);
                 L[16 * j + ii] = (uint8_t)MAX(0, MIN(3, l));
@@ -283,7 +283,7 @@ void lp_from_float_q3_K(const float *x, void *vy, int64_t n) {
         for (int j = 0; j < 16; ++j) {
             int8_t sc = (int8_t)(j < 8 ? y[i].scales[j] & 0xF : y[i].scales[j - 8] >> 4);
             sc = (int8_t)((sc | (((y[i].scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
-            float d = lp_f16_to_f32(y[i].d) * sc;
+            float d = lp_half_to_float(y[i].d) * sc;
             if (!d) continue;
             for (int ii = 0; ii < 16; ++ii) {
                 int l = lp_nearest_int(x[16 * j + ii] / d);
@@ -360,9 +360,9 @@ static void quantize_k4k5(const float *x, int nmax, float rmin, int nstep, uint1
     for (int j = 0; j < 8; ++j) {
         uint8_t sc, m;
         unpack_scale_min_k4(j, scales_out, &sc, &m);
-        const float d = lp_f16_to_f32(*d_out) * sc;
+        const float d = lp_half_to_float(*d_out) * sc;
         if (!d) continue;
-        const float dm = lp_f16_to_f32(*dmin_out) * m;
+        const float dm = lp_half_to_float(*dmin_out) * m;
         for (int ii = 0; ii < 32; ++ii) {
             int l = lp_nearest_int((x[32 * j + ii] + dm) / d);
             L[32 * j + ii] = (uint8_t)MAX(0, MIN(nmax, l));
@@ -425,7 +425,7 @@ void lp_from_float_q6_K(const float *x, void *vy, int64_t n) {
         y[i].d = lp_f32_to_f16(1 / iscale);
         for (int ib = 0; ib < 16; ++ib) y[i].scales[ib] = (int8_t)MIN(127, lp_nearest_int(iscale * scales[ib]));
         for (int j = 0; j < 16; ++j) {
-            float d = lp_f16_to_f32(y[i].d) * y[i].scales[j];
+            float d = lp_half_to_float(y[i].d) * y[i].scales[j];
             if (!d) continue;
             for (int ii = 0; ii < 16; ++ii) {
                 int l = lp_nearest_int(x[16 * j + ii] / d);

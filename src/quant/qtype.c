@@ -3,9 +3,11 @@
  *
  * The kernels themselves live in qdecode.c (dequantize + scalar dot), qquant.c and
  * qquant_k.c (reference quantizers) and qdot_avx2.c (SIMD dots); this file only wires
- * them into rows, choosing the SIMD dot when the build has it. */
+ * them into rows, choosing the SIMD dot when the build has it. lp_qtype() also answers
+ * for the runtime's MLX block types (mlx_types.c), so every consumer has one lookup. */
 #include "quant/qtype.h"
 
+#include "quant/mlx_types.h"
 #include "quant/qblocks.h"
 
 #include <string.h>
@@ -28,9 +30,9 @@ static const lp_qtype_traits traits[LP_TYPE_COUNT] = {
     FLOAT_ROW(LP_TYPE_F16, "f16", 2, f16),
     FLOAT_ROW(LP_TYPE_BF16, "bf16", 2, bf16),
     BLOCK_ROW(LP_TYPE_Q4_0, "q4_0", 32, 18, q4_0, LP_TYPE_Q8_0, FAST_DOT(q4_0)),
-    BLOCK_ROW(LP_TYPE_Q4_1, "q4_1", 32, 20, q4_1, LP_TYPE_Q8_0, lp_vec_dot_q4_1_scalar),
-    BLOCK_ROW(LP_TYPE_Q5_0, "q5_0", 32, 22, q5_0, LP_TYPE_Q8_0, lp_vec_dot_q5_0_scalar),
-    BLOCK_ROW(LP_TYPE_Q5_1, "q5_1", 32, 24, q5_1, LP_TYPE_Q8_0, lp_vec_dot_q5_1_scalar),
+    BLOCK_ROW(LP_TYPE_Q4_1, "q4_1", 32, 20, q4_1, LP_TYPE_Q8_0, FAST_DOT(q4_1)),
+    BLOCK_ROW(LP_TYPE_Q5_0, "q5_0", 32, 22, q5_0, LP_TYPE_Q8_0, FAST_DOT(q5_0)),
+    BLOCK_ROW(LP_TYPE_Q5_1, "q5_1", 32, 24, q5_1, LP_TYPE_Q8_0, FAST_DOT(q5_1)),
     BLOCK_ROW(LP_TYPE_Q8_0, "q8_0", 32, 34, q8_0, LP_TYPE_Q8_0, FAST_DOT(q8_0)),
     BLOCK_ROW(LP_TYPE_IQ4_NL, "iq4_nl", 32, 18, iq4_nl, LP_TYPE_Q8_0, FAST_DOT(iq4_nl)),
     BLOCK_ROW(LP_TYPE_MXFP4, "mxfp4", 32, 17, mxfp4, LP_TYPE_Q8_0, FAST_DOT(mxfp4)),
@@ -56,6 +58,8 @@ static const lp_vec_dot_fn scalar_dots[LP_TYPE_COUNT] = {
 };
 
 const lp_qtype_traits *lp_qtype(lp_type t) {
+    /* runtime-only MLX block types (ids >= LP_TYPE_MLX_FIRST) have their own table */
+    if (lp_type_is_mlx(t)) return lp_mlx_qtype(t);
     if ((int)t < 0 || t >= LP_TYPE_COUNT || !traits[t].name) return NULL;
     return &traits[t];
 }
@@ -92,17 +96,7 @@ static inline float bits_f32(uint32_t u) {
     return f;
 }
 
-float lp_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-    if (exp == 0) { /* zero or subnormal: man * 2^-24 is exact in f32 */
-        float mag = (float)man * 0x1p-24f;
-        return sign ? -mag : mag;
-    }
-    if (exp == 31) /* inf, or NaN made quiet (as ggml's float arithmetic does) */
-        return bits_f32(sign | 0x7f800000u | man << 13 | (man ? 0x00400000u : 0));
-    return bits_f32(sign | (exp + 112) << 23 | man << 13);
-}
+float lp_f16_to_f32(uint16_t h) { return lp_half_to_float(h); }
 
 /* Shift right by s (1..31) rounding to nearest, ties to even. */
 static inline uint32_t shift_rne(uint32_t v, int s) {
