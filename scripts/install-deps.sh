@@ -4,7 +4,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS="build-essential cmake pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev \
-libcurl4-openssl-dev libmicrohttpd-dev libedit-dev python3 python3-pip"
+libcurl4-openssl-dev libmicrohttpd-dev libedit-dev python3 python3-pip chromium chromium-driver"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -6,6 +6,7 @@
  * Parameters are a precondition (lp_mlx_params_valid, n a multiple of group). With
  * invalid ones quantize writes nothing (output sizes are unknowable then), dequantize
  * fills y with NaN and dot returns NaN, so the mistake cannot go unnoticed. */
+#include "core/simd.h"
 #include "quant/mlx_affine.h"
 
 #include "quant/qblocks.h"
@@ -126,12 +127,6 @@ float lp_mlx_dot_row_scalar(const uint32_t *w, const float *scales, const float 
 }
 
 #if LP_QUANT_AVX2
-static inline float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* 8 codes -> 8 floats. 4-bit: one word, code k at bits 4k. 8-bit: two words = 8 bytes. */
 static inline __m256 codes8_4bit(const uint32_t *w) {
@@ -159,7 +154,7 @@ static float dot_row_avx2(const uint32_t *w, const float *scales, const float *b
         acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[g]), qx, acc);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(biases[g]), sx, acc);
     }
-    return hsum_ps(acc);
+    return lp_hsum256(acc);
 }
 #endif
 

@@ -9,6 +9,7 @@
  * offsets of the K-quants (-4 for Q3_K, -32 for Q6_K) and the mins are folded in through
  * the activation's bsums instead of per element. Results equal the scalar kernels up to
  * float summation order (tests/unit/test_qtype.c checks). */
+#include "core/simd.h"
 #include "quant/qblocks.h"
 
 #if LP_QUANT_AVX2
@@ -16,12 +17,6 @@
 #include <immintrin.h>
 #include <string.h>
 
-static inline float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 static inline float f16(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -54,7 +49,7 @@ static inline __m256i expand_nibbles(const uint8_t *qs) {
     for (; i + 32 <= n; i += 32)                                                     \
         for (int k = 0; k < 4; k++)                                                  \
             acc[k] = _mm256_fmadd_ps(load8(i + 8 * k), _mm256_loadu_ps(b + i + 8 * k), acc[k]); \
-    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))); \
+    float sum = lp_hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))); \
     for (; i < n; i++) sum += scalar_w(i) * b[i];                                    \
     return sum;
 
@@ -95,7 +90,7 @@ float lp_vec_dot_bf16_avx2(int64_t n, const void *w, const void *x) {
         __m256 d = _mm256_set1_ps((scale) * f16(xb[i].d));                               \
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i8(q, xq)), acc);             \
     }                                                                                    \
-    return hsum_ps(acc);
+    return lp_hsum256(acc);
 
 float lp_vec_dot_q8_0_avx2(int64_t n, const void *w, const void *x) {
     BLOCK32_DOT(lp_block_q8_0, _mm256_loadu_si256((const __m256i *)wb[i].qs), f16(wb[i].d))
@@ -135,7 +130,7 @@ float lp_vec_dot_mxfp4_avx2(int64_t n, const void *w, const void *x) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb[i].d) * dx), qdot, acc);              \
         acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(wb[i].m) * dx), xsum, acc);              \
     }                                                                                     \
-    return hsum_ps(acc);
+    return lp_hsum256(acc);
 
 /* Bit e of a little-endian u32 -> 0x10 in byte e (the fifth bit of Q5 codes). */
 static inline __m256i fifth_bits(const uint8_t qh[4]) {
@@ -235,7 +230,7 @@ float lp_vec_dot_q2_K_avx2(int64_t n, const void *w, const void *x) {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(wb[i].d)), _mm256_cvtepi32_ps(isum), acc);
         acc_min += xb[i].d * f16(wb[i].dmin) * (float)bsum_dot16(mn, xb[i].bsums);
     }
-    return hsum_ps(acc) - acc_min;
+    return lp_hsum256(acc) - acc_min;
 }
 
 /* Q3_K's 16 6-bit scales (docs/FORMATS.md s.6.5) four at a time with 32-bit masks:
@@ -275,7 +270,7 @@ float lp_vec_dot_q3_K_avx2(int64_t n, const void *w, const void *x) {
         isum = sub_lane0(isum, 4 * bsum_dot16(sc, xb[i].bsums));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(wb[i].d)), _mm256_cvtepi32_ps(isum), acc);
     }
-    return hsum_ps(acc);
+    return lp_hsum256(acc);
 }
 
 /* Q4_K/Q5_K 6-bit scales and mins, four at a time with 32-bit masks (the packing of
@@ -335,7 +330,7 @@ static inline float dot_k45(int64_t n, const void *w, size_t block_bytes, const 
         acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(b4->d)), _mm256_cvtepi32_ps(isum), acc);
         acc_min += xb[i].d * f16(b4->dmin) * (float)k4_min_dot(mn, xb[i].bsums);
     }
-    return hsum_ps(acc) - acc_min;
+    return lp_hsum256(acc) - acc_min;
 }
 
 float lp_vec_dot_q4_K_avx2(int64_t n, const void *w, const void *x) {
@@ -373,7 +368,7 @@ float lp_vec_dot_q6_K_avx2(int64_t n, const void *w, const void *x) {
         isum = sub_lane0(isum, 32 * bsum_dot16(sc, xb[i].bsums)); /* codes are stored +32 */
         acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(wb[i].d)), _mm256_cvtepi32_ps(isum), acc);
     }
-    return hsum_ps(acc);
+    return lp_hsum256(acc);
 }
 
 #else

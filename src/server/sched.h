@@ -46,6 +46,9 @@ typedef struct srv_job {
     bool logprobs;
     int top_logprobs;         /* 0..SRV_MAX_TOP_LOGPROBS */
     bool json_object;         /* constrain the output to one JSON object */
+    int32_t *bias_ids;        /* logit_bias: added to these tokens' logits before sampling */
+    float *bias_values;
+    int n_bias;
     int32_t *forced;          /* test hook: emit exactly these tokens, then end */
     int n_forced;
 

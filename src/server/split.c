@@ -70,7 +70,7 @@ static void process(srv_split *s) {
             }
             break;
         case SP_THINK:
-            if (!section_started(s)) return;
+            if (!s->reasoning_all.len && !section_started(s)) return;
             if ((at = find(pend, THINK_CLOSE))) {
                 emit_upto(pend, (size_t)(at - pend->p), &s->reasoning_all, true);
                 consume(pend, (size_t)(find(pend, THINK_CLOSE) - pend->p) + strlen(THINK_CLOSE));
@@ -143,7 +143,7 @@ static json_t *one_call(const char *text, size_t len) {
     if (json_is_object(obj) && name && *name && (!args || json_is_object(args) || json_is_string(args))) {
         char *arg_text = !args ? lp_xstrdup("{}")
                          : json_is_string(args) ? lp_xstrdup(json_string_value(args))
-                                                : json_dumps(args, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                                                : json_dumps(args, JSON_PRESERVE_ORDER); /* json.dumps spacing, as vLLM returns */
         char id[40];
         srv_random_id(id, "call_", 24);
         out = json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", id, "type", "function", "function", "name", name,

@@ -1,5 +1,6 @@
 /* cpu_attention.c — the CPU KV cache (F32, [layer][slot][pos][n_head_kv*head_dim]),
  * rotary embeddings and causal GQA attention, threaded over (token, KV head). */
+#include "core/simd.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,12 +69,6 @@ typedef struct {
 } attn_job;
 
 #ifdef LP_CPU_AVX2
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 #endif
 
 /* score[i] = q · key i, keys `stride` floats apart; four keys per pass share the q loads. */
@@ -91,8 +86,8 @@ static void qk_scores(const float *q, const float *k, size_t stride, int n, int 
                 a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * stride + d), a2);
                 a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * stride + d), a3);
             }
-            score[i] = hsum8(a0) * scale, score[i + 1] = hsum8(a1) * scale;
-            score[i + 2] = hsum8(a2) * scale, score[i + 3] = hsum8(a3) * scale;
+            score[i] = lp_hsum256(a0) * scale, score[i + 1] = lp_hsum256(a1) * scale;
+            score[i + 2] = lp_hsum256(a2) * scale, score[i + 3] = lp_hsum256(a3) * scale;
         }
 #endif
     for (; i < n; i++) score[i] = cpu_dot_f32(q, k + (size_t)i * stride, hd) * scale;

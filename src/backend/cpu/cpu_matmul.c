@@ -9,6 +9,7 @@
  *    type's vec_dot_type and the traits' vec_dot multiplies row by row, so results
  *    match llama.cpp's CPU backend. With cfg.f32_activations they take the float
  *    path instead (exact for lossless sources such as gpt-oss's MXFP4 experts). */
+#include "core/simd.h"
 #include <string.h>
 
 #include "cpu_internal.h"
@@ -21,12 +22,6 @@
 enum { ROW_TILE = 16, TOK_TILE = 32 };
 
 #ifdef LP_CPU_AVX2
-static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 #endif
 
 float cpu_dot_f32(const float *a, const float *b, int n) {
@@ -39,7 +34,7 @@ float cpu_dot_f32(const float *a, const float *b, int n) {
         acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
     }
     for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    sum = hsum256(_mm256_add_ps(acc0, acc1));
+    sum = lp_hsum256(_mm256_add_ps(acc0, acc1));
 #endif
     for (; i < n; i++) sum += a[i] * b[i];
     return sum;
@@ -103,8 +98,8 @@ static inline __attribute__((always_inline)) void kernel_4xn(int K, const void *
             b3 = _mm256_fmadd_ps(w3, xb, b3);
         }
     }
-    out[0][0] = hsum256(a0), out[1][0] = hsum256(a1), out[2][0] = hsum256(a2), out[3][0] = hsum256(a3);
-    out[0][1] = hsum256(b0), out[1][1] = hsum256(b1), out[2][1] = hsum256(b2), out[3][1] = hsum256(b3);
+    out[0][0] = lp_hsum256(a0), out[1][0] = lp_hsum256(a1), out[2][0] = lp_hsum256(a2), out[3][0] = lp_hsum256(a3);
+    out[0][1] = lp_hsum256(b0), out[1][1] = lp_hsum256(b1), out[2][1] = lp_hsum256(b2), out[3][1] = lp_hsum256(b3);
 #else
     for (int r = 0; r < 4; r++) out[r][0] = out[r][1] = 0.0f;
 #endif
