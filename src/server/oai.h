@@ -52,6 +52,8 @@ typedef struct {
     int legacy_logprobs; /* /v1/completions "logprobs": N alternatives, -1 off */
     bool echo;          /* /v1/completions: prepend the prompt to the text */
     char *prompt_text;  /* the rendered / given prompt (for echo and logging) */
+    char *forced_tool;  /* tool_choice required / named: the tool-call opening the prompt ends with,
+                           which the output parser must see as the start of the reply */
     srv_job *job;       /* prompt tokens and generation settings */
 } srv_request;
 

@@ -396,11 +396,18 @@ static void add_json_hint(json_t *messages) {
     }
 }
 
-/* tools and tool_choice: the tools the template should show, or NULL. */
-static int parse_tools(const json_t *body, const json_t **tools_out, srv_error *e) {
+/* tools and tool_choice: the tools the template should show, or NULL; for tool_choice
+ * "required" or a named function, *forced gets the opening of the tool call the reply
+ * is made to start with (the prompt ends with it, so the model can only complete it). */
+static int parse_tools(const json_t *body, const json_t **tools_out, char **forced, srv_error *e) {
     *tools_out = NULL;
+    *forced = NULL;
     const json_t *tools = json_object_get(body, "tools");
-    if (!tools || json_is_null(tools)) return 0;
+    const json_t *choice = json_object_get(body, "tool_choice");
+    if (!tools || json_is_null(tools)) {
+        bool forcing = json_is_object(choice) || (json_is_string(choice) && strcmp(json_string_value(choice), "required") == 0);
+        return forcing ? srv_bad_param(e, "tool_choice", "'tool_choice' needs 'tools'") : 0;
+    }
     if (!json_is_array(tools)) return srv_bad_param(e, "tools", "'tools' must be an array");
     size_t i;
     const json_t *t;
@@ -411,7 +418,6 @@ static int parse_tools(const json_t *body, const json_t **tools_out, srv_error *
             !json_is_string(json_object_get(fn, "name")))
             return srv_bad_param(e, "tools", "each tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}");
     }
-    const json_t *choice = json_object_get(body, "tool_choice");
     if (choice && !json_is_null(choice)) {
         const char *c = json_string_value(choice);
         bool named = json_is_object(choice) && json_is_string(json_object_get(json_object_get(choice, "function"), "name"));
@@ -419,6 +425,15 @@ static int parse_tools(const json_t *body, const json_t **tools_out, srv_error *
             return srv_bad_param(e, "tool_choice",
                                  "'tool_choice' must be 'none', 'auto', 'required' or {\"type\": \"function\", ...}");
         if (c && strcmp(c, "none") == 0) return 0;
+        if (json_array_size(tools) == 0) return srv_bad_param(e, "tool_choice", "'tool_choice' needs 'tools'");
+        if (named) {
+            json_t *name = json_object_get(json_object_get(choice, "function"), "name");
+            char *quoted = json_dumps(name, JSON_ENCODE_ANY);
+            *forced = lp_xasprintf("<tool_call>\n{\"name\": %s, \"arguments\": ", quoted);
+            free(quoted);
+        } else if (strcmp(c, "required") == 0) {
+            *forced = lp_xstrdup("<tool_call>\n{\"name\": \"");
+        }
     }
     if (json_array_size(tools) > 0) *tools_out = tools;
     return 0;
@@ -497,7 +512,7 @@ int srv_parse_chat(srv_server *srv, const json_t *body, srv_request *r, srv_erro
         parse_logprobs_chat(body, r->job, e) != 0)
         return -1;
     const json_t *tools;
-    if (parse_tools(body, &tools, e) != 0) return -1;
+    if (parse_tools(body, &tools, &r->forced_tool, e) != 0) return -1;
     bool marked = false;
     json_t *messages = normalize_messages(srv, json_object_get(body, "messages"), &marked, e);
     if (!messages) return -1;
@@ -507,10 +522,17 @@ int srv_parse_chat(srv_server *srv, const json_t *body, srv_request *r, srv_erro
         json_decref(messages);
         return -1;
     }
+    /* a forced tool call leaves no room for a <think> block */
+    if (r->forced_tool) json_object_set_new(kwargs, "enable_thinking", json_false());
     r->prompt_text = srv_render_messages(srv, messages, tools, kwargs, e);
     json_decref(messages);
     json_decref(kwargs);
     if (!r->prompt_text) return -1;
+    if (r->prompt_text && r->forced_tool) {
+        char *with = lp_xasprintf("%s%s", r->prompt_text, r->forced_tool);
+        free(r->prompt_text);
+        r->prompt_text = with;
+    }
     r->in_reasoning = ends_inside_think(r->prompt_text);
     r->parse_tools = tools != NULL;
     if (encode_prompt(srv, r->prompt_text, marked, r->job, e) != 0) return -1;
@@ -573,5 +595,6 @@ int srv_parse_completion(srv_server *srv, const json_t *body, srv_request *r, sr
 void srv_request_free(srv_request *r) {
     srv_job_unref(r->job);
     free(r->prompt_text);
+    free(r->forced_tool);
     memset(r, 0, sizeof *r);
 }

@@ -16,6 +16,7 @@ void srv_out_init(srv_out *o, srv_server *srv, srv_request *req) {
     o->created = (long)time(NULL);
     srv_random_id(o->id, req->chat ? "chatcmpl-" : "cmpl-", 24);
     srv_split_init(&o->split, req->in_reasoning, req->parse_tools);
+    if (req->forced_tool) srv_split_push(&o->split, req->forced_tool, strlen(req->forced_tool));
 }
 
 void srv_out_free(srv_out *o) {

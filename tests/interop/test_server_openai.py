@@ -485,3 +485,32 @@ def test_overload_is_503_and_sigterm_drains(tmp_path):
             requests.get(srv.url + "/health", timeout=5)
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("choice,rest", [
+    ({"type": "function", "function": {"name": "get_weather"}}, '{"city": "Paris"}}\n</tool_call>'),
+    ("required", 'get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'),
+])
+def test_tool_choice_required_and_named_force_a_call(client, choice, rest):
+    """tool_choice "required" / a named function: the reply is made to start with the
+    tool-call opening, so the model (here: the test hook standing in for it) can only
+    complete the call; the parsed call includes the forced part."""
+    for stream in (False, True):
+        kw = dict(model=MODEL, messages=MSG, tools=[WEATHER_TOOL], tool_choice=choice,
+                  extra_body={"lp_test_output": rest})
+        if stream:
+            chunks = list(client.chat.completions.create(stream=True, **kw))
+            calls = [tc for ch in chunks if ch.choices and ch.choices[0].delta.tool_calls
+                     for tc in ch.choices[0].delta.tool_calls]
+            finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+        else:
+            r = client.chat.completions.create(**kw)
+            calls, finish = r.choices[0].message.tool_calls, [r.choices[0].finish_reason]
+        assert finish == ["tool_calls"]
+        assert calls[0].function.name == "get_weather"
+        assert json.loads(calls[0].function.arguments) == {"city": "Paris"}
+
+
+def test_tool_choice_without_tools_is_rejected(client):
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=MSG, tool_choice="required")
