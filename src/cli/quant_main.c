@@ -6,10 +6,13 @@
 
 #include "cli/common.h"
 #include "core/err.h"
+#include "core/fileio.h"
 #include "pipeline/inspect.h"
+#include "pipeline/mlx_recipe.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/plan.h"
 #include "pipeline/validate.h"
+#include "runtime/model_mlx.h"
 
 #define PROG "llama-pajamas-quant"
 
@@ -22,16 +25,24 @@ static void usage(FILE *f) {
             "      architecture report of a model dir, HF cache id (org/name), or config.json\n"
             "  convert --model MODEL --output DIR [--formats gguf[,mlx]] --precision P[,P...]\n"
             "          [--threads N] [--dry-run] [--quiet] [--offline] [--validate]\n"
-            "      write DIR/gguf/<P>/<name>-<P>.gguf, metadata.json and DIR/manifest.json\n"
+            "          [--group-size 32|64|128] [--embedding-bits B] [--output-bits B]\n"
+            "      write DIR/gguf/<P>/<name>-<P>.gguf and/or DIR/mlx/<dir>/ (MLX), metadata.json and\n"
+            "      DIR/manifest.json in one pass; \"g:m\" in --precision names a GGUF and an MLX recipe\n"
+            "      (e.g. q4_k_m:4bit-mixed); the other options tune MLX recipes\n"
             "  validate --original HF_DIR --quantized OUT_DIR [--metrics perplexity,kld,generation]\n"
             "          [--text FILE] [--ctx N] [--chunks N] [--threads N] [--backend auto|cpu|cuda]\n"
             "      perplexity, KL divergence, top-1 agreement and generations of every artifact vs the\n"
             "      original; writes OUT_DIR/validation.json; exit 1 if an artifact misses its threshold\n"
             "  inspect FILE.gguf [--tensor NAME --dequantize OUT.f32]\n"
             "      list key/values and tensors, or dump one tensor dequantized to raw f32\n"
+            "  inspect MLX_DIR --tensor NAME --dequantize OUT.f32\n"
+            "      one weight of an MLX directory (e.g. model.layers.0.mlp.down_proj) dequantized to raw f32\n"
             "\n"
             "GGUF precisions:");
     for (int i = 0; i < lp_recipe_count(); i++) fprintf(f, " %s", lp_recipe_at(i)->name);
+    fprintf(f, "\nMLX recipes (output dir):");
+    for (int i = 0; i < lp_mlx_recipe_count(); i++)
+        fprintf(f, " %s (mlx/%s)", lp_mlx_recipe_at(i)->name, lp_mlx_recipe_at(i)->dir);
     fprintf(f, "\n");
 }
 
@@ -156,6 +167,12 @@ static int cmd_convert(int argc, char **argv) {
             precision = a.value;
         else if (lp_args_opt(&a, "--threads", &err))
             err = lp_parse_int("--threads", a.value, 1, 1024, &o.n_threads) != 0;
+        else if (lp_args_opt(&a, "--group-size", &err))
+            err = lp_parse_int("--group-size", a.value, 32, 128, &o.mlx_group_size) != 0;
+        else if (lp_args_opt(&a, "--embedding-bits", &err))
+            err = lp_parse_int("--embedding-bits", a.value, 2, 8, &o.mlx_embedding_bits) != 0;
+        else if (lp_args_opt(&a, "--output-bits", &err))
+            err = lp_parse_int("--output-bits", a.value, 2, 8, &o.mlx_output_bits) != 0;
         else if (lp_args_flag(&a, "--dry-run"))
             o.dry_run = true;
         else if (lp_args_flag(&a, "--quiet"))
@@ -215,7 +232,13 @@ static int cmd_inspect(int argc, char **argv) {
     if (!err && !path) err = lp_fail("inspect: missing FILE.gguf") != 0;
     if (!err && (tensor == NULL) != (out == NULL)) err = lp_fail("inspect: --tensor and --dequantize go together") != 0;
     if (err) return lp_cli_error(PROG);
-    int rc = tensor ? lp_dequantize_tensor(path, tensor, out) : lp_inspect_gguf(path);
+    if (lp_is_dir(path) && !tensor) {
+        lp_fail("inspect: %s is a directory: MLX directories take --tensor NAME --dequantize OUT.f32", path);
+        return lp_cli_error(PROG);
+    }
+    int rc = lp_is_dir(path) ? lp_mlx_dequantize_tensor(path, tensor, out)
+             : tensor        ? lp_dequantize_tensor(path, tensor, out)
+                             : lp_inspect_gguf(path);
     return rc == 0 ? 0 : lp_cli_error(PROG);
 }
 

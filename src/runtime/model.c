@@ -12,8 +12,10 @@
 #include "../core/fileio.h"
 #include "../formats/gguf.h"
 #include "../formats/safetensors.h"
+#include "model_internal.h"
+#include "model_mlx.h"
 
-static void *own(lp_model *m, void *p) {
+void *lp_model_own(lp_model *m, void *p) {
     if (m->n_owned == m->cap_owned) {
         m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
         m->owned = lp_xrealloc(m->owned, (size_t)m->cap_owned * sizeof *m->owned);
@@ -22,7 +24,7 @@ static void *own(lp_model *m, void *p) {
     return p;
 }
 
-static lp_weight *weight_slot(lp_model *m, lp_role role, int layer) {
+lp_weight *lp_model_slot(lp_model *m, lp_role role, int layer) {
     if (!lp_role_per_layer(role)) return &m->global[role];
     return &m->layers[(size_t)layer * LP_N_LAYER_ROLES + (role - LP_T_FIRST_LAYER_ROLE)];
 }
@@ -30,7 +32,7 @@ static lp_weight *weight_slot(lp_model *m, lp_role role, int layer) {
 const lp_weight *lp_model_weight(const lp_model *m, lp_role role, int layer) {
     if (role < 0 || role >= LP_T_COUNT) return NULL;
     if (lp_role_per_layer(role) && (layer < 0 || layer >= m->hp.n_layer)) return NULL;
-    const lp_weight *w = weight_slot((lp_model *)m, role, layer);
+    const lp_weight *w = lp_model_slot((lp_model *)m, role, layer);
     return w->present ? w : NULL;
 }
 
@@ -103,7 +105,7 @@ static int finish_weight(lp_model *m, lp_weight *w, lp_role role, const char *na
     if (role_is_matrix(role) || (w->type == LP_TYPE_F32 && !w->expert_data)) return 0;
     /* Vector-like: one owned F32 copy (gathering per-expert pieces if needed). */
     int64_t per_expert = w->ne[0] * w->ne[1];
-    float *f = own(m, lp_xmalloc((size_t)(per_expert * w->ne[2]) * sizeof(float)));
+    float *f = lp_model_own(m, lp_xmalloc((size_t)(per_expert * w->ne[2]) * sizeof(float)));
     for (int64_t e = 0; e < w->ne[2]; e++) tr->to_float(lp_weight_expert(w, (int)e), f + e * per_expert, per_expert);
     w->type = LP_TYPE_F32;
     w->data = f;
@@ -133,15 +135,15 @@ static int check_hparams(lp_model *m) {
 
 /* After all roles: tie lm_head, and require what the forward pass cannot do without. */
 static int finish_model(lp_model *m) {
-    lp_weight *out = weight_slot(m, LP_T_OUTPUT, 0);
-    if (!out->present) *out = *weight_slot(m, LP_T_TOKEN_EMBD, 0);
+    lp_weight *out = lp_model_slot(m, LP_T_OUTPUT, 0);
+    if (!out->present) *out = *lp_model_slot(m, LP_T_TOKEN_EMBD, 0);
     static const lp_role needed_global[] = {LP_T_TOKEN_EMBD, LP_T_OUTPUT_NORM};
     for (size_t i = 0; i < sizeof needed_global / sizeof *needed_global; i++)
-        if (!weight_slot(m, needed_global[i], 0)->present) return lp_fail("%s: required weight (role %d) missing", m->path, needed_global[i]);
+        if (!lp_model_slot(m, needed_global[i], 0)->present) return lp_fail("%s: required weight (role %d) missing", m->path, needed_global[i]);
     for (const lp_tensor_map *t = m->arch->tensors; t->role != LP_T_COUNT; t++) {
         if (!t->required || !lp_role_per_layer(t->role)) continue;
         for (int l = 0; l < m->hp.n_layer; l++)
-            if (!weight_slot(m, t->role, l)->present) {
+            if (!lp_model_slot(m, t->role, l)->present) {
                 char name[160];
                 lp_tensor_name_gguf(t, l, name, sizeof name);
                 return lp_fail("%s: tensor '%s': missing", m->path, name);
@@ -161,7 +163,7 @@ static int load_gguf_role(lp_model *m, const lp_tensor_map *t, int layer) {
     const lp_gguf_tensor *gt = lp_gguf_find_tensor(m->gguf, name);
     if (!gt) return 0; /* missing required tensors are reported by finish_model */
     if (gt->n_dims > 3) return lp_fail("%s: tensor '%s': %d dimensions", m->path, name, gt->n_dims);
-    lp_weight *w = weight_slot(m, t->role, layer);
+    lp_weight *w = lp_model_slot(m, t->role, layer);
     w->type = gt->type;
     for (int d = 0; d < 3; d++) w->ne[d] = gt->ne[d];
     w->data = gt->data;
@@ -226,7 +228,7 @@ static int hf_split_bias(lp_model *m, const char *name, bool odd, lp_weight *w) 
         return lp_fail("%s: tensor '%s': expected [experts, 2 * ffn] (interleaved gate/up)", m->path, name);
     const int64_t E = t->shape[0], F = t->shape[1] / 2;
     float *all = lp_xmalloc((size_t)(E * 2 * F) * sizeof(float));
-    float *f = own(m, lp_xmalloc((size_t)(E * F) * sizeof(float)));
+    float *f = lp_model_own(m, lp_xmalloc((size_t)(E * F) * sizeof(float)));
     int rc = lp_st_to_f32(t, 0, E * 2 * F, all);
     for (int64_t i = 0; rc == 0 && i < E * F; i++) f[i] = all[2 * i + odd];
     free(all);
@@ -255,7 +257,7 @@ static int hf_mxfp4(lp_model *m, const char *name, lp_src_kind src, lp_weight *w
     const int64_t E = bt->shape[0], rows_in = bt->shape[1], nb = bt->shape[2];
     const int64_t rows = split ? rows_in / 2 : rows_in, first = src == LP_SRC_MXFP4_UP;
     const size_t row_bytes = (size_t)nb * 17;
-    uint8_t *out = own(m, lp_xmalloc((size_t)(E * rows) * row_bytes));
+    uint8_t *out = lp_model_own(m, lp_xmalloc((size_t)(E * rows) * row_bytes));
     const uint8_t *blocks = bt->data, *scales = st->data;
     for (int64_t e = 0; e < E; e++)
         for (int64_t r = 0; r < rows; r++) {
@@ -277,14 +279,14 @@ static int hf_mxfp4(lp_model *m, const char *name, lp_src_kind src, lp_weight *w
 
 static int load_hf_role(lp_model *m, const lp_tensor_map *t, int layer) {
     char name[200];
-    lp_weight *w = weight_slot(m, t->role, layer);
+    lp_weight *w = lp_model_slot(m, t->role, layer);
     w->ne[2] = 1;
     int rc;
     if (t->src == LP_SRC_PLAIN) {
         lp_tensor_name_hf(t, layer, 0, name, sizeof name);
         rc = hf_tensor_into(m, name, w, -1);
     } else if (t->src == LP_SRC_EXPERT_STACK) {
-        w->expert_data = own(m, lp_xcalloc((size_t)m->hp.n_expert, sizeof(void *)));
+        w->expert_data = lp_model_own(m, lp_xcalloc((size_t)m->hp.n_expert, sizeof(void *)));
         w->ne[2] = m->hp.n_expert;
         rc = 0;
         for (int e = 0; e < m->hp.n_expert && rc == 0; e++) {
@@ -331,7 +333,7 @@ fail:
 }
 
 lp_model *lp_model_load(const char *path) {
-    if (lp_is_dir(path)) return lp_model_load_hf(path);
+    if (lp_is_dir(path)) return lp_model_dir_is_mlx(path) ? lp_model_load_mlx(path) : lp_model_load_hf(path);
     return lp_model_load_gguf(path);
 }
 
