@@ -49,7 +49,8 @@ static bool is_pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
 /* Bytes of a tensor from its type traits and shape; -1 with *why set if the shape does not fit the type. */
 static int tensor_nbytes(lp_type type, const int64_t ne[LP_GGUF_MAX_DIMS], uint64_t *out, const char **why) {
-    const lp_qtype_traits *tr = lp_qtype(type);
+    /* ids >= LP_TYPE_COUNT are our in-memory MLX block types, never valid in a file */
+    const lp_qtype_traits *tr = (unsigned)type < LP_TYPE_COUNT ? lp_qtype(type) : NULL;
     if (!tr || tr->block_size <= 0) return *why = "unknown or unsupported type", -1;
     for (int d = 0; d < LP_GGUF_MAX_DIMS; d++)
         if (ne[d] < 0) return *why = "negative dimension", -1;
