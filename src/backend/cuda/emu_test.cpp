@@ -321,17 +321,17 @@ static void test_norm_rope(void **state) {
 /* Attention: keys/values of two slots stored over two steps, GQA, several splits,
  * a sliding window and sinks; against a double-precision reference over the same
  * F16-rounded cache. */
-static void run_attention_case(int hd, int n_head, int n_kv, int nsplit, int window, bool sinks) {
-    const int n_ctx = 80, n_slots = 2, G = n_head / n_kv;
+static void run_attention_case(int hd, int n_head, int n_kv, int nsplit, int window, bool sinks, int len0 = 70) {
+    const int n_ctx = len0 + 10, n_slots = 2, G = n_head / n_kv;
     std::vector<uint16_t> kc((size_t)n_slots * n_kv * n_ctx * hd, 0x7e00), vc(kc.size(), 0x7e00); /* NaN: unwritten */
     std::vector<float> kref(kc.size()), vref(kc.size());
-    /* step 1: slot 0 positions 0..69, slot 1 positions 0..39; step 2 (checked): new tokens */
+    /* step 1: slot 0 positions 0..len0-1, slot 1 positions 0..39; step 2 (checked): new tokens */
     std::vector<int> pos, slot;
-    for (int p = 0; p < 70; p++) pos.push_back(p), slot.push_back(0);
+    for (int p = 0; p < len0; p++) pos.push_back(p), slot.push_back(0);
     for (int p = 0; p < 40; p++) pos.push_back(p), slot.push_back(1);
     for (int step = 0; step < 2; step++) {
         if (step == 1) {
-            pos = {70, 71, 40, 5};
+            pos = {len0, len0 + 1, 40, 5};
             slot = {0, 0, 1, 1}; /* slot 1 pos 5 overwrites an old position: still valid */
         }
         const int n = (int)pos.size();
@@ -386,6 +386,7 @@ static void test_attention(void **state) {
     run_attention_case(64, 4, 4, 3, 0, true);
     run_attention_case(128, 8, 1, 2, 16, false);
     run_attention_case(32, 12, 1, 4, 0, true); /* G = 12 -> the 16-head kernel */
+    run_attention_case(32, 4, 2, 1, 0, false, 600); /* several tiles per warp: online-softmax rescaling */
 }
 
 static void test_moe_routing(void **state) {

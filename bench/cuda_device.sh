@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# cuda_device.sh — the CUDA backend's checks and benchmark on a lent GPU machine,
+# in stages that fit the device tool's 10-minute commands.
+#
+# Here (dev box, once):   bench/cuda_device.sh prepare
+#   fills out/cuda-carry (~3 MB) with the Qwen3-8B config, the Qwen3 tokenizer and
+#   the Debian packages (jansson, cmocka, pcre2, utf8proc: dev + runtime) the device
+#   may lack. The tiny-qwen3 GGUFs are made on the device (they would not fit the
+#   64 MiB the device tool carries).
+# On the device (carry: ["out/cuda-carry"]):
+#   bash bench/cuda_device.sh build test     # ~4 min: build, kernel + backend tests
+#   bash bench/cuda_device.sh synth bench    # ~8 min: Qwen3-8B-shaped q4_k_m/q8_0, benchmark
+# (each stage rebuilds first when the machine went cold and lost build/)
+# Stages: build, test, synth (bf16 checkpoint + conversion), bench; results and logs
+# land in $OUT (cuda.json, test_cuda.log, bench-*.log).
+#
+# Build: CMake when every pkg-config module of CMakeLists.txt exists; otherwise a
+# standalone gcc/nvcc build of what the tests and the benchmark need, against the
+# carried packages unpacked under /tmp/lp-sysroot (curl, microhttpd and libedit
+# users — hub downloads, server, chat CLI — are left out; the functions they define
+# become stubs that abort, harmless as nothing here calls them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARRY=out/cuda-carry
+OUTDIR="${OUT:-out/cuda-results}"
+JOBS="$(nproc)"
+SYN=/tmp/lp-q8b
+mkdir -p "$OUTDIR"
+
+prepare() {
+  local fix="${LP_FIXTURES_DIR:-$(cd .. && pwd)/shared/fixtures}"
+  rm -rf "$CARRY"; mkdir -p "$CARRY/tokenizer" "$CARRY/debs"
+  cp "$fix/configs/Qwen3-8B.config.json" "$CARRY/"
+  cp "$fix"/qwen3-tokenizer/* "$CARRY/tokenizer/"
+  (cd "$CARRY/debs" && apt-get download libjansson-dev libjansson4 libcmocka-dev libcmocka0 libpcre2-dev libpcre2-8-0 \
+     libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2)
+  du -sh "$CARRY"
+}
+
+have_all_modules() {
+  [ -z "${LP_FORCE_STANDALONE:-}" ] || return 1
+  command -v pkg-config >/dev/null && pkg-config --exists jansson libpcre2-8 libutf8proc libcurl libmicrohttpd libedit cmocka
+}
+
+build_standalone() {
+  local root=/tmp/lp-sysroot obj=build/obj
+  rm -rf "$obj"; mkdir -p "$root" "$obj"
+  for d in "$CARRY"/debs/*.deb; do dpkg -x "$d" "$root"; done
+  local lib="$root/usr/lib/x86_64-linux-gnu"
+  export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
+  local inc=(-I"$root/usr/include" -I"$root/usr/include/x86_64-linux-gnu")
+  local defs=(-D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DLP_HAVE_CUDA=1 -Isrc "${inc[@]}"
+    -DLP_FIXTURES_DIR="\"$PWD/out/cuda-carry\"" -DLP_SOURCE_DIR="\"$PWD\"" -DLP_BINARY_DIR="\"$PWD/build\"")
+  local cflags=(-std=c11 -O2 -Wall -Wextra -Wno-unused-parameter -ffp-contract=off -mavx2 -mfma -mf16c "${defs[@]}")
+  find src -name '*.c' ! -path 'src/cli/*' ! -path 'src/server/*' ! -name hub.c > build/core.list
+  # one gcc per file, JOBS at a time
+  local pids=() f
+  while read -r f; do
+    gcc "${cflags[@]}" -c "$f" -o "$obj/$(echo "$f" | tr / _).o" &
+    pids+=($!)
+    if [ "${#pids[@]}" -ge "$JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+  done < build/core.list
+  wait
+  nvcc -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 "${defs[@]}" -Xcompiler -Wno-unknown-pragmas \
+    -c src/backend/cuda/cuda_backend.cu -o "$obj/cuda_backend.o"
+  rm -f build/libsa.a && ar rcs build/libsa.a "$obj"/*.o
+  local libs=(-Lbuild -lsa -L"$lib" -L/usr/local/cuda/lib64 -lcublas -lcudart -ljansson -lpcre2-8 -lutf8proc -lstdc++ -lm
+    -lpthread)
+  # what the left-out files define (hub downloads, ...) becomes a stub that aborts
+  gcc "${cflags[@]}" -DLP_DATA_DIR="\"$PWD/data\"" src/cli/quant_main.c src/cli/common.c bench/synth_checkpoint.c \
+    bench/bench_cuda.c tests/unit/test_cuda.c -o /dev/null "${libs[@]}" -lcmocka 2>&1 |
+    grep -o "undefined reference to \`[^']*'" | sed "s/.*\`//; s/'$//" | sort -u |
+    awk '{printf "#include <stdio.h>\n#include <stdlib.h>\nvoid %s(void) { fputs(\"%s: not in this build\\n\", stderr); abort(); }\n", $1, $1}' \
+    > build/stubs.c || true
+  gcc -c build/stubs.c -o "$obj/stubs.o" && ar rcs build/libsa.a "$obj/stubs.o"
+  gcc "${cflags[@]}" -DLP_DATA_DIR="\"$PWD/data\"" src/cli/quant_main.c src/cli/common.c -o build/llama-pajamas-quant \
+    "${libs[@]}"
+  for b in synth_checkpoint bench_cuda; do gcc "${cflags[@]}" "bench/$b.c" -o "build/$b" "${libs[@]}"; done
+  gcc "${cflags[@]}" tests/unit/test_cuda.c -o build/test_cuda "${libs[@]}" -lcmocka
+  g++ -std=c++17 -O1 -Wno-unknown-pragmas "${defs[@]}" -Isrc/backend/cuda src/backend/cuda/emu_test.cpp \
+    -o build/test_cuda_emu "${libs[@]}" -lcmocka
+}
+
+build() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  if have_all_modules; then
+    cmake -S . -B build -DLP_NATIVE=OFF >/dev/null && cmake --build build -j"$JOBS" 2>&1 | tail -3
+  else
+    echo "pkg-config modules missing: standalone build against $CARRY/debs"
+    build_standalone 2>&1 | tail -20
+  fi
+}
+
+run_tests() {
+  [ -x build/bench_cuda ] || build # a cold machine lost the previous call's build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  build/test_cuda_emu 2>&1 | tail -3
+  [ -d out/tiny/gguf ] || build/llama-pajamas-quant convert --model models/tiny-qwen3 --output out/tiny \
+    --precision f32,q8_0,q4_k_m,q6_k >/dev/null
+  LP_CUDA_TEST_GGUF_DIR="$PWD/out/tiny" build/test_cuda 2>&1 | tee "$OUTDIR/test_cuda.log" | grep -vE '^\[ (RUN|  *OK) ' | tail -60
+}
+
+synth() {
+  [ -x build/bench_cuda ] || build # a cold machine lost the previous call's build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  rm -rf "$SYN" "$SYN-out"
+  /usr/bin/time -f "synth %e s" build/synth_checkpoint "$CARRY/Qwen3-8B.config.json" "$CARRY/tokenizer" "$SYN" >/dev/null
+  /usr/bin/time -f "convert %e s, %M KB" build/llama-pajamas-quant convert --model "$SYN" --output "$SYN-out" \
+    --precision q4_k_m,q8_0 >/dev/null
+  rm -rf "$SYN" # 16 GB of bf16 no longer needed
+  ls -la "$SYN-out"/gguf/*/
+}
+
+bench() {
+  [ -x build/bench_cuda ] || build # a cold machine lost the previous call's build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  for p in q4_k_m q8_0; do
+    local f
+    f="$(ls "$SYN-out"/gguf/$p/*.gguf | head -1)"
+    build/bench_cuda "$f" --label "Qwen3-8B shapes $p" --json "$OUTDIR/cuda-$p.json" 2>&1 | tee "$OUTDIR/bench-$p.log"
+  done
+  python3 - "$OUTDIR" <<'EOF'
+import json, sys, glob, os
+d = sys.argv[1]
+runs = {os.path.basename(f)[5:-5]: json.load(open(f)) for f in sorted(glob.glob(os.path.join(d, 'cuda-*.json')))}
+json.dump({'backend': 'cuda', 'runs': runs}, open(os.path.join(d, 'cuda.json'), 'w'), indent=2)
+EOF
+}
+
+[ $# -gt 0 ] || { sed -n 2,20p "$0"; exit 2; }
+for stage in "$@"; do
+  case "$stage" in
+    prepare) prepare; exit 0 ;;
+    build) build ;;
+    test) run_tests ;;
+    synth) synth ;;
+    bench) bench ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,1297 @@
+/* cuda_backend.cu — the CUDA backend's host side: device memory (weights, KV
+ * cache, buffers), the ops vtable, and how a step's ops reach the GPU.
+ *
+ * Ops are not launched when called: each call appends a record (its arguments by
+ * value) to the step's op list, and the list runs at the next read() or sync().
+ * Holding the whole list first buys three things:
+ *   - fusion: a matmul followed by a residual add writes straight into the
+ *     residual; a per-head RMSNorm followed by rope is one kernel; the op that
+ *     produces a matmul's input also writes its int8 copy for the GEMV;
+ *   - CUDA graphs: every kernel reads the step's tokens/positions/slots from
+ *     device memory, so a list equal to an earlier one (byte for byte) replays
+ *     that list's graph: one launch per decode step instead of ~400;
+ *   - a signature check: any difference (batch size, rows, weights) falls back
+ *     to capturing or launching eagerly, never to a stale graph.
+ * Matmul: n <= LPC_GEMV_MAX_N rows use the fused dequantize-GEMV kernels; larger
+ * batches (prefill) dequantize weight tiles to F16 and call cuBLAS (F32 weights:
+ * SGEMM, F16: no conversion). */
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "../../core/err.h"
+#include "../../quant/qtype.h"
+}
+#include "cuda_backend.h"
+#include "lpc_kernels.cuh"
+
+enum {
+    LPC_GEMV_MAX_N = 32,           /* rows of a batch still done by GEMV (weights read ceil(n/8) times) */
+    LPC_GRAPH_CACHE = 4,           /* graphs kept (decode, batched decode, prefill chunk, ...) */
+    LPC_RECENT = 8,                /* signatures remembered: a second sighting is captured */
+};
+static const size_t LPC_DEQUANT_ELEMS = (size_t)32 << 20; /* F16 weight tile for cuBLAS: 64 MiB */
+
+/* ---- device objects ---- */
+
+struct lp_bbuf {
+    float *d;
+    size_t n;
+    lpc_q8 q8; /* int8 shadow, allocated when a GEMV first needs it */
+};
+
+typedef struct {
+    const lp_weight *key;
+    const void *host_data; /* for sharing tied weights */
+    int type;              /* LPC_* kernel type (F16 for types converted at upload) */
+    int K, M, E, bpr;
+    size_t row_bytes, expert_a, expert_b; /* bytes per row (float types); per expert in plane A/B */
+    uint8_t *a, *b;
+    size_t bytes;
+    bool alias; /* storage owned by another entry */
+} lpc_weight;
+
+typedef enum {
+    OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
+    OP_KV_COPY
+} op_kind;
+
+/* One recorded op. Zeroed before filling: lists are compared with memcmp. */
+typedef struct {
+    int kind, n, count;
+    lp_bbuf *x[LPC_MAX_PROB], *y[LPC_MAX_PROB]; /* inputs / outputs (per kind, see op_io) */
+    lp_bbuf *z;                                 /* third operand (attention v, moe router) */
+    const lpc_weight *w[LPC_MAX_PROB];
+    int expert[LPC_MAX_PROB];
+    const lpc_weight *w2[3];                    /* moe: up, down; attention: sinks */
+    const lpc_weight *bias[3];                  /* moe expert biases */
+    float f0, f1;                               /* eps / limit / scale */
+    int i0, i1, i2, i3;                         /* misc ints (layer, heads, window, ...) */
+    size_t cnt;
+    lpc_gather_rows_t rows;
+    /* planning (derived from the list, so it is part of the signature only implicitly) */
+    lp_bbuf *acc_into;   /* matmul: add the result into this buffer (fused residual) */
+    int emit_q8;         /* producer: also write the int8 shadow of its output */
+    int x_ready;         /* matmul: bit i = x[i]'s shadow is written by its producer */
+    int rope_heads;      /* rmsnorm: fused with the following rope over this many heads */
+    int skip;            /* fused into another op */
+} lpc_op;
+
+typedef struct {
+    lpc_op *ops;
+    int n_ops;
+    cudaGraphExec_t exec;
+    unsigned long long last_used;
+} lpc_graph;
+
+typedef struct {
+    void *p;
+    size_t bytes;
+} lpc_scratch;
+
+typedef struct {
+    lp_backend base;
+    int device, n_sm;
+    char name[256];
+    cudaStream_t st;
+    cublasHandle_t blas;
+    void *blas_ws;
+    char err[512];
+    bool use_graphs, use_fusion;
+    lp_backend_config cfg;
+    float *d_inv_freq;
+    uint16_t *k_cache, *v_cache;
+    size_t layer_elems; /* halves per layer of the cache */
+    /* weights: open-addressing map lp_weight* -> entry */
+    lpc_weight **wmap;
+    size_t wmap_cap, n_weights;
+    size_t weight_bytes, kv_bytes, scratch_bytes;
+    /* batch */
+    int n_batch, cap_batch;
+    int32_t *h_batch; /* pinned: tokens | pos | slot */
+    int32_t *d_batch;
+    float *d_cos, *d_sin;
+    bool batch_dirty;
+    /* op list and graphs */
+    lpc_op *ops;
+    int n_ops, cap_ops;
+    lpc_graph graphs[LPC_GRAPH_CACHE];
+    uint64_t recent[LPC_RECENT];
+    int recent_next;
+    unsigned long long clock;
+    /* scratch */
+    lpc_scratch attn_part, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq;
+} lp_cuda;
+
+/* ---- errors ---- */
+
+static void set_err(lp_cuda *c, const char *fmt, ...) {
+    if (c->err[0]) return; /* keep the first */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    va_end(ap);
+}
+
+static bool cuda_ok(lp_cuda *c, cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return true;
+    set_err(c, "cuda backend: %s: %s", what, cudaGetErrorString(e));
+    return false;
+}
+
+static bool blas_ok(lp_cuda *c, cublasStatus_t s, const char *what) {
+    if (s == CUBLAS_STATUS_SUCCESS) return true;
+    set_err(c, "cuda backend: %s: cuBLAS status %d", what, (int)s);
+    return false;
+}
+
+static void *dev_alloc(lp_cuda *c, size_t bytes, const char *what) {
+    void *p = NULL;
+    if (!cuda_ok(c, cudaMalloc(&p, bytes ? bytes : 16), what)) return NULL;
+    return p;
+}
+
+static void graphs_clear(lp_cuda *c);
+
+/* Grow-only device scratch; a move invalidates captured graphs that point at it. */
+static void *scratch(lp_cuda *c, lpc_scratch *s, size_t bytes) {
+    if (bytes <= s->bytes) return s->p;
+    cudaStreamSynchronize(c->st);
+    graphs_clear(c);
+    if (s->p) cudaFree(s->p);
+    c->scratch_bytes -= s->bytes;
+    s->bytes = bytes + bytes / 4;
+    s->p = dev_alloc(c, s->bytes, "scratch");
+    if (!s->p) s->bytes = 0;
+    c->scratch_bytes += s->bytes;
+    return s->p;
+}
+
+static void scratch_free(lpc_scratch *s) {
+    if (s->p) cudaFree(s->p);
+    s->p = NULL;
+    s->bytes = 0;
+}
+
+/* ---- weights ---- */
+
+static size_t wmap_slot(const lp_cuda *c, const lp_weight *w) {
+    size_t h = ((uintptr_t)w >> 4) * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20) & (c->wmap_cap - 1);
+}
+
+static const lpc_weight *find_weight(const lp_cuda *c, const lp_weight *w) {
+    if (!w || !c->wmap_cap) return NULL;
+    for (size_t i = wmap_slot(c, w);; i = (i + 1) & (c->wmap_cap - 1)) {
+        if (!c->wmap[i]) return NULL;
+        if (c->wmap[i]->key == w) return c->wmap[i];
+    }
+}
+
+static void wmap_insert(lp_cuda *c, lpc_weight *e) {
+    if (2 * (c->n_weights + 1) > c->wmap_cap) {
+        lpc_weight **old = c->wmap;
+        size_t old_cap = c->wmap_cap;
+        c->wmap_cap = old_cap ? 2 * old_cap : 1024;
+        c->wmap = (lpc_weight **)lp_xcalloc(c->wmap_cap, sizeof *c->wmap);
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i]) {
+                size_t j = wmap_slot(c, old[i]->key);
+                while (c->wmap[j]) j = (j + 1) & (c->wmap_cap - 1);
+                c->wmap[j] = old[i];
+            }
+        free(old);
+    }
+    size_t j = wmap_slot(c, e->key);
+    while (c->wmap[j]) j = (j + 1) & (c->wmap_cap - 1);
+    c->wmap[j] = e;
+    c->n_weights++;
+}
+
+/* Host -> device in pieces through a bounce buffer the producer fills. */
+typedef void (*fill_fn)(const void *ctx, size_t first, size_t count, uint8_t *dst_a, uint8_t *dst_b);
+
+typedef struct {
+    const lp_weight *w;
+    const lpc_plane_split *sp;
+    size_t blocks_per_expert;
+} repack_ctx;
+
+static const uint8_t *expert_src(const lp_weight *w, size_t e) { return (const uint8_t *)lp_weight_expert(w, (int)e); }
+
+/* Blocks [first, first+count) of the whole stack, experts concatenated. */
+static void fill_planes(const void *vctx, size_t first, size_t count, uint8_t *a, uint8_t *b) {
+    const repack_ctx *x = (const repack_ctx *)vctx;
+    while (count) {
+        const size_t e = first / x->blocks_per_expert, in = first % x->blocks_per_expert;
+        const size_t n = count < x->blocks_per_expert - in ? count : x->blocks_per_expert - in;
+        lpc_repack(x->sp, expert_src(x->w, e) + in * x->sp->raw_bytes, n, a, b);
+        a += n * x->sp->a_len;
+        b += n * x->sp->b_stride;
+        first += n;
+        count -= n;
+    }
+}
+
+/* Elements [first, first+count) as raw bytes (float types) or converted to F16. */
+typedef struct {
+    const lp_weight *w;
+    size_t elems_per_expert;
+    int convert; /* 1: to_float then F16 */
+} raw_ctx;
+
+static void fill_raw(const void *vctx, size_t first, size_t count, uint8_t *a, uint8_t *b) {
+    (void)b;
+    const raw_ctx *x = (const raw_ctx *)vctx;
+    const lp_qtype_traits *tr = lp_qtype(x->w->type);
+    const size_t K = (size_t)x->w->ne[0];
+    while (count) {
+        /* whole rows at a time (to_float works on blocks) */
+        const size_t e = first / x->elems_per_expert, in = first % x->elems_per_expert;
+        const size_t n = count < x->elems_per_expert - in ? count : x->elems_per_expert - in;
+        const uint8_t *src = expert_src(x->w, e);
+        if (!x->convert) {
+            const size_t esz = tr->block_bytes / tr->block_size;
+            memcpy(a, src + in * esz, n * esz);
+            a += n * esz;
+        } else {
+            float row[8192];
+            for (size_t r = in / K; r < (in + n) / K; r++)
+                for (size_t k0 = 0; k0 < K; k0 += 8192) {
+                    /* rows longer than the buffer convert in block-aligned pieces */
+                    const size_t len = K - k0 < 8192 ? K - k0 : 8192;
+                    tr->to_float(src + r * x->w->row_bytes + k0 / tr->block_size * tr->block_bytes, row, (int64_t)len);
+                    for (size_t i = 0; i < len; i++) ((uint16_t *)a)[i] = lp_f32_to_f16(row[i]);
+                    a += len * 2;
+                }
+        }
+        first += n;
+        count -= n;
+    }
+}
+
+/* Upload `units` units (blocks or elements) of a_unit / b_unit bytes each. */
+static int upload(lp_cuda *c, fill_fn fill, const void *ctx, size_t units, size_t a_unit, size_t b_unit, uint8_t *da,
+                  uint8_t *db, size_t unit_align) {
+    const size_t piece = ((size_t)(64 << 20) / (a_unit + b_unit) / unit_align + 1) * unit_align;
+    uint8_t *ha = NULL, *hb = NULL;
+    if (!cuda_ok(c, cudaMallocHost((void **)&ha, piece * a_unit), "pinned upload buffer")) return -1;
+    if (b_unit && !cuda_ok(c, cudaMallocHost((void **)&hb, piece * b_unit), "pinned upload buffer")) {
+        cudaFreeHost(ha);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t first = 0; first < units && rc == 0; first += piece) {
+        const size_t n = units - first < piece ? units - first : piece;
+        fill(ctx, first, n, ha, hb);
+        if (!cuda_ok(c, cudaMemcpy(da + first * a_unit, ha, n * a_unit, cudaMemcpyHostToDevice), "weight upload")) rc = -1;
+        if (rc == 0 && b_unit &&
+            !cuda_ok(c, cudaMemcpy(db + first * b_unit, hb, n * b_unit, cudaMemcpyHostToDevice), "weight upload"))
+            rc = -1;
+    }
+    cudaFreeHost(ha);
+    if (hb) cudaFreeHost(hb);
+    return rc;
+}
+
+static int fail_err(lp_cuda *c) {
+    lp_fail("%s", c->err);
+    c->err[0] = 0;
+    return -1;
+}
+
+static int cuda_prepare_weight(lp_backend *be, const lp_weight *w) {
+    lp_cuda *c = (lp_cuda *)be;
+    if (find_weight(c, w)) return 0;
+    const lp_qtype_traits *tr = lp_qtype(w->type);
+    if (!tr || !tr->to_float) return lp_fail("cuda backend: weight type %d is not supported", (int)w->type);
+    lpc_weight *e = (lpc_weight *)lp_xcalloc(1, sizeof *e);
+    e->key = w;
+    e->host_data = w->data ? w->data : (w->expert_data ? w->expert_data[0] : NULL);
+    e->K = (int)w->ne[0];
+    e->M = (int)(w->n_dims > 1 ? w->ne[1] : 1);
+    e->E = (int)(w->n_dims > 2 && w->ne[2] > 0 ? w->ne[2] : 1);
+    /* tied weights (one tensor under two roles) share the device copy */
+    for (size_t i = 0; i < c->wmap_cap; i++) {
+        const lpc_weight *o = c->wmap[i];
+        if (o && o->host_data == e->host_data && o->key->type == w->type && o->K == e->K && o->M == e->M && o->E == e->E) {
+            *e = *o;
+            e->key = w;
+            e->alias = true;
+            wmap_insert(c, e);
+            return 0;
+        }
+    }
+    const lpc_plane_split *sp = lpc_find_split((int)w->type);
+    const size_t elems = (size_t)e->K * e->M, stack = elems * e->E;
+    int rc;
+    if (sp) {
+        e->type = (int)w->type;
+        e->bpr = e->K / sp->block;
+        const size_t blocks = stack / sp->block;
+        e->expert_a = elems / sp->block * sp->a_len;
+        e->expert_b = elems / sp->block * sp->b_stride;
+        e->a = (uint8_t *)dev_alloc(c, blocks * sp->a_len, "weight plane A");
+        e->b = (uint8_t *)dev_alloc(c, blocks * sp->b_stride, "weight plane B");
+        e->bytes = blocks * (sp->a_len + sp->b_stride);
+        repack_ctx ctx = {w, sp, elems / sp->block};
+        rc = e->a && e->b ? upload(c, fill_planes, &ctx, blocks, sp->a_len, sp->b_stride, e->a, e->b, 1) : -1;
+    } else {
+        const bool native = w->type == LP_TYPE_F32 || w->type == LP_TYPE_F16 || w->type == LP_TYPE_BF16;
+        e->type = native ? (int)w->type : LPC_F16;
+        const size_t esz = e->type == LPC_F32 ? 4 : 2;
+        const int K = e->K, align = 16 / (int)esz;
+        if (w->n_dims > 1 && K % align != 0) { /* the GEMV reads rows 16 bytes at a time */
+            free(e);
+            return lp_fail("cuda backend: %s weight rows of %d elements: need a multiple of %d", tr->name, K, align);
+        }
+        e->row_bytes = (size_t)e->K * esz;
+        e->expert_a = elems * esz;
+        e->a = (uint8_t *)dev_alloc(c, stack * esz, "weight");
+        e->bytes = stack * esz;
+        raw_ctx ctx = {w, elems, !native};
+        rc = e->a ? upload(c, fill_raw, &ctx, stack, esz, 0, e->a, NULL, (size_t)e->K) : -1;
+    }
+    if (rc != 0) {
+        if (e->a) cudaFree(e->a);
+        if (e->b) cudaFree(e->b);
+        free(e);
+        return fail_err(c);
+    }
+    c->weight_bytes += e->bytes;
+    wmap_insert(c, e);
+    return 0;
+}
+
+/* ---- buffers ---- */
+
+static lp_bbuf *cuda_alloc(lp_backend *be, size_t n_floats) {
+    lp_cuda *c = (lp_cuda *)be;
+    lp_bbuf *b = (lp_bbuf *)lp_xcalloc(1, sizeof *b);
+    b->n = n_floats;
+    b->d = (float *)dev_alloc(c, (n_floats ? n_floats : 1) * sizeof(float), "buffer");
+    if (b->d) cudaMemset(b->d, 0, (n_floats ? n_floats : 1) * sizeof(float));
+    c->scratch_bytes += n_floats * sizeof(float);
+    return b;
+}
+
+static void q8_free(lp_bbuf *b) {
+    if (b->q8.q) cudaFree(b->q8.q);
+    if (b->q8.d) cudaFree(b->q8.d);
+    if (b->q8.s) cudaFree(b->q8.s);
+    memset(&b->q8, 0, sizeof b->q8);
+}
+
+static void flush(lp_cuda *c);
+
+static void cuda_release(lp_backend *be, lp_bbuf *b) {
+    lp_cuda *c = (lp_cuda *)be;
+    if (!b) return;
+    flush(c);
+    cudaStreamSynchronize(c->st);
+    graphs_clear(c); /* graphs may point at this buffer */
+    if (b->d) cudaFree(b->d);
+    q8_free(b);
+    c->scratch_bytes -= b->n * sizeof(float);
+    free(b);
+}
+
+/* The int8 shadow of a buffer, allocated on first need (never during a capture:
+ * planning runs before any capture of the same list). */
+static lpc_q8 q8_of(lp_cuda *c, lp_bbuf *b) {
+    if (!b->q8.q) {
+        const size_t n = (b->n + 31) / 32 * 32;
+        b->q8.q = (int8_t *)dev_alloc(c, n, "int8 shadow");
+        b->q8.d = (float *)dev_alloc(c, n / 32 * sizeof(float), "int8 shadow");
+        b->q8.s = (float *)dev_alloc(c, n / 16 * sizeof(float), "int8 shadow");
+        c->scratch_bytes += n + n / 32 * 4 + n / 16 * 4;
+        if (!b->q8.q || !b->q8.d || !b->q8.s) q8_free(b);
+    }
+    return b->q8;
+}
+
+/* ---- recording ---- */
+
+static lpc_op *new_op(lp_cuda *c, int kind) {
+    if (c->n_ops == c->cap_ops) {
+        c->cap_ops = c->cap_ops ? 2 * c->cap_ops : 1024;
+        c->ops = (lpc_op *)lp_xrealloc(c->ops, (size_t)c->cap_ops * sizeof *c->ops);
+    }
+    lpc_op *op = &c->ops[c->n_ops++];
+    memset(op, 0, sizeof *op);
+    op->kind = kind;
+    return op;
+}
+
+static const lpc_weight *need_weight(lp_cuda *c, const lp_weight *w) {
+    const lpc_weight *e = find_weight(c, w);
+    if (!e && w) set_err(c, "cuda backend: a weight was used without prepare_weight");
+    return e;
+}
+
+static void cuda_set_batch(lp_backend *be, const lp_batch_meta *b) {
+    lp_cuda *c = (lp_cuda *)be;
+    flush(c); /* ops of the previous batch read the old arrays */
+    if (b->n > c->cap_batch) {
+        cudaStreamSynchronize(c->st);
+        graphs_clear(c);
+        if (c->h_batch) cudaFreeHost(c->h_batch);
+        if (c->d_batch) cudaFree(c->d_batch);
+        if (c->d_cos) cudaFree(c->d_cos);
+        if (c->d_sin) cudaFree(c->d_sin);
+        c->cap_batch = b->n;
+        const size_t half = (size_t)c->cfg.head_dim / 2;
+        if (cuda_ok(c, cudaMallocHost((void **)&c->h_batch, 3 * (size_t)b->n * sizeof(int32_t)), "batch buffer")) {
+            c->d_batch = (int32_t *)dev_alloc(c, 3 * (size_t)b->n * sizeof(int32_t), "batch");
+            c->d_cos = (float *)dev_alloc(c, (size_t)b->n * half * sizeof(float), "rope table");
+            c->d_sin = (float *)dev_alloc(c, (size_t)b->n * half * sizeof(float), "rope table");
+        } else {
+            c->h_batch = NULL;
+        }
+        if (!c->h_batch || !c->d_batch || !c->d_cos || !c->d_sin) {
+            c->cap_batch = 0;
+            c->n_batch = 0;
+            return;
+        }
+    }
+    c->n_batch = b->n;
+    /* the stream is idle here (the previous step ended with read/sync), so the pinned
+     * staging buffer is free to overwrite */
+    cudaStreamSynchronize(c->st);
+    memcpy(c->h_batch, b->tokens, (size_t)b->n * sizeof(int32_t));
+    memcpy(c->h_batch + b->n, b->pos, (size_t)b->n * sizeof(int32_t));
+    memcpy(c->h_batch + 2 * b->n, b->slot, (size_t)b->n * sizeof(int32_t));
+    c->batch_dirty = true;
+    new_op(c, OP_BATCH)->n = b->n;
+}
+
+static const int32_t *d_tokens(const lp_cuda *c) { return c->d_batch; }
+static const int32_t *d_pos(const lp_cuda *c) { return c->d_batch + c->n_batch; }
+static const int32_t *d_slot(const lp_cuda *c) { return c->d_batch + 2 * c->n_batch; }
+
+static void cuda_embed(lp_backend *be, const lp_weight *emb, lp_bbuf *out) {
+    lp_cuda *c = (lp_cuda *)be;
+    lpc_op *op = new_op(c, OP_EMBED);
+    op->w[0] = need_weight(c, emb);
+    op->y[0] = out;
+    op->n = c->n_batch;
+}
+
+static void cuda_rmsnorm(lp_backend *be, const lp_bbuf *x, const lp_weight *w, int rows, float eps, lp_bbuf *out) {
+    lp_cuda *c = (lp_cuda *)be;
+    lpc_op *op = new_op(c, OP_RMSNORM);
+    op->x[0] = (lp_bbuf *)x;
+    op->y[0] = out;
+    op->w[0] = need_weight(c, w);
+    op->n = rows;
+    op->f0 = eps;
+}
+
+static void cuda_matmul(lp_backend *be, int count, const lp_matmul_args *args, int n) {
+    lp_cuda *c = (lp_cuda *)be;
+    for (int start = 0; start < count; start += LPC_MAX_PROB) {
+        lpc_op *op = new_op(c, OP_MATMUL);
+        op->n = n;
+        op->count = count - start < LPC_MAX_PROB ? count - start : LPC_MAX_PROB;
+        for (int i = 0; i < op->count; i++) {
+            const lp_matmul_args *a = &args[start + i];
+            op->w[i] = need_weight(c, a->w);
+            op->expert[i] = a->expert < 0 ? 0 : a->expert;
+            op->x[i] = (lp_bbuf *)a->x;
+            op->y[i] = a->y;
+        }
+    }
+}
+
+static void cuda_add_bias(lp_backend *be, lp_bbuf *x, const lp_weight *b, int rows) {
+    lp_cuda *c = (lp_cuda *)be;
+    lpc_op *op = new_op(c, OP_ADD_BIAS);
+    op->x[0] = x;
+    op->y[0] = x;
+    op->w[0] = need_weight(c, b);
+    op->n = rows;
+}
+
+static void cuda_add(lp_backend *be, lp_bbuf *x, const lp_bbuf *y, size_t count) {
+    lp_cuda *c = (lp_cuda *)be;
+    lpc_op *op = new_op(c, OP_ADD);
+    op->x[0] = x;
+    op->x[1] = (lp_bbuf *)y;
+    op->y[0] = x;
+    op->cnt = count;
+}
+
+static void cuda_rope(lp_backend *be, lp_bbuf *x, int n_head) {
+    lp_cuda *c = (lp_cuda *)be;
+    lpc_op *op = new_op(c, OP_ROPE);
+    op->x[0] = x;
+    op->y[0] = x;
+    op->i0 = n_head;
+    op->n = c->n_batch;
+}
+
+static void cuda_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp_bbuf *k, const lp_bbuf *v,
+                           const lp_attn_params *p, lp_bbuf *out) {
+    lp_cuda *c = (lp_cuda *)be;
+    lpc_op *op = new_op(c, OP_ATTN);
+    op->x[0] = (lp_bbuf *)q;
+    op->x[1] = (lp_bbuf *)k;
+    op->x[2] = (lp_bbuf *)v;
+    op->y[0] = out;
+    op->w2[0] = p->sinks ? need_weight(c, p->sinks) : NULL;
+    op->n = c->n_batch;
+    op->i0 = layer;
+    op->i1 = p->n_head;
+    op->i2 = p->window;
+    op->f0 = p->scale;
+    if (p->n_head_kv != c->cfg.n_head_kv || p->head_dim != c->cfg.head_dim || p->n_head % p->n_head_kv ||
+        p->n_head / p->n_head_kv > 16)
+        set_err(c, "cuda backend: attention with %d heads over %d kv heads of %d: unsupported", p->n_head, p->n_head_kv,
+                p->head_dim);
+}
+
+static void cuda_swiglu(lp_backend *be, lp_bbuf *gate, const lp_bbuf *up, size_t count, float limit) {
+    lp_cuda *c = (lp_cuda *)be;
+    lpc_op *op = new_op(c, OP_SWIGLU);
+    op->x[0] = gate;
+    op->x[1] = (lp_bbuf *)up;
+    op->y[0] = gate;
+    op->cnt = count;
+    op->f0 = limit;
+}
+
+static void cuda_moe(lp_backend *be, const lp_moe_params *p, const lp_bbuf *x, const lp_bbuf *router_logits, int n,
+                     lp_bbuf *out) {
+    lp_cuda *c = (lp_cuda *)be;
+    lpc_op *op = new_op(c, OP_MOE);
+    op->x[0] = (lp_bbuf *)x;
+    op->z = (lp_bbuf *)router_logits;
+    op->y[0] = out;
+    op->w[0] = need_weight(c, p->gate);
+    op->w2[0] = need_weight(c, p->up);
+    op->w2[1] = need_weight(c, p->down);
+    op->bias[0] = p->gate_b ? need_weight(c, p->gate_b) : NULL;
+    op->bias[1] = p->up_b ? need_weight(c, p->up_b) : NULL;
+    op->bias[2] = p->down_b ? need_weight(c, p->down_b) : NULL;
+    op->n = n;
+    op->i0 = p->n_expert_used;
+    op->i1 = p->norm_topk;
+    op->f0 = p->swiglu_limit;
+}
+
+static void cuda_gather_rows(lp_backend *be, const lp_bbuf *src, int dim, const int32_t *rows, int n_rows, lp_bbuf *dst) {
+    lp_cuda *c = (lp_cuda *)be;
+    for (int start = 0; start < n_rows; start += LPC_GATHER_MAX) {
+        lpc_op *op = new_op(c, OP_GATHER);
+        op->x[0] = (lp_bbuf *)src;
+        op->y[0] = dst;
+        op->i0 = dim;
+        op->i1 = start; /* destination row offset */
+        op->n = n_rows - start < LPC_GATHER_MAX ? n_rows - start : LPC_GATHER_MAX;
+        for (int i = 0; i < op->n; i++) op->rows.rows[i] = rows[start + i];
+    }
+}
+
+static void cuda_kv_copy(lp_backend *be, int src_slot, int dst_slot, int n_pos) {
+    lp_cuda *c = (lp_cuda *)be;
+    if (src_slot == dst_slot || n_pos <= 0) return;
+    lpc_op *op = new_op(c, OP_KV_COPY);
+    op->i0 = src_slot;
+    op->i1 = dst_slot;
+    op->i2 = n_pos;
+}
+
+/* ---- planning: fusion and int8 shadows over the recorded list ---- */
+
+/* Buffers an op reads and writes (after fusion). */
+static int op_io(const lpc_op *op, lp_bbuf **rd, lp_bbuf **wr, int *n_wr) {
+    int n_rd = 0;
+    *n_wr = 0;
+    switch (op->kind) {
+    case OP_MATMUL:
+        for (int i = 0; i < op->count; i++) {
+            rd[n_rd++] = op->x[i];
+            wr[(*n_wr)++] = op->acc_into ? op->acc_into : op->y[i];
+        }
+        if (op->acc_into) rd[n_rd++] = op->acc_into;
+        return n_rd;
+    case OP_ATTN:
+        rd[n_rd++] = op->x[0], rd[n_rd++] = op->x[1], rd[n_rd++] = op->x[2];
+        break;
+    case OP_MOE:
+        rd[n_rd++] = op->x[0], rd[n_rd++] = op->z;
+        break;
+    case OP_ADD:
+    case OP_SWIGLU:
+        rd[n_rd++] = op->x[0], rd[n_rd++] = op->x[1];
+        break;
+    case OP_RMSNORM:
+    case OP_ADD_BIAS:
+    case OP_ROPE:
+    case OP_GATHER:
+        rd[n_rd++] = op->x[0];
+        break;
+    default:
+        break;
+    }
+    if (op->y[0]) wr[(*n_wr)++] = op->y[0];
+    return n_rd;
+}
+
+static bool has(lp_bbuf *const *set, int n, const lp_bbuf *b) {
+    for (int i = 0; i < n; i++)
+        if (set[i] == b) return true;
+    return false;
+}
+
+/* Is b overwritten (without being read) before any read after op i? The end of the
+ * list is unknown territory: not dead. */
+static bool dead_after(const lp_cuda *c, int i, const lp_bbuf *b) {
+    for (int j = i + 1; j < c->n_ops; j++) {
+        if (c->ops[j].skip) continue;
+        lp_bbuf *rd[8], *wr[8];
+        int n_wr, n_rd = op_io(&c->ops[j], rd, wr, &n_wr);
+        if (has(rd, n_rd, b)) return false;
+        if (has(wr, n_wr, b)) return true;
+    }
+    return false;
+}
+
+static bool touches(const lpc_op *op, const lp_bbuf *b) {
+    lp_bbuf *rd[8], *wr[8];
+    int n_wr, n_rd = op_io(op, rd, wr, &n_wr);
+    return has(rd, n_rd, b) || has(wr, n_wr, b);
+}
+
+static bool quantized_weight(const lpc_weight *w) { return w && lpc_find_split(w->type) != NULL; }
+
+/* Elements an emit-capable producer writes from the start of its output, or 0 when
+ * it cannot write the int8 shadow (rows not a multiple of 32 elements). */
+static size_t emit_extent(const lp_cuda *c, const lpc_op *op) {
+    switch (op->kind) {
+    case OP_RMSNORM: return op->rope_heads == 0 && op->w[0] && op->w[0]->K % 32 == 0 ? (size_t)op->n * op->w[0]->K : 0;
+    case OP_SWIGLU: return op->cnt % 32 == 0 ? op->cnt : 0;
+    case OP_ATTN: return c->cfg.head_dim % 32 == 0 ? (size_t)op->n * op->i1 * c->cfg.head_dim : 0;
+    default: return 0;
+    }
+}
+
+static void plan(lp_cuda *c) {
+    lpc_op *ops = c->ops;
+    if (c->use_fusion) {
+        for (int i = 0; i + 1 < c->n_ops; i++) {
+            lpc_op *mm = &ops[i], *add = &ops[i + 1];
+            /* matmul -> add(x, y): accumulate into x when y is dead afterwards */
+            if (mm->kind == OP_MATMUL && mm->count == 1 && add->kind == OP_ADD && add->x[1] == mm->y[0] &&
+                add->x[0] != mm->x[0] && add->x[0] != mm->y[0] && mm->w[0] && add->cnt == (size_t)mm->n * mm->w[0]->M &&
+                dead_after(c, i + 1, mm->y[0])) {
+                mm->acc_into = add->x[0];
+                add->skip = 1;
+            }
+        }
+        for (int i = 0; i < c->n_ops; i++) {
+            lpc_op *nm = &ops[i];
+            /* per-head RMSNorm in place, later rope of the same buffer, untouched in between */
+            if (nm->kind != OP_RMSNORM || nm->x[0] != nm->y[0] || !nm->w[0] || nm->w[0]->K != c->cfg.head_dim) continue;
+            for (int j = i + 1; j < c->n_ops; j++) {
+                lpc_op *rp = &ops[j];
+                if (rp->kind == OP_ROPE && rp->x[0] == nm->x[0] && (size_t)rp->n * rp->i0 == (size_t)nm->n) {
+                    nm->rope_heads = rp->i0;
+                    rp->skip = 1;
+                    break;
+                }
+                if (touches(rp, nm->x[0]) || rp->kind == OP_BATCH) break;
+            }
+        }
+    }
+    for (int i = 0; i < c->n_ops; i++) {
+        lpc_op *mm = &ops[i];
+        if (mm->kind == OP_MOE) q8_of(c, mm->x[0]);
+        if (mm->kind != OP_MATMUL || mm->n > LPC_GEMV_MAX_N) continue;
+        for (int k = 0; k < mm->count; k++) {
+            if (!quantized_weight(mm->w[k])) continue;
+            lp_bbuf *x = mm->x[k];
+            q8_of(c, x);
+            if (!c->use_fusion) continue;
+            for (int j = i - 1; j >= 0; j--) {
+                lp_bbuf *rd[8], *wr[8];
+                int n_wr;
+                op_io(&ops[j], rd, wr, &n_wr);
+                if (ops[j].skip || !has(wr, n_wr, x)) continue;
+                if (emit_extent(c, &ops[j]) >= (size_t)mm->n * mm->w[k]->K && ops[j].y[0] == x) {
+                    ops[j].emit_q8 = 1;
+                    mm->x_ready |= 1 << k;
+                }
+                break;
+            }
+        }
+    }
+}
+
+/* ---- execution ---- */
+
+static lpc_q8 no_q8(void) {
+    lpc_q8 z = {NULL, NULL, NULL};
+    return z;
+}
+
+static int n_split(const lp_cuda *c, int n) {
+    int ns = (2 * c->n_sm + n * c->cfg.n_head_kv - 1) / (n * c->cfg.n_head_kv);
+    const int by_ctx = (c->cfg.n_ctx + 255) / 256;
+    if (ns > by_ctx) ns = by_ctx;
+    if (ns > 64) ns = 64;
+    return ns < 1 ? 1 : ns;
+}
+
+/* cuBLAS: y[n][rows] (+)= x[n][K] . W[rows][K]^T, column-major view (see header). */
+static void gemm_f16(lp_cuda *c, const uint16_t *w16, int rows, int K, const uint16_t *x16, int n, float *y, int ldy, float beta) {
+    const float alpha = 1.0f;
+    blas_ok(c,
+            cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, K, &alpha, w16, CUDA_R_16F, K, x16, CUDA_R_16F, K, &beta, y,
+                         CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            "F16 GEMM");
+}
+
+static void exec_gemm(lp_cuda *c, const lpc_weight *w, int expert, const lp_bbuf *x, int n, float *y, bool accumulate) {
+    const int K = w->K, M = w->M;
+    const float beta = accumulate ? 1.0f : 0.0f, alpha = 1.0f;
+    const uint8_t *a = w->a + (size_t)expert * w->expert_a, *b = w->b ? w->b + (size_t)expert * w->expert_b : NULL;
+    if (w->type == LPC_F32) {
+        blas_ok(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, M, n, K, &alpha, (const float *)a, K, x->d, K, &beta, y, M),
+                "SGEMM");
+        return;
+    }
+    size_t chunk = LPC_DEQUANT_ELEMS / (size_t)K;
+    if (chunk < 64) chunk = 64;
+    if (chunk > (size_t)M) chunk = (size_t)M;
+    if (c->cfg.f32_activations && w->type != LPC_F16 && w->type != LPC_BF16) {
+        /* reference math: weight tiles dequantized to F32, F32 activations, SGEMM */
+        float *w32 = (float *)scratch(c, &c->w16, chunk * K * 4);
+        if (!w32) return;
+        for (int r0 = 0; r0 < M; r0 += (int)chunk) {
+            const int rows = M - r0 < (int)chunk ? M - r0 : (int)chunk;
+            lpc_dequant_rows<float>(c->st, w->type, a, b, w->row_bytes, w->bpr, K, NULL, r0, rows, w32);
+            blas_ok(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, K, &alpha, w32, K, x->d, K, &beta, y + r0, M),
+                    "SGEMM");
+        }
+        return;
+    }
+    uint16_t *x16 = (uint16_t *)scratch(c, &c->x16, (size_t)n * K * 2);
+    if (!x16) return;
+    lpc_to_f16(c->st, x->d, (size_t)n * K, x16);
+    if (w->type == LPC_F16) {
+        gemm_f16(c, (const uint16_t *)a, M, K, x16, n, y, M, beta);
+        return;
+    }
+    uint16_t *w16 = (uint16_t *)scratch(c, &c->w16, chunk * K * 2);
+    if (!w16) return;
+    for (int r0 = 0; r0 < M; r0 += (int)chunk) {
+        const int rows = M - r0 < (int)chunk ? M - r0 : (int)chunk;
+        lpc_dequant_rows<uint16_t>(c->st, w->type, a, b, w->row_bytes, w->bpr, K, NULL, r0, rows, w16);
+        gemm_f16(c, w16, rows, K, x16, n, y + r0, M, beta);
+    }
+}
+
+static void exec_matmul(lp_cuda *c, const lpc_op *op) {
+    const int n = op->n;
+    bool done[LPC_MAX_PROB] = {false, false, false, false};
+    for (int i = 0; i < op->count; i++) {
+        /* prefill, and quantized weights in f32_activations mode (reference math): GEMM */
+        if (n <= LPC_GEMV_MAX_N && !(c->cfg.f32_activations && quantized_weight(op->w[i]))) continue;
+        exec_gemm(c, op->w[i], op->expert[i], op->x[i], n, op->acc_into ? op->acc_into->d : op->y[i]->d, op->acc_into != NULL);
+        done[i] = true;
+    }
+    lp_bbuf *quantized[LPC_MAX_PROB];
+    int n_quantized = 0;
+    for (int i = 0; i < op->count; i++) {
+        if (done[i]) continue;
+        /* problems with the same weight type and input go into one launch */
+        const lpc_weight *w = op->w[i];
+        lpc_gemv_args p;
+        memset(&p, 0, sizeof p);
+        p.K = w->K;
+        p.bpr = w->bpr;
+        p.row_bytes = w->row_bytes;
+        p.ncols = n;
+        const bool quant = quantized_weight(w);
+        if (quant) {
+            if (!(op->x_ready >> i & 1) && !has(quantized, n_quantized, op->x[i])) {
+                lpc_quantize(c->st, op->x[i]->d, (size_t)n * w->K, op->x[i]->q8);
+                quantized[n_quantized++] = op->x[i];
+            }
+            p.xq = op->x[i]->q8;
+        } else {
+            p.x = op->x[i]->d;
+        }
+        for (int j = i; j < op->count; j++) {
+            const lpc_weight *wj = op->w[j];
+            if (done[j] || wj->type != w->type || wj->K != w->K || op->x[j] != op->x[i]) continue;
+            const int k = p.nprob++;
+            p.a[k] = wj->a + (size_t)op->expert[j] * wj->expert_a;
+            p.b[k] = wj->b ? wj->b + (size_t)op->expert[j] * wj->expert_b : NULL;
+            p.y[k] = op->acc_into ? op->acc_into->d : op->y[j]->d;
+            p.accumulate[k] = op->acc_into != NULL;
+            p.M[k] = wj->M;
+            p.row0[k + 1] = p.row0[k] + wj->M;
+            done[j] = true;
+        }
+        if (!lpc_gemv(c->st, w->type, p, 0)) set_err(c, "cuda backend: no GEMV kernel for type %d", w->type);
+    }
+}
+
+static void exec_attention(lp_cuda *c, const lpc_op *op) {
+    const int n = op->n, hd = c->cfg.head_dim, layer = op->i0, n_head = op->i1;
+    uint16_t *kc = c->k_cache + (size_t)layer * c->layer_elems, *vc = c->v_cache + (size_t)layer * c->layer_elems;
+    lpc_kv_store(c->st, n, op->x[1]->d, op->x[2]->d, kc, vc, d_pos(c), d_slot(c), c->cfg.n_head_kv, c->cfg.n_ctx, hd);
+    lpc_attn_args a;
+    memset(&a, 0, sizeof a);
+    a.q = op->x[0]->d;
+    a.kc = kc;
+    a.vc = vc;
+    a.pos = d_pos(c);
+    a.slot = d_slot(c);
+    a.n_ctx = c->cfg.n_ctx;
+    a.n_head = n_head;
+    a.n_kv = c->cfg.n_head_kv;
+    a.G = n_head / c->cfg.n_head_kv;
+    a.nsplit = n_split(c, n);
+    a.window = op->i2;
+    a.scale = op->f0;
+    a.part = (float *)scratch(c, &c->attn_part, (size_t)n * n_head * a.nsplit * (hd + 2) * sizeof(float));
+    if (!a.part) return;
+    lpc_attention(c->st, a, n, hd, op->w2[0] ? (const float *)op->w2[0]->a : NULL, op->y[0]->d, op->emit_q8,
+                  op->emit_q8 ? op->y[0]->q8 : no_q8());
+}
+
+/* Sparse FFN, all on the device (graph-safe): routing, then one GEMV row set per
+ * (token, expert) pair reading that expert's matrix. */
+static void exec_moe(lp_cuda *c, const lpc_op *op) {
+    const lpc_weight *gate = op->w[0], *up = op->w2[0], *down = op->w2[1];
+    const int n = op->n, k = op->i0, E = gate->E, D = gate->K, F = gate->M, R = n * k;
+    int *sel = (int *)scratch(c, &c->moe_sel, (size_t)R * sizeof(int));
+    float *wt = (float *)scratch(c, &c->moe_wt, (size_t)R * sizeof(float));
+    float *g = (float *)scratch(c, &c->moe_g, (size_t)R * F * sizeof(float));
+    float *u = (float *)scratch(c, &c->moe_u, (size_t)R * F * sizeof(float));
+    float *dres = (float *)scratch(c, &c->moe_d, (size_t)R * D * sizeof(float));
+    const size_t gq_n = ((size_t)R * F + 31) / 32 * 32;
+    uint8_t *gq = (uint8_t *)scratch(c, &c->moe_gq, gq_n + gq_n / 32 * 4 + gq_n / 16 * 4);
+    if (!sel || !wt || !g || !u || !dres || !gq) return;
+    lpc_q8 gq8 = {(int8_t *)gq, (float *)(gq + gq_n), (float *)(gq + gq_n + gq_n / 32 * 4)};
+    lpc_topk(c->st, n, op->z->d, E, k, op->i1, sel, wt);
+    const bool quant_gu = quantized_weight(gate);
+    if (quant_gu || quantized_weight(up)) lpc_quantize(c->st, op->x[0]->d, (size_t)n * D, op->x[0]->q8);
+    const lpc_weight *gu[2] = {gate, up};
+    float *gu_out[2] = {g, u};
+    for (int i = 0; i < 2; i++) {
+        lpc_gemv_args p;
+        memset(&p, 0, sizeof p);
+        p.nprob = 1;
+        p.a[0] = gu[i]->a;
+        p.b[0] = gu[i]->b;
+        p.y[0] = gu_out[i];
+        p.M[0] = F;
+        p.row0[1] = F;
+        p.K = D;
+        p.bpr = gu[i]->bpr;
+        p.row_bytes = gu[i]->row_bytes;
+        p.ncols = 1;
+        p.x = op->x[0]->d;
+        p.xq = op->x[0]->q8;
+        p.sel = sel;
+        p.x_div = k;
+        p.expert_a = gu[i]->expert_a;
+        p.expert_b = gu[i]->expert_b;
+        lpc_gemv(c->st, gu[i]->type, p, R);
+        if (op->bias[i]) lpc_add_bias(c->st, gu_out[i], (const float *)op->bias[i]->a, F, (size_t)R * F, sel);
+    }
+    const bool quant_down = quantized_weight(down);
+    lpc_swiglu(c->st, g, u, (size_t)R * F, op->f0, quant_down && F % 32 == 0, gq8);
+    if (quant_down && F % 32 != 0) lpc_quantize(c->st, g, (size_t)R * F, gq8);
+    lpc_gemv_args p;
+    memset(&p, 0, sizeof p);
+    p.nprob = 1;
+    p.a[0] = down->a;
+    p.b[0] = down->b;
+    p.y[0] = dres;
+    p.M[0] = D;
+    p.row0[1] = D;
+    p.K = F;
+    p.bpr = down->bpr;
+    p.row_bytes = down->row_bytes;
+    p.ncols = 1;
+    p.x = g;
+    p.xq = gq8;
+    p.sel = sel;
+    p.x_div = 1;
+    p.expert_a = down->expert_a;
+    p.expert_b = down->expert_b;
+    lpc_gemv(c->st, down->type, p, R);
+    if (op->bias[2]) lpc_add_bias(c->st, dres, (const float *)op->bias[2]->a, D, (size_t)R * D, sel);
+    lpc_moe_combine(c->st, n, dres, sel, wt, k, D, op->y[0]->d);
+}
+
+static void exec_kv_copy(lp_cuda *c, const lpc_op *op) {
+    const size_t hd = (size_t)c->cfg.head_dim, pitch = (size_t)c->cfg.n_ctx * hd * 2;
+    const size_t slot_elems = (size_t)c->cfg.n_head_kv * c->cfg.n_ctx * hd;
+    for (int l = 0; l < c->cfg.n_layer; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            uint16_t *base = (kv ? c->v_cache : c->k_cache) + (size_t)l * c->layer_elems;
+            cuda_ok(c,
+                    cudaMemcpy2DAsync(base + (size_t)op->i1 * slot_elems, pitch, base + (size_t)op->i0 * slot_elems, pitch,
+                                      (size_t)op->i2 * hd * 2, (size_t)c->cfg.n_head_kv, cudaMemcpyDeviceToDevice, c->st),
+                    "kv copy");
+        }
+}
+
+static void exec_op(lp_cuda *c, const lpc_op *op) {
+    const int neox = c->cfg.rope == LP_ROPE_NEOX;
+    const int hd = c->cfg.head_dim;
+    switch (op->kind) {
+    case OP_BATCH:
+        lpc_rope_table(c->st, op->n, d_pos(c), c->d_inv_freq, hd / 2, c->cfg.rope_attn_factor, c->d_cos, c->d_sin);
+        break;
+    case OP_EMBED: {
+        const lpc_weight *w = op->w[0];
+        lpc_dequant_rows<float>(c->st, w->type, w->a, w->b, w->row_bytes, w->bpr, w->K, d_tokens(c), 0, op->n, op->y[0]->d);
+        break;
+    }
+    case OP_RMSNORM:
+        if (op->rope_heads)
+            lpc_norm_rope(c->st, op->y[0]->d, op->n, op->rope_heads, hd, (const float *)op->w[0]->a, op->f0, c->d_cos, c->d_sin,
+                          neox);
+        else
+            lpc_rmsnorm(c->st, op->x[0]->d, (const float *)op->w[0]->a, op->n, op->w[0]->K, op->f0, op->y[0]->d, op->emit_q8,
+                        op->emit_q8 ? op->y[0]->q8 : no_q8());
+        break;
+    case OP_MATMUL: exec_matmul(c, op); break;
+    case OP_ADD_BIAS:
+        lpc_add_bias(c->st, op->x[0]->d, (const float *)op->w[0]->a, op->w[0]->K, (size_t)op->n * op->w[0]->K, NULL);
+        break;
+    case OP_ADD: lpc_add(c->st, op->x[0]->d, op->x[1]->d, op->cnt); break;
+    case OP_ROPE: lpc_norm_rope(c->st, op->x[0]->d, op->n * op->i0, op->i0, hd, NULL, 0.0f, c->d_cos, c->d_sin, neox); break;
+    case OP_ATTN: exec_attention(c, op); break;
+    case OP_SWIGLU:
+        lpc_swiglu(c->st, op->x[0]->d, op->x[1]->d, op->cnt, op->f0, op->emit_q8, op->emit_q8 ? op->y[0]->q8 : no_q8());
+        break;
+    case OP_MOE: exec_moe(c, op); break;
+    case OP_GATHER:
+        lpc_gather(c->st, op->x[0]->d, op->i0, op->rows, op->n, op->y[0]->d + (size_t)op->i1 * op->i0);
+        break;
+    case OP_KV_COPY: exec_kv_copy(c, op); break;
+    }
+}
+
+static void exec_all(lp_cuda *c, bool check_each) {
+    for (int i = 0; i < c->n_ops && !c->err[0]; i++) {
+        if (c->ops[i].skip) continue;
+        exec_op(c, &c->ops[i]);
+        if (check_each) cuda_ok(c, cudaGetLastError(), "kernel launch");
+    }
+}
+
+/* ---- graphs ---- */
+
+static void graphs_clear(lp_cuda *c) {
+    for (int i = 0; i < LPC_GRAPH_CACHE; i++) {
+        if (c->graphs[i].ops) {
+            cudaGraphExecDestroy(c->graphs[i].exec);
+            free(c->graphs[i].ops);
+        }
+        memset(&c->graphs[i], 0, sizeof c->graphs[i]);
+    }
+    memset(c->recent, 0, sizeof c->recent);
+}
+
+static uint64_t list_hash(const lpc_op *ops, int n) {
+    const uint8_t *p = (const uint8_t *)ops;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < (size_t)n * sizeof *ops; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+static lpc_graph *graph_find(lp_cuda *c) {
+    for (int i = 0; i < LPC_GRAPH_CACHE; i++) {
+        lpc_graph *g = &c->graphs[i];
+        if (g->ops && g->n_ops == c->n_ops && memcmp(g->ops, c->ops, (size_t)c->n_ops * sizeof *c->ops) == 0) return g;
+    }
+    return NULL;
+}
+
+/* Capture the (planned) list into a graph; the unplanned copy is the key. */
+static lpc_graph *graph_capture(lp_cuda *c, const lpc_op *key) {
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    if (!cuda_ok(c, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal), "graph capture")) return NULL;
+    exec_all(c, false);
+    const bool captured = cuda_ok(c, cudaStreamEndCapture(c->st, &graph), "graph capture");
+    if (!captured || c->err[0]) {
+        if (graph) cudaGraphDestroy(graph);
+        return NULL;
+    }
+    const bool ok = cuda_ok(c, cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
+    cudaGraphDestroy(graph);
+    if (!ok) return NULL;
+    lpc_graph *slot = &c->graphs[0];
+    for (int i = 0; i < LPC_GRAPH_CACHE; i++) {
+        if (!c->graphs[i].ops) {
+            slot = &c->graphs[i];
+            break;
+        }
+        if (c->graphs[i].last_used < slot->last_used) slot = &c->graphs[i];
+    }
+    if (slot->ops) {
+        cudaGraphExecDestroy(slot->exec);
+        free(slot->ops);
+    }
+    slot->ops = (lpc_op *)lp_xmalloc((size_t)c->n_ops * sizeof *key);
+    memcpy(slot->ops, key, (size_t)c->n_ops * sizeof *key);
+    slot->n_ops = c->n_ops;
+    slot->exec = exec;
+    return slot;
+}
+
+/* Run the recorded list: replay a graph of an identical earlier list, capture a list
+ * seen before, or launch eagerly. */
+static void flush(lp_cuda *c) {
+    if (c->n_ops == 0) return;
+    if (c->err[0]) {
+        c->n_ops = 0;
+        return;
+    }
+    if (c->batch_dirty && c->n_batch > 0) {
+        cuda_ok(c, cudaMemcpyAsync(c->d_batch, c->h_batch, 3 * (size_t)c->n_batch * sizeof(int32_t), cudaMemcpyHostToDevice, c->st),
+                "batch upload");
+        c->batch_dirty = false;
+    }
+    c->clock++;
+    lpc_graph *g = c->use_graphs ? graph_find(c) : NULL;
+    if (g) {
+        g->last_used = c->clock;
+        cuda_ok(c, cudaGraphLaunch(g->exec, c->st), "graph launch");
+        c->n_ops = 0;
+        return;
+    }
+    const uint64_t h = list_hash(c->ops, c->n_ops);
+    bool seen = false;
+    for (int i = 0; i < LPC_RECENT; i++) seen |= c->recent[i] == h;
+    lpc_op *key = NULL;
+    if (c->use_graphs && seen) {
+        key = (lpc_op *)lp_xmalloc((size_t)c->n_ops * sizeof *key);
+        memcpy(key, c->ops, (size_t)c->n_ops * sizeof *key);
+    }
+    plan(c);
+    const bool try_capture = key && !c->err[0];
+    if (try_capture) g = graph_capture(c, key);
+    if (try_capture && !g) {
+        /* capture refused (a driver or library without support for something in the
+         * list): say so once, drop graphs for this backend, run this list eagerly */
+        fprintf(stderr, "cuda backend: CUDA graph capture failed (%s); continuing without graphs\n", c->err);
+        c->err[0] = 0;
+        cudaGetLastError();
+        c->use_graphs = false;
+    }
+    if (g) {
+        g->last_used = c->clock;
+        cuda_ok(c, cudaGraphLaunch(g->exec, c->st), "graph launch");
+    } else {
+        exec_all(c, true);
+        c->recent[c->recent_next] = h;
+        c->recent_next = (c->recent_next + 1) % LPC_RECENT;
+    }
+    free(key);
+    c->n_ops = 0;
+}
+
+static int cuda_sync(lp_backend *be) {
+    lp_cuda *c = (lp_cuda *)be;
+    flush(c);
+    cuda_ok(c, cudaStreamSynchronize(c->st), "step");
+    cuda_ok(c, cudaGetLastError(), "step");
+    if (c->err[0]) return fail_err(c);
+    return 0;
+}
+
+static void cuda_read(lp_backend *be, const lp_bbuf *src, size_t offset, size_t count, float *dst) {
+    lp_cuda *c = (lp_cuda *)be;
+    flush(c);
+    if (c->err[0]) return; /* reported by the next sync */
+    cuda_ok(c, cudaMemcpyAsync(dst, src->d + offset, count * sizeof(float), cudaMemcpyDeviceToHost, c->st), "read");
+    cuda_ok(c, cudaStreamSynchronize(c->st), "read");
+}
+
+/* ---- life cycle ---- */
+
+static int cuda_init(lp_backend *be, const lp_backend_config *cfg) {
+    lp_cuda *c = (lp_cuda *)be;
+    const int hd = cfg->head_dim;
+    if (cfg->n_layer <= 0 || cfg->n_slots <= 0 || cfg->n_ctx <= 0 || cfg->n_head_kv <= 0)
+        return lp_fail("cuda backend: invalid KV cache geometry");
+    if (hd != 32 && hd != 64 && hd != 128 && hd != 256)
+        return lp_fail("cuda backend: head_dim %d: kernels exist for 32, 64, 128 and 256", hd);
+    c->cfg = *cfg;
+    c->cfg.rope_inv_freq = NULL;
+    c->d_inv_freq = (float *)dev_alloc(c, (size_t)hd / 2 * sizeof(float), "rope frequencies");
+    if (!c->d_inv_freq ||
+        !cuda_ok(c, cudaMemcpy(c->d_inv_freq, cfg->rope_inv_freq, (size_t)hd / 2 * sizeof(float), cudaMemcpyHostToDevice),
+                 "rope frequencies"))
+        return fail_err(c);
+    c->layer_elems = (size_t)cfg->n_slots * cfg->n_head_kv * cfg->n_ctx * hd;
+    const size_t bytes = (size_t)cfg->n_layer * c->layer_elems * sizeof(uint16_t);
+    c->k_cache = (uint16_t *)dev_alloc(c, bytes, "KV cache");
+    c->v_cache = c->k_cache ? (uint16_t *)dev_alloc(c, bytes, "KV cache") : NULL;
+    if (!c->k_cache || !c->v_cache) {
+        c->err[0] = 0;
+        return lp_fail("cuda backend: KV cache of %.1f MiB does not fit on the device", 2.0 * bytes / 1048576.0);
+    }
+    cudaMemset(c->k_cache, 0, bytes);
+    cudaMemset(c->v_cache, 0, bytes);
+    c->kv_bytes = 2 * bytes;
+    return 0;
+}
+
+static void cuda_destroy(lp_backend *be) {
+    lp_cuda *c = (lp_cuda *)be;
+    if (c->st) cudaStreamSynchronize(c->st);
+    graphs_clear(c);
+    for (size_t i = 0; i < c->wmap_cap; i++) {
+        lpc_weight *w = c->wmap[i];
+        if (!w) continue;
+        if (!w->alias) {
+            if (w->a) cudaFree(w->a);
+            if (w->b) cudaFree(w->b);
+        }
+        free(w);
+    }
+    free(c->wmap);
+    lpc_scratch *s[] = {&c->attn_part, &c->x16, &c->w16, &c->moe_sel, &c->moe_wt, &c->moe_g, &c->moe_u, &c->moe_d, &c->moe_gq};
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) scratch_free(s[i]);
+    if (c->k_cache) cudaFree(c->k_cache);
+    if (c->v_cache) cudaFree(c->v_cache);
+    if (c->d_inv_freq) cudaFree(c->d_inv_freq);
+    if (c->h_batch) cudaFreeHost(c->h_batch);
+    if (c->d_batch) cudaFree(c->d_batch);
+    if (c->d_cos) cudaFree(c->d_cos);
+    if (c->d_sin) cudaFree(c->d_sin);
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->blas_ws) cudaFree(c->blas_ws);
+    if (c->st) cudaStreamDestroy(c->st);
+    free(c->ops);
+    free(c);
+}
+
+static const lp_backend_ops cuda_ops = {
+    "cuda",           cuda_destroy,     cuda_init,     cuda_prepare_weight, cuda_alloc, cuda_release,
+    cuda_set_batch,   cuda_embed,       cuda_rmsnorm,  cuda_matmul,         cuda_add_bias, cuda_add,
+    cuda_rope,        cuda_attention,   cuda_swiglu,   cuda_moe,            cuda_gather_rows, cuda_kv_copy,
+    cuda_sync,        cuda_read,
+};
+
+static bool env_off(const char *name) {
+    const char *v = getenv(name);
+    return v && (strcmp(v, "0") == 0 || strcmp(v, "off") == 0);
+}
+
+extern "C" int lp_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" lp_backend *lp_backend_cuda_create(int device) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        lp_fail("cuda backend: no CUDA device (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+        return NULL;
+    }
+    if (device < 0 || device >= n) {
+        lp_fail("cuda backend: device %d outside 0..%d", device, n - 1);
+        return NULL;
+    }
+    lp_cuda *c = (lp_cuda *)lp_xcalloc(1, sizeof *c);
+    c->base.ops = &cuda_ops;
+    c->device = device;
+    c->use_graphs = !env_off("LP_CUDA_GRAPHS");
+    c->use_fusion = !env_off("LP_CUDA_FUSE");
+    cudaDeviceProp prop;
+    if (!cuda_ok(c, cudaSetDevice(device), "set device") || !cuda_ok(c, cudaGetDeviceProperties(&prop, device), "device properties") ||
+        !cuda_ok(c, cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking), "stream") ||
+        !blas_ok(c, cublasCreate(&c->blas), "cuBLAS handle") || !blas_ok(c, cublasSetStream(c->blas, c->st), "cuBLAS stream")) {
+        fail_err(c);
+        cuda_destroy(&c->base);
+        return NULL;
+    }
+    if (prop.major * 10 + prop.minor < 75) {
+        lp_fail("cuda backend: %s has compute capability %d.%d; the build targets 7.5 or newer", prop.name, prop.major, prop.minor);
+        cuda_destroy(&c->base);
+        return NULL;
+    }
+    snprintf(c->name, sizeof c->name, "%s", prop.name);
+    c->n_sm = prop.multiProcessorCount;
+    /* a fixed workspace keeps cuBLAS from allocating inside graph captures */
+    const size_t ws = (size_t)32 << 20;
+    c->blas_ws = dev_alloc(c, ws, "cuBLAS workspace");
+    if (!c->blas_ws || !blas_ok(c, cublasSetWorkspace(c->blas, c->blas_ws, ws), "cuBLAS workspace")) {
+        fail_err(c);
+        cuda_destroy(&c->base);
+        return NULL;
+    }
+    cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH); /* SGEMM stays FP32 (no TF32) */
+    return &c->base;
+}
+
+extern "C" int lp_backend_cuda_mem(lp_backend *be, lp_cuda_mem *out) {
+    lp_cuda *c = (lp_cuda *)be;
+    size_t free_b = 0, total = 0;
+    cudaMemGetInfo(&free_b, &total);
+    out->weights = c->weight_bytes;
+    out->kv_cache = c->kv_bytes;
+    out->scratch = c->scratch_bytes;
+    out->device_used = total - free_b;
+    out->device_total = total;
+    return 0;
+}
+
+extern "C" const char *lp_backend_cuda_device_name(lp_backend *be) { return ((lp_cuda *)be)->name; }
+
+static int cmp_float(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+extern "C" double lp_cuda_copy_bandwidth(int device, size_t bytes) {
+    void *src = NULL, *dst = NULL;
+    cudaEvent_t t0 = NULL, t1 = NULL;
+    float ms[5];
+    double gbs = 0.0;
+    if (cudaSetDevice(device) != cudaSuccess || cudaMalloc(&src, bytes) != cudaSuccess || cudaMalloc(&dst, bytes) != cudaSuccess ||
+        cudaEventCreate(&t0) != cudaSuccess || cudaEventCreate(&t1) != cudaSuccess) {
+        lp_fail("cuda backend: copy bandwidth: %s", cudaGetErrorString(cudaGetLastError()));
+        goto done;
+    }
+    cudaMemset(src, 1, bytes);
+    cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice); /* warm-up */
+    for (int i = 0; i < 5; i++) {
+        cudaEventRecord(t0);
+        cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice);
+        cudaEventRecord(t1);
+        cudaEventSynchronize(t1);
+        cudaEventElapsedTime(&ms[i], t0, t1);
+    }
+    qsort(ms, 5, sizeof ms[0], cmp_float);
+    if (cudaGetLastError() == cudaSuccess && ms[2] > 0) gbs = 2.0 * (double)bytes / (ms[2] * 1e-3) / 1e9;
+done:
+    if (t0) cudaEventDestroy(t0);
+    if (t1) cudaEventDestroy(t1);
+    if (src) cudaFree(src);
+    if (dst) cudaFree(dst);
+    return gbs;
+}

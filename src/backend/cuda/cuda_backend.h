@@ -1,0 +1,51 @@
+/* cuda_backend.h — the CUDA implementation of backend.h (NVIDIA GPUs, built for
+ * sm_90 plus PTX). Weights are uploaded once (raw GGUF blocks split into a quant
+ * plane and a scale plane), the KV cache is F16 on the device, activations stay
+ * in device buffers, and read() copies back only what is asked.
+ *
+ * Without nvcc at build time lp_backend_cuda_create() fails with "built without
+ * CUDA" and lp_cuda_device_count() returns 0.
+ *
+ * Environment switches (debugging): LP_CUDA_GRAPHS=0 (no CUDA graphs),
+ * LP_CUDA_FUSE=0 (no op fusion). */
+#ifndef LP_CUDA_BACKEND_H
+#define LP_CUDA_BACKEND_H
+
+#include <stddef.h>
+
+#include "../backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A backend on GPU `device` (0 = first); NULL with lp_errmsg() set when CUDA is not
+ * built in, no device exists, or the device cannot be used. The engine takes it
+ * through lp_engine_create_with_backend(). */
+lp_backend *lp_backend_cuda_create(int device);
+
+/* Number of usable CUDA devices; 0 when built without CUDA or none is present. */
+int lp_cuda_device_count(void);
+
+/* Device memory the backend holds, in bytes. */
+typedef struct {
+    size_t weights, kv_cache, scratch;
+    size_t device_used; /* whole device: total - free (includes the CUDA context) */
+    size_t device_total;
+} lp_cuda_mem;
+
+int lp_backend_cuda_mem(lp_backend *be, lp_cuda_mem *out);
+
+/* Device-to-device cudaMemcpy bandwidth of `device` in GB/s, counting bytes read plus
+ * bytes written (the convention of the baselines), median of 5 copies of `bytes`;
+ * 0 on failure (lp_errmsg() says why). */
+double lp_cuda_copy_bandwidth(int device, size_t bytes);
+
+/* The device's name ("NVIDIA H100 80GB HBM3"), or "" when unknown. */
+const char *lp_backend_cuda_device_name(lp_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

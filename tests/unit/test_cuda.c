@@ -1,0 +1,434 @@
+/* test_cuda.c — the CUDA backend against the CPU backend, op by op and end to end.
+ *
+ * Every op runs on both backends with the same inputs (loaded through embed() of
+ * an F32 table) and the outputs are compared: matmul of every weight type at
+ * batch 1, 5 (GEMV) and 40 (cuBLAS), RMSNorm, rope (NEOX and NORM), attention
+ * over two steps with GQA / sliding window / sinks / KV copy, SwiGLU, MoE. Then
+ * tiny-qwen3 (the repo's HF checkpoint, and GGUFs from LP_CUDA_TEST_GGUF_DIR or
+ * out/tiny when present): logits of a 64-token prompt and a 32-token greedy
+ * continuation decoded one token at a time (which exercises graph replay).
+ *
+ * Without a device (CI) the GPU tests skip with a message; the creation test
+ * checks the error path. The kernels themselves are also checked without a GPU
+ * by test_cuda_emu (src/backend/cuda/emu_test.cpp). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "core/err.h"
+#include "core/fileio.h"
+#include "quant/qtype.h"
+#include "runtime/engine.h"
+#include "runtime/model.h"
+#include "runtime/sampler.h"
+
+/* Bounds (relative L2 error of an op's output, CUDA vs CPU). The CPU rounds
+ * quantized-matmul activations to Q8_K/Q8_0, the GPU to int8 per 32 elements:
+ * both ~0.3% per element, independent. Prefill GEMMs run in F16 (F32 weights:
+ * SGEMM). The KV cache is F16 on the GPU. */
+#define BOUND_EXACT 1e-5
+#define BOUND_F16_GEMM 3e-3
+#define BOUND_QUANT 2e-2
+#define BOUND_ATTN 3e-3
+
+static bool have_gpu;
+
+static int setup(void **state) {
+    (void)state;
+    have_gpu = lp_cuda_device_count() > 0;
+    if (!have_gpu) printf("test_cuda: no CUDA device (or built without CUDA): GPU tests skipped\n");
+    return 0;
+}
+
+#define NEED_GPU() \
+    do {           \
+        if (!have_gpu) skip(); \
+    } while (0)
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+/* ---- two backends side by side ---- */
+
+typedef struct {
+    lp_backend *be[2]; /* cpu, cuda */
+    lp_bbuf *buf[2][8];
+} pair;
+
+static float inv_freq_buf[128];
+
+static void pair_init(pair *p, lp_rope_kind rope, int n_layer, int n_kv, int hd, int n_ctx) {
+    memset(p, 0, sizeof *p);
+    for (int i = 0; i < hd / 2; i++) inv_freq_buf[i] = 1.0f / powf(10000.0f, (float)(2 * i) / (float)hd);
+    lp_backend_config cfg = {.n_layer = n_layer, .n_slots = 2, .n_ctx = n_ctx, .n_head_kv = n_kv, .head_dim = hd,
+                             .rope = rope, .rope_inv_freq = inv_freq_buf, .rope_attn_factor = 1.0f};
+    p->be[0] = lp_backend_cpu_create(2);
+    p->be[1] = lp_backend_cuda_create(0);
+    assert_non_null(p->be[1]);
+    for (int b = 0; b < 2; b++) assert_int_equal(p->be[b]->ops->init(p->be[b], &cfg), 0);
+}
+
+static void pair_free(pair *p) {
+    for (int b = 0; b < 2; b++) {
+        for (int i = 0; i < 8; i++)
+            if (p->buf[b][i]) p->be[b]->ops->release(p->be[b], p->buf[b][i]);
+        lp_backend_free(p->be[b]);
+    }
+}
+
+static void pair_alloc(pair *p, int i, size_t n) {
+    for (int b = 0; b < 2; b++) p->buf[b][i] = p->be[b]->ops->alloc(p->be[b], n);
+}
+
+static void pair_prepare(pair *p, const lp_weight *w) {
+    for (int b = 0; b < 2; b++) assert_int_equal(p->be[b]->ops->prepare_weight(p->be[b], w), 0);
+}
+
+/* A weight of `type` from F32 values (quantized by the traits' reference quantizer). */
+typedef struct {
+    lp_weight w;
+    void *data;
+} owned_weight;
+
+static owned_weight make_weight(lp_type type, int K, int M, int E, float scale) {
+    owned_weight o;
+    memset(&o, 0, sizeof o);
+    const lp_qtype_traits *tr = lp_qtype(type);
+    o.w.present = true;
+    o.w.type = type;
+    o.w.n_dims = E > 1 ? 3 : M > 1 ? 2 : 1;
+    o.w.ne[0] = K, o.w.ne[1] = M, o.w.ne[2] = E;
+    o.w.row_bytes = lp_row_size(type, K);
+    o.w.expert_bytes = o.w.row_bytes * (size_t)M;
+    o.data = lp_xmalloc(o.w.expert_bytes * (size_t)E);
+    float *row = lp_xmalloc((size_t)K * sizeof(float));
+    for (size_t r = 0; r < (size_t)M * E; r++) {
+        for (int k = 0; k < K; k++) row[k] = frand() * scale;
+        tr->from_float(row, (uint8_t *)o.data + r * o.w.row_bytes, K);
+    }
+    free(row);
+    o.w.data = o.data;
+    return o;
+}
+
+/* Load rows [first, first+n) of an F32 table into buffer i of both backends, as the
+ * batch (pos/slot given); the table must be prepared. */
+static void pair_batch(pair *p, const lp_weight *table, int first, int n, const int32_t *pos, const int32_t *slot, int i) {
+    int32_t tok[64];
+    for (int t = 0; t < n; t++) tok[t] = first + t;
+    lp_batch_meta m = {.n = n, .tokens = tok, .pos = pos, .slot = slot};
+    for (int b = 0; b < 2; b++) {
+        p->be[b]->ops->set_batch(p->be[b], &m);
+        p->be[b]->ops->embed(p->be[b], table, p->buf[b][i]);
+    }
+}
+
+static float *pair_read(pair *p, int b, int i, size_t n) {
+    float *out = lp_xmalloc(n * sizeof(float));
+    p->be[b]->ops->read(p->be[b], p->buf[b][i], 0, n, out);
+    assert_int_equal(p->be[b]->ops->sync(p->be[b]), 0);
+    return out;
+}
+
+static double rel_l2(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+/* Compare buffer i of both backends (n floats) within bound; prints the error. */
+static void pair_check(pair *p, int i, size_t n, double bound, const char *what) {
+    float *cpu = pair_read(p, 0, i, n), *gpu = pair_read(p, 1, i, n);
+    const double e = rel_l2(gpu, cpu, n);
+    printf("  %-32s rel L2 %.2e (bound %.0e)\n", what, e, bound);
+    assert_true(e < bound);
+    free(cpu);
+    free(gpu);
+}
+
+/* ---- tests ---- */
+
+static void test_create(void **state) {
+    (void)state;
+    if (!have_gpu) {
+        assert_null(lp_backend_cuda_create(0));
+        assert_non_null(strstr(lp_errmsg(), "CUDA"));
+        return;
+    }
+    assert_null(lp_backend_cuda_create(lp_cuda_device_count()));
+    lp_backend *be = lp_backend_cuda_create(0);
+    assert_non_null(be);
+    printf("  device: %s\n", lp_backend_cuda_device_name(be));
+    lp_backend_free(be);
+}
+
+static const lp_type matmul_types[] = {LP_TYPE_F32, LP_TYPE_F16, LP_TYPE_BF16, LP_TYPE_Q8_0, LP_TYPE_Q4_0, LP_TYPE_Q4_K,
+                                       LP_TYPE_Q5_K, LP_TYPE_Q6_K, LP_TYPE_Q3_K, LP_TYPE_Q2_K, LP_TYPE_Q4_1, LP_TYPE_IQ4_NL};
+
+static void test_matmul(void **state) {
+    (void)state;
+    NEED_GPU();
+    enum { K = 512, M = 96, NMAX = 40 };
+    pair p;
+    pair_init(&p, LP_ROPE_NEOX, 1, 2, 64, 64);
+    owned_weight table = make_weight(LP_TYPE_F32, K, NMAX, 1, 1.0f);
+    pair_prepare(&p, &table.w);
+    pair_alloc(&p, 0, (size_t)NMAX * K);
+    pair_alloc(&p, 1, (size_t)NMAX * M);
+    pair_alloc(&p, 2, (size_t)NMAX * M);
+    int32_t pos[NMAX], slot[NMAX];
+    for (int i = 0; i < NMAX; i++) pos[i] = i, slot[i] = 0;
+    for (size_t ti = 0; ti < sizeof matmul_types / sizeof matmul_types[0]; ti++) {
+        const lp_type type = matmul_types[ti];
+        owned_weight w = make_weight(type, K, M, 1, 0.5f), w2 = make_weight(type, K, M / 2, 1, 0.5f);
+        pair_prepare(&p, &w.w);
+        pair_prepare(&p, &w2.w);
+        static const int batch_sizes[] = {1, 5, 40};
+        for (int bi = 0; bi < 3; bi++) {
+            const int n = batch_sizes[bi];
+            pair_batch(&p, &table.w, 0, n, pos, slot, 0);
+            for (int b = 0; b < 2; b++) {
+                lp_matmul_args a[2] = {{&w.w, -1, p.buf[b][0], p.buf[b][1]}, {&w2.w, -1, p.buf[b][0], p.buf[b][2]}};
+                p.be[b]->ops->matmul(p.be[b], 2, a, n);
+            }
+            const bool is_float = !lp_qtype(type)->quantized;
+            const double bound = !is_float ? BOUND_QUANT : n > 32 && type != LP_TYPE_F32 ? BOUND_F16_GEMM : BOUND_EXACT;
+            char what[64];
+            snprintf(what, sizeof what, "matmul %s n=%d", lp_qtype(type)->name, n);
+            pair_check(&p, 1, (size_t)n * M, bound, what);
+            pair_check(&p, 2, (size_t)n * M / 2, bound, what);
+        }
+        free(w.data);
+        free(w2.data);
+    }
+    free(table.data);
+    pair_free(&p);
+}
+
+static void test_rowwise(void **state) {
+    (void)state;
+    NEED_GPU();
+    enum { D = 256, n = 6 };
+    pair p;
+    pair_init(&p, LP_ROPE_NEOX, 1, 2, 64, 64);
+    owned_weight table = make_weight(LP_TYPE_F32, D, 2 * n, 1, 3.0f), norm = make_weight(LP_TYPE_F32, D, 1, 1, 1.0f);
+    pair_prepare(&p, &table.w);
+    pair_prepare(&p, &norm.w);
+    for (int i = 0; i < 4; i++) pair_alloc(&p, i, (size_t)n * D);
+    int32_t pos[n], slot[n], rows[3] = {5, 0, 5};
+    for (int i = 0; i < n; i++) pos[i] = i, slot[i] = 0;
+    pair_batch(&p, &table.w, n, n, pos, slot, 1); /* second half of the table into buffer 1 */
+    pair_batch(&p, &table.w, 0, n, pos, slot, 0);
+    for (int b = 0; b < 2; b++) {
+        const lp_backend_ops *o = p.be[b]->ops;
+        o->rmsnorm(p.be[b], p.buf[b][0], &norm.w, n, 1e-6f, p.buf[b][2]);
+        o->add(p.be[b], p.buf[b][2], p.buf[b][1], (size_t)n * D);
+        o->add_bias(p.be[b], p.buf[b][2], &norm.w, n);
+        o->swiglu(p.be[b], p.buf[b][0], p.buf[b][1], (size_t)n * D, 0.0f);
+        o->swiglu(p.be[b], p.buf[b][1], p.buf[b][2], (size_t)n * D, 2.5f);
+        o->gather_rows(p.be[b], p.buf[b][1], D, rows, 3, p.buf[b][3]);
+    }
+    pair_check(&p, 2, (size_t)n * D, BOUND_EXACT, "rmsnorm + add + bias");
+    pair_check(&p, 0, (size_t)n * D, BOUND_EXACT, "swiglu");
+    pair_check(&p, 1, (size_t)n * D, BOUND_EXACT, "swiglu (clamped)");
+    pair_check(&p, 3, (size_t)3 * D, BOUND_EXACT, "gather_rows");
+    free(table.data);
+    free(norm.data);
+    pair_free(&p);
+}
+
+/* q/k per-head norm and rope, then attention over two steps in two slots. */
+static void check_attention(lp_rope_kind rope, int window, bool sinks) {
+    enum { hd = 64, n_head = 8, n_kv = 2, n_ctx = 96, n1 = 40, n2 = 3 };
+    pair p;
+    pair_init(&p, rope, 2, n_kv, hd, n_ctx);
+    owned_weight table = make_weight(LP_TYPE_F32, n_head * hd, 64, 1, 2.0f), qn = make_weight(LP_TYPE_F32, hd, 1, 1, 1.0f);
+    owned_weight sink = make_weight(LP_TYPE_F32, n_head, 1, 1, 2.0f);
+    pair_prepare(&p, &table.w);
+    pair_prepare(&p, &qn.w);
+    pair_prepare(&p, &sink.w);
+    pair_alloc(&p, 0, (size_t)n1 * n_head * hd); /* q */
+    pair_alloc(&p, 1, (size_t)n1 * n_head * hd); /* k (first n_kv*hd of each row used) */
+    pair_alloc(&p, 2, (size_t)n1 * n_head * hd); /* out */
+    lp_attn_params ap = {.n_head = n_head, .n_head_kv = n_kv, .head_dim = hd, .scale = 0.125f, .window = window,
+                         .sinks = sinks ? &sink.w : NULL};
+    int32_t pos1[n1], slot1[n1];
+    for (int i = 0; i < n1; i++) pos1[i] = i % 20, slot1[i] = i / 20; /* two sequences of 20 */
+    const int32_t pos2[n2] = {20, 21, 20}, slot2[n2] = {0, 0, 1};
+    const int32_t *pos[2] = {pos1, pos2}, *slot[2] = {slot1, slot2};
+    const int n[2] = {n1, n2};
+    for (int step = 0; step < 2; step++) {
+        /* q and k from different table rows; k is used as [n][n_kv*hd] (a prefix of each row) */
+        pair_batch(&p, &table.w, 0, n[step], pos[step], slot[step], 1);
+        for (int b = 0; b < 2; b++) p.be[b]->ops->rmsnorm(p.be[b], p.buf[b][1], &qn.w, n[step] * n_kv, 1e-6f, p.buf[b][1]);
+        pair_batch(&p, &table.w, 20, n[step], pos[step], slot[step], 0);
+        for (int b = 0; b < 2; b++) {
+            const lp_backend_ops *o = p.be[b]->ops;
+            o->rmsnorm(p.be[b], p.buf[b][0], &qn.w, n[step] * n_head, 1e-6f, p.buf[b][0]);
+            o->rope(p.be[b], p.buf[b][0], n_head);
+            o->rope(p.be[b], p.buf[b][1], n_kv);
+            /* v = k (same buffer) keeps the test small */
+            o->attention(p.be[b], 1, p.buf[b][0], p.buf[b][1], p.buf[b][1], &ap, p.buf[b][2]);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "attention %s w=%d sinks=%d step %d", rope == LP_ROPE_NEOX ? "neox" : "norm", window, sinks,
+                 step);
+        pair_check(&p, 2, (size_t)n[step] * n_head * hd, BOUND_ATTN, what);
+        pair_check(&p, 0, (size_t)n[step] * n_head * hd, BOUND_EXACT, "q after norm + rope");
+    }
+    /* prefix copy: slot 0's first 21 positions into slot 1, then attend from slot 1 */
+    const int32_t pos3[1] = {21}, slot3[1] = {1};
+    for (int b = 0; b < 2; b++) p.be[b]->ops->kv_copy(p.be[b], 0, 1, 21);
+    pair_batch(&p, &table.w, 3, 1, pos3, slot3, 1);
+    pair_batch(&p, &table.w, 30, 1, pos3, slot3, 0);
+    for (int b = 0; b < 2; b++)
+        p.be[b]->ops->attention(p.be[b], 1, p.buf[b][0], p.buf[b][1], p.buf[b][1], &ap, p.buf[b][2]);
+    pair_check(&p, 2, (size_t)n_head * hd, BOUND_ATTN, "attention after kv_copy");
+    free(table.data);
+    free(qn.data);
+    free(sink.data);
+    pair_free(&p);
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    NEED_GPU();
+    check_attention(LP_ROPE_NEOX, 0, false);
+    check_attention(LP_ROPE_NORM, 8, true);
+}
+
+static void test_moe(void **state) {
+    (void)state;
+    NEED_GPU();
+    enum { D = 256, F = 256, E = 6, n = 5 };
+    pair p;
+    pair_init(&p, LP_ROPE_NEOX, 1, 2, 64, 64);
+    owned_weight table = make_weight(LP_TYPE_F32, D, n, 1, 1.0f), logits = make_weight(LP_TYPE_F32, E, n, 1, 3.0f);
+    owned_weight gate = make_weight(LP_TYPE_Q4_K, D, F, E, 0.5f), up = make_weight(LP_TYPE_Q4_K, D, F, E, 0.5f);
+    owned_weight down = make_weight(LP_TYPE_Q6_K, F, D, E, 0.5f), bias = make_weight(LP_TYPE_F32, F, E, 1, 0.5f);
+    bias.w.n_dims = 2;
+    owned_weight *ws[] = {&table, &logits, &gate, &up, &down, &bias};
+    for (size_t i = 0; i < 6; i++) pair_prepare(&p, &ws[i]->w);
+    pair_alloc(&p, 0, (size_t)n * D);
+    pair_alloc(&p, 1, (size_t)n * E);
+    pair_alloc(&p, 2, (size_t)n * D);
+    int32_t pos[n], slot[n];
+    for (int i = 0; i < n; i++) pos[i] = i, slot[i] = 0;
+    for (int norm = 0; norm < 2; norm++) {
+        pair_batch(&p, &logits.w, 0, n, pos, slot, 1);
+        pair_batch(&p, &table.w, 0, n, pos, slot, 0);
+        lp_moe_params mp = {.gate = &gate.w, .up = &up.w, .down = &down.w, .gate_b = norm ? &bias.w : NULL,
+                            .n_expert_used = 2, .norm_topk = norm, .swiglu_limit = norm ? 0.0f : 7.0f};
+        for (int b = 0; b < 2; b++) p.be[b]->ops->moe(p.be[b], &mp, p.buf[b][0], p.buf[b][1], n, p.buf[b][2]);
+        pair_check(&p, 2, (size_t)n * D, BOUND_QUANT, norm ? "moe (norm_topk, bias)" : "moe (softmax all, clamped)");
+    }
+    for (size_t i = 0; i < 6; i++) free(ws[i]->data);
+    pair_free(&p);
+}
+
+/* ---- tiny-qwen3 end to end ---- */
+
+enum { NPROMPT = 64, NGEN = 32 };
+
+static void prompt_tokens(int32_t *tok, int V) {
+    json_t *refs = json_load_file(LP_FIXTURES_DIR "/refs/tiny-qwen3.json", 0, NULL);
+    const json_t *arr = refs ? json_object_get(json_object_get(refs, "logits"), "tokens") : NULL;
+    for (int i = 0; i < NPROMPT; i++)
+        tok[i] = arr && json_array_size(arr) == NPROMPT ? (int32_t)json_integer_value(json_array_get(arr, (size_t)i))
+                                                       : (int32_t)((1103515245u * (unsigned)i + 12345u) % (unsigned)V);
+    json_decref(refs);
+}
+
+/* Prefill logits of all 64 prompt tokens, then NGEN greedy tokens decoded one by one. */
+static void run_model(lp_engine *e, const int32_t *prompt, float *logits, int32_t *gen) {
+    const int V = lp_engine_n_vocab(e);
+    assert_int_equal(lp_engine_eval(e, 0, 0, prompt, NPROMPT, logits, true), 0);
+    float *last = lp_xmalloc((size_t)V * sizeof(float));
+    memcpy(last, logits + (size_t)(NPROMPT - 1) * V, (size_t)V * sizeof(float));
+    for (int i = 0; i < NGEN; i++) {
+        gen[i] = lp_argmax(last, V);
+        assert_int_equal(lp_engine_eval(e, 0, NPROMPT + i, &gen[i], 1, last, false), 0);
+    }
+    free(last);
+}
+
+static void check_model(const char *path, double bound) {
+    lp_model *m = lp_model_load(path);
+    if (!m) {
+        printf("  %s: not found, skipped (%s)\n", path, lp_errmsg());
+        return;
+    }
+    const int V = m->hp.n_vocab;
+    int32_t prompt[NPROMPT], gen[2][NGEN];
+    float *logits[2];
+    prompt_tokens(prompt, V);
+    for (int b = 0; b < 2; b++) {
+        lp_engine_params ep = {.n_ctx = 256, .n_slots = 2, .n_threads = 2};
+        lp_engine *e = b == 0 ? lp_engine_create(m, &ep) : lp_engine_create_with_backend(m, lp_backend_cuda_create(0), &ep);
+        assert_non_null(e);
+        logits[b] = lp_xmalloc((size_t)NPROMPT * V * sizeof(float));
+        run_model(e, prompt, logits[b], gen[b]);
+        lp_engine_free(e);
+    }
+    double max_abs = 0;
+    int top1 = 0, same_gen = 0;
+    for (size_t i = 0; i < (size_t)NPROMPT * V; i++) max_abs = fmax(max_abs, fabs((double)logits[1][i] - logits[0][i]));
+    for (int t = 0; t < NPROMPT; t++) top1 += lp_argmax(logits[1] + (size_t)t * V, V) == lp_argmax(logits[0] + (size_t)t * V, V);
+    while (same_gen < NGEN && gen[0][same_gen] == gen[1][same_gen]) same_gen++;
+    printf("  %s: max |logit cuda - cpu| %.3g (bound %.2g), top-1 %d/%d, greedy %d/%d identical\n", path, max_abs, bound, top1,
+           NPROMPT, same_gen, NGEN);
+    assert_true(max_abs < bound);
+    assert_int_equal(same_gen, NGEN);
+    free(logits[0]);
+    free(logits[1]);
+    lp_model_free(m);
+}
+
+static void test_tiny_qwen3(void **state) {
+    (void)state;
+    NEED_GPU();
+    /* HF BF16 weights: decode GEMV in F32 math, prefill GEMM with F16 activations */
+    check_model(LP_SOURCE_DIR "/models/tiny-qwen3", 0.05);
+    const char *dir = getenv("LP_CUDA_TEST_GGUF_DIR");
+    char base[1024];
+    snprintf(base, sizeof base, "%s", dir ? dir : LP_SOURCE_DIR "/out/tiny");
+    const struct {
+        const char *precision;
+        double bound;
+    } files[] = {{"f32", 0.02}, {"q8_0", 0.3}, {"q4_k_m", 0.3}, {"q6_k", 0.3}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/gguf/%s/tiny-qwen3-%s.gguf", base, files[i].precision, files[i].precision);
+        if (access(path, R_OK) != 0) {
+            printf("  %s: absent, skipped\n", path);
+            continue;
+        }
+        check_model(path, files[i].bound);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create), cmocka_unit_test(test_matmul), cmocka_unit_test(test_rowwise),
+        cmocka_unit_test(test_attention), cmocka_unit_test(test_moe), cmocka_unit_test(test_tiny_qwen3),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
