@@ -166,6 +166,16 @@ float lp_vec_dot_q6_K_avx2(int64_t n, const void *w, const void *x);
 #define LP_QUANT_AVX2 0
 #endif
 
+/* Batched dot for prefill: one weight row against 4 activation rows x, x + x_stride,
+ * ... (bytes, in the vec_dot_type). out[t] is bit-identical to vec_dot(n, w, x_t): each
+ * weight block is loaded and unpacked once and reused for the 4 tokens. */
+typedef void (*lp_vec_dot_x4_fn)(int64_t n, const void *w, const void *x, size_t x_stride, float out[4]);
+/* The x4 kernel of a type, or NULL if it has none (the caller loops over vec_dot). */
+lp_vec_dot_x4_fn lp_vec_dot_x4(lp_type t);
+/* The activation quantizer for vec_dot_type t: a SIMD one where there is one, else the
+ * traits' from_float; both write the same bytes. */
+lp_from_float_fn lp_from_float_fast(lp_type t);
+
 /* The portable scalar vec_dot of a type (the traits hold the fastest one); NULL if none.
  * Tests compare the two. */
 lp_vec_dot_fn lp_vec_dot_scalar(lp_type t);

@@ -8,7 +8,9 @@
  * activations -> pairwise i16), then vpmaddwd against the sub-block scale. Constant
  * offsets of the K-quants (-4 for Q3_K, -32 for Q6_K) and the mins are folded in through
  * the activation's bsums instead of per element. Results equal the scalar kernels up to
- * float summation order (tests/unit/test_qtype.c checks). */
+ * float summation order (tests/unit/test_qtype.c checks). Also here: batched x4 kernels
+ * for prefill (one weight row, 4 tokens, bit-identical to the single-row kernels) and the
+ * SIMD Q8_0 activation quantizer. */
 #include "core/simd.h"
 #include "quant/qblocks.h"
 
@@ -371,7 +373,182 @@ float lp_vec_dot_q6_K_avx2(int64_t n, const void *w, const void *x) {
     return lp_hsum256(acc);
 }
 
-#else
-/* ISO C forbids an empty translation unit. */
-typedef int lp_qdot_avx2_unused;
+/* ---- batched (x4) kernels for prefill ----
+ * Each repeats its single-row kernel's arithmetic per token, in the same order, so the
+ * results are bit-identical; only the weight loads and unpacking are shared. */
+
+#define X4_ROW(x, t, stride, type) ((const type *)((const uint8_t *)(x) + (size_t)(t) * (stride)))
+
+static void vec_dot_q8_0_x4(int64_t n, const void *w, const void *x, size_t xs, float out[4]) {
+    const lp_block_q8_0 *wb = w;
+    const lp_block_q8_0 *xb[4] = {X4_ROW(x, 0, xs, lp_block_q8_0), X4_ROW(x, 1, xs, lp_block_q8_0),
+                                  X4_ROW(x, 2, xs, lp_block_q8_0), X4_ROW(x, 3, xs, lp_block_q8_0)};
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / LP_QK; i++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)wb[i].qs);
+        __m256i aq = _mm256_sign_epi8(q, q); /* dot_i8_i8's |w|, shared by the 4 tokens */
+        float dw = f16(wb[i].d);
+        for (int t = 0; t < 4; t++) {
+            __m256i xq = _mm256_loadu_si256((const __m256i *)xb[t][i].qs);
+            __m256 d = _mm256_set1_ps(dw * f16(xb[t][i].d));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8_i8(aq, _mm256_sign_epi8(xq, q))), acc[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[t] = lp_hsum256(acc[t]);
+}
+
+/* dot_k45 for 4 tokens: the nibbles (and Q5_K's fifth bits) are split once per block. */
+static inline void dot_k45_x4(int64_t n, const void *w, size_t block_bytes, const void *x, size_t xs, bool five,
+                              float out[4]) {
+    const lp_block_q8_K *xb[4] = {X4_ROW(x, 0, xs, lp_block_q8_K), X4_ROW(x, 1, xs, lp_block_q8_K),
+                                  X4_ROW(x, 2, xs, lp_block_q8_K), X4_ROW(x, 3, xs, lp_block_q8_K)};
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float acc_min[4] = {0, 0, 0, 0};
+    const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    const uint8_t *p = w;
+    for (int64_t i = 0; i < n / LP_QK_K; i++, p += block_bytes) {
+        const lp_block_q4_K *b4 = (const lp_block_q4_K *)p;
+        const uint8_t *qh = five ? p + 16 : NULL;
+        const uint8_t *qs = five ? p + 48 : p + 16;
+        uint8_t sc[8], mn[8];
+        k4_scales(b4->scales, sc, mn);
+        __m256i hbits = five ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+        __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                           _mm256_setzero_si256()};
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(q, low4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            if (five) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hbits, one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 1), one), 4));
+                hbits = _mm256_srli_epi16(hbits, 2);
+            }
+            const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+            for (int t = 0; t < 4; t++) {
+                isum[t] = _mm256_add_epi32(isum[t], chunk_dot_v(lo, xb[t][i].qs + 64 * c, slo));
+                isum[t] = _mm256_add_epi32(isum[t], chunk_dot_v(hi, xb[t][i].qs + 64 * c + 32, shi));
+            }
+        }
+        const float dw = f16(b4->d), dmin = f16(b4->dmin);
+        for (int t = 0; t < 4; t++) {
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(xb[t][i].d * dw), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            acc_min[t] += xb[t][i].d * dmin * (float)k4_min_dot(mn, xb[t][i].bsums);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[t] = lp_hsum256(acc[t]) - acc_min[t];
+}
+
+static void vec_dot_q4_K_x4(int64_t n, const void *w, const void *x, size_t xs, float out[4]) {
+    dot_k45_x4(n, w, sizeof(lp_block_q4_K), x, xs, false, out);
+}
+
+static void vec_dot_q5_K_x4(int64_t n, const void *w, const void *x, size_t xs, float out[4]) {
+    dot_k45_x4(n, w, sizeof(lp_block_q5_K), x, xs, true, out);
+}
+
+static void vec_dot_q6_K_x4(int64_t n, const void *w, const void *x, size_t xs, float out[4]) {
+    const lp_block_q6_K *wb = w;
+    const lp_block_q8_K *xb[4] = {X4_ROW(x, 0, xs, lp_block_q8_K), X4_ROW(x, 1, xs, lp_block_q8_K),
+                                  X4_ROW(x, 2, xs, lp_block_q8_K), X4_ROW(x, 3, xs, lp_block_q8_K)};
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
+    for (int64_t i = 0; i < n / LP_QK_K; i++) {
+        __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)wb[i].scales));
+        scales16 s16 = scales16_make(sc);
+        __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                           _mm256_setzero_si256()};
+        for (int h = 0; h < 2; h++) {
+            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(wb[i].ql + 64 * h));
+            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(wb[i].ql + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(wb[i].qh + 32 * h));
+            __m256i lo4[4] = {_mm256_and_si256(ql0, low4), _mm256_and_si256(ql1, low4),
+                              _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                              _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4)};
+            for (int s = 0; s < 4; s++) {
+                __m256i u = _mm256_or_si256(lo4[s], _mm256_slli_epi16(_mm256_and_si256(qh, low2), 4));
+                qh = _mm256_srli_epi16(qh, 2);
+                int k = 4 * h + s;
+                __m256i scp = scales16_pair(&s16, k);
+                for (int t = 0; t < 4; t++)
+                    isum[t] = _mm256_add_epi32(isum[t], chunk_dot_v(u, xb[t][i].qs + 32 * k, scp));
+            }
+        }
+        const float dw = f16(wb[i].d);
+        for (int t = 0; t < 4; t++) {
+            __m256i s = sub_lane0(isum[t], 32 * bsum_dot16(sc, xb[t][i].bsums));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(xb[t][i].d * dw), _mm256_cvtepi32_ps(s), acc[t]);
+        }
+    }
+    for (int t = 0; t < 4; t++) out[t] = lp_hsum256(acc[t]);
+}
+
+/* ---- activation quantizer ---- */
+
+/* roundf (half away from zero) on 8 lanes: v - trunc(v) is exact, so comparing its
+ * magnitude with 0.5 picks the same integer as the libm call. */
+static inline __m256 round_half_away(__m256 v) {
+    const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 frac = _mm256_andnot_ps(sign_mask, _mm256_sub_ps(v, t));
+    __m256 step = _mm256_or_ps(_mm256_and_ps(v, sign_mask), _mm256_set1_ps(1.0f));
+    return _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step));
+}
+
+/* lp_from_float_q8_0 with the same arithmetic (amax/127, x * (1/d), roundf), so the
+ * blocks are byte-identical; it quantizes every token's activations for Q8_0-family
+ * weights, where the scalar loop's roundf calls showed up at ~9% of prefill. */
+static void from_float_q8_0(const float *x, void *vy, int64_t n) {
+    lp_block_q8_0 *y = vy;
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int64_t i = 0; i < n / LP_QK; i++, x += LP_QK) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            v[j] = _mm256_loadu_ps(x + 8 * j);
+            m = _mm256_max_ps(m, _mm256_and_ps(v[j], abs_mask));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = lp_f32_to_f16(d);
+        __m256i q[4];
+        for (int j = 0; j < 4; j++) q[j] = _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v[j], _mm256_set1_ps(id))));
+        /* i32 -> i8 with packs (values are in [-127, 127]), then undo the lane interleave */
+        __m256i w16 = _mm256_packs_epi32(q[0], q[1]), w16b = _mm256_packs_epi32(q[2], q[3]);
+        __m256i b8 = _mm256_packs_epi16(w16, w16b);
+        b8 = _mm256_permutevar8x32_epi32(b8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[i].qs, b8);
+    }
+}
+
 #endif
+
+/* The fastest activation quantizer for vec_dot_type t (same bytes as the traits'). */
+lp_from_float_fn lp_from_float_fast(lp_type t) {
+#if LP_QUANT_AVX2
+    if (t == LP_TYPE_Q8_0) return from_float_q8_0;
+#endif
+    return lp_qtype(t)->from_float;
+}
+
+/* Which types have a batched kernel: data, not a switch at the call site. */
+lp_vec_dot_x4_fn lp_vec_dot_x4(lp_type t) {
+#if LP_QUANT_AVX2
+    static const struct {
+        lp_type type;
+        lp_vec_dot_x4_fn fn;
+    } x4_kernels[] = {
+        {LP_TYPE_Q8_0, vec_dot_q8_0_x4},
+        {LP_TYPE_Q4_K, vec_dot_q4_K_x4},
+        {LP_TYPE_Q5_K, vec_dot_q5_K_x4},
+        {LP_TYPE_Q6_K, vec_dot_q6_K_x4},
+    };
+    for (size_t i = 0; i < sizeof x4_kernels / sizeof x4_kernels[0]; i++)
+        if (x4_kernels[i].type == t) return x4_kernels[i].fn;
+#endif
+    (void)t;
+    return NULL;
+}
