@@ -73,6 +73,19 @@ char *lp_resolve_artifact(const char *path, const char *backend) {
 
 /* ---- tokenizer and template from the artifact ---- */
 
+/* The first n strings of a GGUF string array as NUL-terminated copies (the file's are not). */
+static char **copy_str_array(const lp_gguf *g, const char *key, uint64_t n) {
+    char **out = lp_xcalloc(n + 1, sizeof(char *));
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t len;
+        const char *s = lp_gguf_get_arr_str(g, key, i, &len);
+        out[i] = lp_xmalloc(len + 1);
+        memcpy(out[i], s, len);
+        out[i][len] = 0;
+    }
+    return out;
+}
+
 static lp_tokenizer *tokenizer_from_gguf(const lp_gguf *g) {
     lp_gguf_vtype et;
     uint64_t n_tok = 0, n_merges = 0;
@@ -86,21 +99,8 @@ static lp_tokenizer *tokenizer_from_gguf(const lp_gguf *g) {
         return NULL;
     }
     if (lp_gguf_get_arr(g, "tokenizer.ggml.merges", &et, &n_merges) != 0 || et != LP_GGUF_STRING) n_merges = 0;
-    char **tokens = lp_xcalloc(n_tok + 1, sizeof(char *)), **merges = lp_xcalloc(n_merges + 1, sizeof(char *));
-    for (uint64_t i = 0; i < n_tok; i++) {
-        uint64_t len;
-        const char *s = lp_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &len);
-        tokens[i] = lp_xmalloc(len + 1);
-        memcpy(tokens[i], s, len);
-        tokens[i][len] = 0;
-    }
-    for (uint64_t i = 0; i < n_merges; i++) {
-        uint64_t len;
-        const char *s = lp_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &len);
-        merges[i] = lp_xmalloc(len + 1);
-        memcpy(merges[i], s, len);
-        merges[i][len] = 0;
-    }
+    char **tokens = copy_str_array(g, "tokenizer.ggml.tokens", n_tok);
+    char **merges = copy_str_array(g, "tokenizer.ggml.merges", n_merges);
     uint64_t n_types = 0;
     const int32_t *types = NULL;
     int32_t *types_copy = NULL;
