@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FIX="${LP_FIXTURES_DIR:-$(cd .. && pwd)/shared/fixtures}"
 JOBS="$(nproc)"
+scripts/install-deps.sh --test
 
 echo "== unit tests (ASan + UBSan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLP_SANITIZE=ON -DLP_FIXTURES_DIR="$FIX" >/dev/null
