@@ -196,17 +196,23 @@ static void test_matmul(void **state) {
     pair_alloc(&p, 2, (size_t)NMAX * M);
     int32_t pos[NMAX], slot[NMAX];
     for (int i = 0; i < NMAX; i++) pos[i] = i, slot[i] = 0;
-    for (size_t ti = 0; ti < sizeof matmul_types / sizeof matmul_types[0]; ti++) {
+    /* The backends key device copies by the lp_weight's address: every type gets its own
+     * lp_weight objects, alive until the backends are freed (one reused local made every
+     * type after F32 run the F32 device copy). */
+    enum { NTYPES = sizeof matmul_types / sizeof matmul_types[0] };
+    owned_weight ws[NTYPES][2];
+    for (size_t ti = 0; ti < NTYPES; ti++) {
         const lp_type type = matmul_types[ti];
-        owned_weight w = make_weight(type, K, M, 1, 0.5f), w2 = make_weight(type, K, M / 2, 1, 0.5f);
-        pair_prepare(&p, &w.w);
-        pair_prepare(&p, &w2.w);
+        ws[ti][0] = make_weight(type, K, M, 1, 0.5f), ws[ti][1] = make_weight(type, K, M / 2, 1, 0.5f);
+        owned_weight *w = &ws[ti][0], *w2 = &ws[ti][1];
+        pair_prepare(&p, &w->w);
+        pair_prepare(&p, &w2->w);
         static const int batch_sizes[] = {1, 5, 40};
         for (int bi = 0; bi < 3; bi++) {
             const int n = batch_sizes[bi];
             pair_batch(&p, &table.w, 0, n, pos, slot, 0);
             for (int b = 0; b < 2; b++) {
-                lp_matmul_args a[2] = {{&w.w, -1, p.buf[b][0], p.buf[b][1]}, {&w2.w, -1, p.buf[b][0], p.buf[b][2]}};
+                lp_matmul_args a[2] = {{&w->w, -1, p.buf[b][0], p.buf[b][1]}, {&w2->w, -1, p.buf[b][0], p.buf[b][2]}};
                 p.be[b]->ops->matmul(p.be[b], 2, a, n);
             }
             const bool is_float = !lp_qtype(type)->quantized;
@@ -216,11 +222,10 @@ static void test_matmul(void **state) {
             pair_check(&p, 1, (size_t)n * M, bound, what);
             pair_check(&p, 2, (size_t)n * M / 2, bound, what);
         }
-        free(w.data);
-        free(w2.data);
     }
-    free(table.data);
     pair_free(&p);
+    for (size_t ti = 0; ti < NTYPES; ti++) free(ws[ti][0].data), free(ws[ti][1].data);
+    free(table.data);
 }
 
 static void test_rowwise(void **state) {
@@ -318,7 +323,9 @@ static void test_attention(void **state) {
 static void test_moe(void **state) {
     (void)state;
     NEED_GPU();
-    enum { D = 256, F = 256, E = 6, n = 5 };
+    /* E = 8: the router logits enter through an F32 table of E-element rows, and float
+     * weight rows on the device must be multiples of 16 bytes (E = 6 was refused). */
+    enum { D = 256, F = 256, E = 8, n = 5 };
     pair p;
     pair_init(&p, LP_ROPE_NEOX, 1, 2, 64, 64);
     owned_weight table = make_weight(LP_TYPE_F32, D, n, 1, 1.0f), logits = make_weight(LP_TYPE_F32, E, n, 1, 3.0f);
@@ -370,13 +377,34 @@ static void run_model(lp_engine *e, const int32_t *prompt, float *logits, int32_
     free(last);
 }
 
-static void check_model(const char *path, double bound) {
+/* Largest and RMS |a - b| over all prompt logits. */
+static void logit_diff(const float *a, const float *b, size_t count, double *max_abs, double *rms) {
+    double mx = 0, ss = 0;
+    for (size_t i = 0; i < count; i++) {
+        const double d = fabs((double)a[i] - b[i]);
+        mx = fmax(mx, isfinite(d) ? d : INFINITY);
+        ss += d * d;
+    }
+    *max_abs = mx;
+    *rms = sqrt(ss / (double)count);
+}
+
+/* Both backends on one model file. Without ref: CUDA logits within `bound` of the CPU's.
+ * With ref (the CPU's logits of the f32 GGUF, for a quantized file): both backends
+ * quantize activations differently (CPU Q8_K per 256 or Q8_0, CUDA int8 per 32), so
+ * their direct difference is two independent rounding noises on top of the same weight
+ * error; what matters is that CUDA is no further from the f32 model than the CPU is:
+ * RMS within 1.2x (an average over all logits: stable) and max within 1.5x (an extreme
+ * value: noisier). Greedy continuations must match either way. Returns the CPU logits
+ * when keep is set (caller frees). */
+static float *check_model(const char *path, double bound, const float *ref, bool keep) {
     lp_model *m = lp_model_load(path);
     if (!m) {
         printf("  %s: not found, skipped (%s)\n", path, lp_errmsg());
-        return;
+        return NULL;
     }
     const int V = m->hp.n_vocab;
+    const size_t count = (size_t)NPROMPT * V;
     int32_t prompt[NPROMPT], gen[2][NGEN];
     float *logits[2];
     prompt_tokens(prompt, V);
@@ -384,36 +412,50 @@ static void check_model(const char *path, double bound) {
         lp_engine_params ep = {.n_ctx = 256, .n_slots = 2, .n_threads = 2};
         lp_engine *e = b == 0 ? lp_engine_create(m, &ep) : lp_engine_create_with_backend(m, lp_backend_cuda_create(0), &ep);
         assert_non_null(e);
-        logits[b] = lp_xmalloc((size_t)NPROMPT * V * sizeof(float));
+        logits[b] = lp_xmalloc(count * sizeof(float));
         run_model(e, prompt, logits[b], gen[b]);
         lp_engine_free(e);
     }
-    double max_abs = 0;
+    double max_abs, rms;
     int top1 = 0, same_gen = 0;
-    for (size_t i = 0; i < (size_t)NPROMPT * V; i++) max_abs = fmax(max_abs, fabs((double)logits[1][i] - logits[0][i]));
+    logit_diff(logits[1], logits[0], count, &max_abs, &rms);
     for (int t = 0; t < NPROMPT; t++) top1 += lp_argmax(logits[1] + (size_t)t * V, V) == lp_argmax(logits[0] + (size_t)t * V, V);
     while (same_gen < NGEN && gen[0][same_gen] == gen[1][same_gen]) same_gen++;
-    printf("  %s: max |logit cuda - cpu| %.3g (bound %.2g), top-1 %d/%d, greedy %d/%d identical\n", path, max_abs, bound, top1,
+    printf("  %s: max |logit cuda - cpu| %.3g (rms %.3g), top-1 %d/%d, greedy %d/%d identical\n", path, max_abs, rms, top1,
            NPROMPT, same_gen, NGEN);
-    assert_true(max_abs < bound);
+    if (ref) {
+        double max_ref[2], rms_ref[2];
+        for (int b = 0; b < 2; b++) logit_diff(logits[b], ref, count, &max_ref[b], &rms_ref[b]);
+        printf("    vs f32 reference: cpu max %.3g rms %.3g, cuda max %.3g rms %.3g (bounds: cuda rms <= 1.2x, max <= 1.5x cpu)\n",
+               max_ref[0], rms_ref[0], max_ref[1], rms_ref[1]);
+        assert_true(rms_ref[1] <= 1.2 * rms_ref[0]);
+        assert_true(max_ref[1] <= 1.5 * max_ref[0]);
+    } else {
+        printf("    bound on max %.2g\n", bound);
+        assert_true(max_abs < bound);
+    }
     assert_int_equal(same_gen, NGEN);
-    free(logits[0]);
     free(logits[1]);
+    if (!keep) free(logits[0]);
     lp_model_free(m);
+    return keep ? logits[0] : NULL;
 }
 
 static void test_tiny_qwen3(void **state) {
     (void)state;
     NEED_GPU();
     /* HF BF16 weights: decode GEMV in F32 math, prefill GEMM with F16 activations */
-    check_model(LP_SOURCE_DIR "/models/tiny-qwen3", 0.05);
+    free(check_model(LP_SOURCE_DIR "/models/tiny-qwen3", 0.05, NULL, false));
     const char *dir = getenv("LP_CUDA_TEST_GGUF_DIR");
     char base[1024];
     snprintf(base, sizeof base, "%s", dir ? dir : LP_SOURCE_DIR "/out/tiny");
+    /* f32 first: its CPU logits are the reference for the quantized files; without it
+     * they fall back to the direct CUDA-vs-CPU bound */
     const struct {
         const char *precision;
         double bound;
     } files[] = {{"f32", 0.02}, {"q8_0", 0.3}, {"q4_k_m", 0.3}, {"q6_k", 0.3}};
+    float *ref = NULL;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[1200];
         snprintf(path, sizeof path, "%s/gguf/%s/tiny-qwen3-%s.gguf", base, files[i].precision, files[i].precision);
@@ -421,8 +463,10 @@ static void test_tiny_qwen3(void **state) {
             printf("  %s: absent, skipped\n", path);
             continue;
         }
-        check_model(path, files[i].bound);
+        float *cpu = check_model(path, files[i].bound, i == 0 ? NULL : ref, i == 0);
+        if (i == 0) ref = cpu;
     }
+    free(ref);
 }
 
 int main(void) {

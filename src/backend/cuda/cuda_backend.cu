@@ -48,6 +48,7 @@ struct lp_bbuf {
 typedef struct {
     const lp_weight *key;
     const void *host_data; /* for sharing tied weights */
+    int src_type;          /* lp_type of the host tensor (checks a re-prepared key) */
     int type;              /* LPC_* kernel type (F16 for types converted at upload) */
     int K, M, E, bpr;
     size_t row_bytes, expert_a, expert_b; /* bytes per row (float types); per expert in plane A/B */
@@ -305,21 +306,37 @@ static int fail_err(lp_cuda *c) {
     return -1;
 }
 
+static const void *weight_host_data(const lp_weight *w) { return w->data ? w->data : (w->expert_data ? w->expert_data[0] : NULL); }
+
+/* Device copies are keyed by the lp_weight's address. A key prepared again must still
+ * describe the same tensor: an lp_weight reused for another tensor would otherwise run
+ * every later op on the stale device copy (silently wrong results). */
+static bool same_tensor(const lpc_weight *e, const lp_weight *w) {
+    return e->src_type == (int)w->type && e->K == (int)w->ne[0] && e->M == (int)(w->n_dims > 1 ? w->ne[1] : 1) &&
+           e->E == (int)(w->n_dims > 2 && w->ne[2] > 0 ? w->ne[2] : 1) && e->host_data == weight_host_data(w);
+}
+
 static int cuda_prepare_weight(lp_backend *be, const lp_weight *w) {
     lp_cuda *c = (lp_cuda *)be;
-    if (find_weight(c, w)) return 0;
+    const lpc_weight *known = find_weight(c, w);
+    if (known)
+        return same_tensor(known, w) ? 0
+                                     : lp_fail("cuda backend: weight %p: prepared before as another tensor (type, shape or data "
+                                               "changed); an lp_weight must not be reused while the backend lives",
+                                               (const void *)w);
     const lp_qtype_traits *tr = lp_qtype(w->type);
     if (!tr || !tr->to_float) return lp_fail("cuda backend: weight type %d is not supported", (int)w->type);
     lpc_weight *e = (lpc_weight *)lp_xcalloc(1, sizeof *e);
     e->key = w;
-    e->host_data = w->data ? w->data : (w->expert_data ? w->expert_data[0] : NULL);
+    e->host_data = weight_host_data(w);
+    e->src_type = (int)w->type;
     e->K = (int)w->ne[0];
     e->M = (int)(w->n_dims > 1 ? w->ne[1] : 1);
     e->E = (int)(w->n_dims > 2 && w->ne[2] > 0 ? w->ne[2] : 1);
     /* tied weights (one tensor under two roles) share the device copy */
     for (size_t i = 0; i < c->wmap_cap; i++) {
         const lpc_weight *o = c->wmap[i];
-        if (o && o->host_data == e->host_data && o->key->type == w->type && o->K == e->K && o->M == e->M && o->E == e->E) {
+        if (o && o->host_data == e->host_data && o->src_type == (int)w->type && o->K == e->K && o->M == e->M && o->E == e->E) {
             *e = *o;
             e->key = w;
             e->alias = true;
