@@ -52,32 +52,38 @@ static inline void pack_fifth_bits(const uint8_t L[32], uint8_t qh[4]) {
     for (int k = 0; k < 4; k++) qh[k] = (uint8_t)(h >> (8 * k));
 }
 
+/* Codes of one symmetric block (Q4_0, Q5_0): d = max / -2^(bits-1) with max the signed
+ * value of largest magnitude; codes offset by 2^(bits-1), the (int8_t) cast truncating
+ * after +0.5 exactly as ggml does. Returns d. */
+static float symmetric_codes(const float *x, int bits, uint8_t L[LP_QK]) {
+    float amax;
+    const float half = (float)(1 << (bits - 1));
+    const float max = signed_absmax(x, LP_QK, &amax);
+    const float d = max / -half;
+    const float id = d ? 1.0f / d : 0.0f;
+    const int top = (1 << bits) - 1;
+    for (int j = 0; j < LP_QK; j++) L[j] = (uint8_t)MIN(top, (int8_t)(x[j] * id + (half + 0.5f)));
+    return d;
+}
+
+/* Codes of one block with a minimum (Q4_1, Q5_1): d = (max - min) / (2^bits - 1). The clamp
+ * is ggml's for Q4_1; for Q5_1 (x-min)*id + 0.5 <= 31.5 makes it a no-op, as in ggml. */
+static void affine_codes(const float *x, int bits, uint8_t L[LP_QK], float *d_out, float *min_out) {
+    float min, max;
+    min_max(x, LP_QK, &min, &max);
+    const int top = (1 << bits) - 1;
+    const float d = (max - min) / top;
+    const float id = d ? 1.0f / d : 0.0f;
+    for (int j = 0; j < LP_QK; j++) L[j] = (uint8_t)MIN(top, (int8_t)((x[j] - min) * id + 0.5f));
+    *d_out = d;
+    *min_out = min;
+}
+
 void lp_from_float_q4_0(const float *x, void *vy, int64_t n) {
     lp_block_q4_0 *y = vy;
     for (int64_t i = 0; i < n / LP_QK; i++, x += LP_QK) {
-        float amax;
-        const float max = signed_absmax(x, LP_QK, &amax);
-        const float d = max / -8;
-        const float id = d ? 1.0f / d : 0.0f;
-        uint8_t L[32];
-        /* (int8_t) truncates toward zero: +8.5 turns that into round-half-up */
-        for (int j = 0; j < LP_QK; j++) L[j] = (uint8_t)MIN(15, (int8_t)(x[j] * id + 8.5f));
-        y[i].d = lp_f32_to_f16(d);
-        pack_nibbles(L, y[i].qs);
-    }
-}
-
-void lp_from_float_q4_1(const float *x, void *vy, int64_t n) {
-    lp_block_q4_1 *y = vy;
-    for (int64_t i = 0; i < n / LP_QK; i++, x += LP_QK) {
-        float min, max;
-        min_max(x, LP_QK, &min, &max);
-        const float d = (max - min) / ((1 << 4) - 1);
-        const float id = d ? 1.0f / d : 0.0f;
-        uint8_t L[32];
-        for (int j = 0; j < LP_QK; j++) L[j] = (uint8_t)MIN(15, (int8_t)((x[j] - min) * id + 0.5f));
-        y[i].d = lp_f32_to_f16(d);
-        y[i].m = lp_f32_to_f16(min);
+        uint8_t L[LP_QK];
+        y[i].d = lp_f32_to_f16(symmetric_codes(x, 4, L));
         pack_nibbles(L, y[i].qs);
     }
 }
@@ -85,28 +91,31 @@ void lp_from_float_q4_1(const float *x, void *vy, int64_t n) {
 void lp_from_float_q5_0(const float *x, void *vy, int64_t n) {
     lp_block_q5_0 *y = vy;
     for (int64_t i = 0; i < n / LP_QK; i++, x += LP_QK) {
-        float amax;
-        const float max = signed_absmax(x, LP_QK, &amax);
-        const float d = max / -16;
-        const float id = d ? 1.0f / d : 0.0f;
-        uint8_t L[32];
-        for (int j = 0; j < LP_QK; j++) L[j] = (uint8_t)MIN(31, (int8_t)(x[j] * id + 16.5f));
-        y[i].d = lp_f32_to_f16(d);
+        uint8_t L[LP_QK];
+        y[i].d = lp_f32_to_f16(symmetric_codes(x, 5, L));
         pack_nibbles(L, y[i].qs);
         pack_fifth_bits(L, y[i].qh);
+    }
+}
+
+void lp_from_float_q4_1(const float *x, void *vy, int64_t n) {
+    lp_block_q4_1 *y = vy;
+    for (int64_t i = 0; i < n / LP_QK; i++, x += LP_QK) {
+        uint8_t L[LP_QK];
+        float d, min;
+        affine_codes(x, 4, L, &d, &min);
+        y[i].d = lp_f32_to_f16(d);
+        y[i].m = lp_f32_to_f16(min);
+        pack_nibbles(L, y[i].qs);
     }
 }
 
 void lp_from_float_q5_1(const float *x, void *vy, int64_t n) {
     lp_block_q5_1 *y = vy;
     for (int64_t i = 0; i < n / LP_QK; i++, x += LP_QK) {
-        float min, max;
-        min_max(x, LP_QK, &min, &max);
-        const float d = (max - min) / ((1 << 5) - 1);
-        const float id = d ? 1.0f / d : 0.0f;
-        uint8_t L[32];
-        /* ggml clamps Q4_1 but not Q5_1; (x-min)*id + 0.5 <= 31.5 anyway */
-        for (int j = 0; j < LP_QK; j++) L[j] = (uint8_t)((x[j] - min) * id + 0.5f);
+        uint8_t L[LP_QK];
+        float d, min;
+        affine_codes(x, 5, L, &d, &min);
         y[i].d = lp_f32_to_f16(d);
         y[i].m = lp_f32_to_f16(min);
         pack_nibbles(L, y[i].qs);
