@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include "test_util.h"
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -24,18 +26,6 @@
 
 static char model_dir[512];
 
-static char *make_tmpdir(void) {
-    char tmpl[] = "/tmp/lp-convert-XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return lp_xstrdup(d);
-}
-
-static void rm_rf(const char *path) {
-    char *cmd = lp_xasprintf("rm -rf '%s'", path);
-    assert_int_equal(system(cmd), 0);
-    free(cmd);
-}
 
 static int convert(const char *out, const char *precision, int threads) {
     const char *one[1] = {precision};
@@ -134,7 +124,7 @@ static void test_precisions_error_bounds(void **state) {
         {"f32", 0.0}, {"bf16", 0.0}, {"f16", 1e-3}, {"q8_0", 0.01}, {"q6_k", 0.03},
         {"q5_k_m", 0.06}, {"q4_k_m", 0.12}, {"q3_k_m", 0.25}, {"q2_k", 0.45},
     };
-    char *out = make_tmpdir();
+    char *out = test_tmpdir();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (convert(out, cases[i].p, 2) != 0) fail_msg("%s: %s", cases[i].p, lp_errmsg());
         char *path = artifact_path(out, cases[i].p);
@@ -149,13 +139,13 @@ static void test_precisions_error_bounds(void **state) {
     assert_int_equal(json_array_size(json_object_get(m, "artifacts")), 9); /* runs accumulate */
     json_decref(m);
     free(manifest);
-    rm_rf(out);
+    test_rm_rf(out);
     free(out);
 }
 
 static void test_reproducible_across_thread_counts(void **state) {
     (void)state;
-    char *a = make_tmpdir(), *b = make_tmpdir();
+    char *a = test_tmpdir(), *b = test_tmpdir();
     assert_int_equal(convert(a, "q4_k_m", 1), 0);
     assert_int_equal(convert(b, "q4_k_m", 2), 0);
     char *pa = artifact_path(a, "q4_k_m"), *pb = artifact_path(b, "q4_k_m");
@@ -168,8 +158,8 @@ static void test_reproducible_across_thread_counts(void **state) {
     lp_mmap_close(&mb);
     free(pa);
     free(pb);
-    rm_rf(a);
-    rm_rf(b);
+    test_rm_rf(a);
+    test_rm_rf(b);
     free(a);
     free(b);
 }
@@ -187,7 +177,7 @@ static int count_files(const char *dir) {
 /* A truncated shard: clear error naming the file, and no artifact or temp file left. */
 static void test_corrupt_checkpoint_leaves_nothing(void **state) {
     (void)state;
-    char *bad = make_tmpdir(), *out = make_tmpdir();
+    char *bad = test_tmpdir(), *out = test_tmpdir();
     char *cmd = lp_xasprintf("cp '%s'/* '%s'/ && truncate -s -1000 '%s/model-00002-of-00002.safetensors'", model_dir,
                              bad, bad);
     assert_int_equal(system(cmd), 0);
@@ -205,8 +195,8 @@ static void test_corrupt_checkpoint_leaves_nothing(void **state) {
     assert_int_equal(lp_pipeline_convert(&o), -1);
     assert_non_null(strstr(lp_errmsg(), "q9_k"));
     assert_int_equal(count_files(out), 0);
-    rm_rf(bad);
-    rm_rf(out);
+    test_rm_rf(bad);
+    test_rm_rf(out);
     free(bad);
     free(out);
 }

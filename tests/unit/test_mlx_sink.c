@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#include "test_util.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -78,18 +80,6 @@ static const expect_row g128_row = {"6bit", "6bit-pure-g128", 6, 6, 6, 0, true, 
 
 /* ---------------- helpers ---------------- */
 
-static char *make_tmpdir(void) {
-    char tmpl[] = "/tmp/lp-mlx-XXXXXX";
-    char *d = mkdtemp(tmpl);
-    assert_non_null(d);
-    return lp_xstrdup(d);
-}
-
-static void rm_rf(const char *path) {
-    char *cmd = lp_xasprintf("rm -rf '%s'", path);
-    assert_int_equal(system(cmd), 0);
-    free(cmd);
-}
 
 static int convert_mlx(const char *model, const char *out, const char **mlx, int n_mlx, const char **gguf, int n_gguf,
                        int group, int emb, int outb) {
@@ -290,8 +280,8 @@ static int setup(void **state) {
     (void)state;
     snprintf(tiny_dir, sizeof tiny_dir, "%s/models/tiny-qwen3", LP_FIXTURES_DIR);
     snprintf(moe_dir, sizeof moe_dir, "%s/models/tiny-qwen3-moe", LP_FIXTURES_DIR);
-    out_tiny = make_tmpdir();
-    out_moe = make_tmpdir();
+    out_tiny = test_tmpdir();
+    out_moe = test_tmpdir();
     const char *all[N_EXPECTS];
     for (int i = 0; i < N_EXPECTS; i++) all[i] = expects[i].recipe;
     /* every recipe in one engine pass */
@@ -307,8 +297,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    rm_rf(out_tiny);
-    rm_rf(out_moe);
+    test_rm_rf(out_tiny);
+    test_rm_rf(out_moe);
     free(out_tiny);
     free(out_moe);
     return 0;
@@ -545,7 +535,7 @@ static void write_llama(const char *dir) {
 
 static void test_llama_rows_and_tied_head(void **state) {
     (void)state;
-    char *src = make_tmpdir(), *out = make_tmpdir();
+    char *src = test_tmpdir(), *out = test_tmpdir();
     write_llama(src);
     /* GGUF (permuted q/k) and MLX (HF order) from the same pass */
     if (convert_mlx(src, out, (const char *[]){"8bit"}, 1, (const char *[]){"q8_0"}, 1, 0, 0, 0) != 0)
@@ -560,8 +550,8 @@ static void test_llama_rows_and_tied_head(void **state) {
     assert_int_equal(m->rope, LP_ROPE_NEOX);
     lp_model_free(m);
     free(dir);
-    rm_rf(src);
-    rm_rf(out);
+    test_rm_rf(src);
+    test_rm_rf(out);
     free(src);
     free(out);
 }
@@ -570,7 +560,7 @@ static void test_llama_rows_and_tied_head(void **state) {
 
 static void test_one_pass_reads_once(void **state) {
     (void)state;
-    char *out = make_tmpdir();
+    char *out = test_tmpdir();
     char *cfg = lp_path_join(tiny_dir, "config.json");
     lp_hparams hp;
     assert_int_equal(lp_hparams_from_config_file(cfg, &hp), 0);
@@ -626,7 +616,7 @@ static void test_one_pass_reads_once(void **state) {
     lp_checkpoint_close(b);
     free(single);
     /* the pipeline does the same from one --precision q4_k_m:4bit-mixed */
-    char *out2 = make_tmpdir();
+    char *out2 = test_tmpdir();
     if (convert_mlx(tiny_dir, out2, (const char *[]){"4bit-mixed"}, 1, (const char *[]){"q4_k_m"}, 1, 0, 0, 0) != 0)
         fail_msg("%s", lp_errmsg());
     char *man_path = lp_path_join(out2, "manifest.json");
@@ -643,7 +633,7 @@ static void test_one_pass_reads_once(void **state) {
     lp_mmap_close(&ma);
     lp_mmap_close(&mb);
     free(g2);
-    rm_rf(out2);
+    test_rm_rf(out2);
     free(out2);
     lp_mlx_plan_free(&mp);
     lp_plan_free(&tensors);
@@ -651,7 +641,7 @@ static void test_one_pass_reads_once(void **state) {
     lp_checkpoint_close(ck);
     free(gguf_path);
     free(mlx_dir);
-    rm_rf(out);
+    test_rm_rf(out);
     free(out);
 }
 
@@ -740,7 +730,7 @@ static void test_runtime_logits(void **state) {
         {"3_6bit-mixed", 0.6, 0.6},  {"2bit-pure", 3.5, 0.15},      {"3bit-pure-g32-emb5-out8", 0.5, 0.65},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        char *dir = mlx_path(out_tiny, cases[c].dir), *deq = make_tmpdir();
+        char *dir = mlx_path(out_tiny, cases[c].dir), *deq = test_tmpdir();
         lp_model *m = lp_model_load_mlx(dir);
         if (!m) fail_msg("%s: %s", dir, lp_errmsg());
         float *got = eval_logits(m, tokens);
@@ -765,7 +755,7 @@ static void test_runtime_logits(void **state) {
         free(got);
         lp_model_free(f);
         lp_model_free(m);
-        rm_rf(deq);
+        test_rm_rf(deq);
         free(deq);
         free(dir);
     }
@@ -795,7 +785,7 @@ static void test_runtime_moe(void **state) {
 
 /* Copy an MLX dir and rewrite its config's quantization section with `edit`. */
 static char *edited_copy(const char *dir, void (*edit)(json_t *q)) {
-    char *copy = make_tmpdir();
+    char *copy = test_tmpdir();
     char *cmd = lp_xasprintf("cp '%s'/* '%s'/", dir, copy);
     assert_int_equal(system(cmd), 0);
     free(cmd);
@@ -835,17 +825,17 @@ static void test_loader_config_rules(void **state) {
     }
     assert_int_equal(lp_model_weight(m, LP_T_OUTPUT, 0)->type, lp_mlx_type(6, 64));
     lp_model_free(m);
-    rm_rf(copy);
+    test_rm_rf(copy);
     free(copy);
     copy = edited_copy(dir, edit_wrong_bits);
     assert_null(lp_model_load_mlx(copy));
     if (!strstr(lp_errmsg(), "model.layers.3.mlp.down_proj")) fail_msg("error does not name the module: %s", lp_errmsg());
-    rm_rf(copy);
+    test_rm_rf(copy);
     free(copy);
     copy = edited_copy(dir, edit_mode);
     assert_null(lp_model_load_mlx(copy));
     assert_non_null(strstr(lp_errmsg(), "affine"));
-    rm_rf(copy);
+    test_rm_rf(copy);
     free(copy);
     lp_model_free(base);
     /* plain HF dirs are not MLX; missing dirs fail cleanly */
