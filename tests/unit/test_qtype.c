@@ -640,6 +640,48 @@ static void test_vec_dot_simd_matches_scalar(void **state) {
     }
 }
 
+/* The prefill kernels: 4 tokens per weight-row pass must give exactly the 4 single-token
+ * vec_dot results (the runtime relies on prefill == decode bit for bit); and the SIMD
+ * activation quantizer must write the reference quantizer's bytes. */
+static void test_vec_dot_x4_and_fast_quantizer(void **state) {
+    (void)state;
+    enum { N = 1536 };
+    static float w[N], x[4][N];
+    int checked = 0;
+    for (int trial = 0; trial < 4; trial++) {
+        for (int i = 0; i < N; i++) {
+            w[i] = gauss() * (trial % 2 ? 0.02f : 2.0f) + (trial == 3 ? 0.3f : 0.0f);
+            for (int t = 0; t < 4; t++) x[t][i] = gauss() * (t + 1) + (i % 101 == 0 ? 0.5f : 0.0f); /* exact .5 ties */
+        }
+        for (int k = 0; k < LP_TYPE_COUNT; k++) {
+            lp_vec_dot_x4_fn x4 = lp_vec_dot_x4((lp_type)k);
+            const lp_qtype_traits *tr = lp_qtype((lp_type)k);
+            if (!x4 || !tr) continue;
+            lp_type at = tr->vec_dot_type;
+            size_t row = lp_row_size(at, N);
+            uint8_t *acts = lp_xmalloc(4 * row), *ref = lp_xmalloc(row);
+            for (int t = 0; t < 4; t++) {
+                lp_from_float_fast(at)(x[t], acts + (size_t)t * row, N);
+                lp_qtype(at)->from_float(x[t], ref, N);
+                if (memcmp(ref, acts + (size_t)t * row, row) != 0) fail_msg("%s: fast quantizer differs", lp_qtype(at)->name);
+            }
+            void *q = quantize_new((lp_type)k, w, N);
+            float out[4];
+            x4(N, q, acts, row, out);
+            for (int t = 0; t < 4; t++) {
+                float one = tr->vec_dot(N, q, acts + (size_t)t * row);
+                if (memcmp(&one, &out[t], sizeof one) != 0)
+                    fail_msg("%s token %d: x4 %.9g vec_dot %.9g", tr->name, t, out[t], one);
+            }
+            checked++;
+            free(q);
+            free(acts);
+            free(ref);
+        }
+    }
+    if (LP_QUANT_AVX2) assert_true(checked >= 4 * 4); /* Q8_0, Q4_K, Q5_K, Q6_K at least */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_traits_table),
@@ -654,6 +696,7 @@ int main(void) {
         cmocka_unit_test(test_zero_and_nonfinite_rows),
         cmocka_unit_test(test_vec_dot_accuracy),
         cmocka_unit_test(test_vec_dot_simd_matches_scalar),
+        cmocka_unit_test(test_vec_dot_x4_and_fast_quantizer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
