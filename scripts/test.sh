@@ -12,6 +12,7 @@ echo "== unit tests (ASan + UBSan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLP_SANITIZE=ON -DLP_FIXTURES_DIR="$FIX" >/dev/null
 cmake --build build-asan -j"$JOBS"
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j"$JOBS"
+scripts/test-neon.sh  # NEON kernels vs scalar, cross-built for aarch64 and run under qemu-user (skips without them)
 
 echo "== release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLP_FIXTURES_DIR="$FIX" >/dev/null

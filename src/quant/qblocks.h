@@ -166,15 +166,30 @@ float lp_vec_dot_q6_K_avx2(int64_t n, const void *w, const void *x);
 #define LP_QUANT_AVX2 0
 #endif
 
+/* NEON paths (qdot_neon.c): AArch64, with SDOT where the target has dotprod. */
+#if defined(__ARM_NEON) && defined(__aarch64__)
+#define LP_QUANT_NEON 1
+#define LP_DECLARE_NEON(t) float lp_vec_dot_##t##_neon(int64_t n, const void *w, const void *x);
+LP_QUANT_TYPES(LP_DECLARE_NEON) LP_DECLARE_NEON(f32) LP_DECLARE_NEON(f16) LP_DECLARE_NEON(bf16)
+#undef LP_DECLARE_NEON
+#else
+#define LP_QUANT_NEON 0
+#endif
+
 /* Batched dot for prefill: one weight row against 4 activation rows x, x + x_stride,
  * ... (bytes, in the vec_dot_type). out[t] is bit-identical to vec_dot(n, w, x_t): each
  * weight block is loaded and unpacked once and reused for the 4 tokens. */
 typedef void (*lp_vec_dot_x4_fn)(int64_t n, const void *w, const void *x, size_t x_stride, float out[4]);
 /* The x4 kernel of a type, or NULL if it has none (the caller loops over vec_dot). */
 lp_vec_dot_x4_fn lp_vec_dot_x4(lp_type t);
-/* The activation quantizer for vec_dot_type t: a SIMD one where there is one, else the
- * traits' from_float; both write the same bytes. */
+/* The activation quantizer for vec_dot_type t: a SIMD one where there is one, else
+ * lp_from_float_act(t); both write the same bytes. */
 lp_from_float_fn lp_from_float_fast(lp_type t);
+#if LP_QUANT_NEON
+/* The NEON x4 kernel / activation quantizer of a type (qdot_neon.c), as above. */
+lp_vec_dot_x4_fn lp_vec_dot_x4_neon(lp_type t);
+lp_from_float_fn lp_from_float_fast_neon(lp_type t);
+#endif
 
 /* The portable scalar vec_dot of a type (the traits hold the fastest one); NULL if none.
  * Tests compare the two. */

@@ -485,19 +485,10 @@ static void vec_dot_q6_K_x4(int64_t n, const void *w, const void *x, size_t xs, 
 
 /* ---- activation quantizer ---- */
 
-/* roundf (half away from zero) on 8 lanes: v - trunc(v) is exact, so comparing its
- * magnitude with 0.5 picks the same integer as the libm call. */
-static inline __m256 round_half_away(__m256 v) {
-    const __m256 sign_mask = _mm256_set1_ps(-0.0f);
-    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m256 frac = _mm256_andnot_ps(sign_mask, _mm256_sub_ps(v, t));
-    __m256 step = _mm256_or_ps(_mm256_and_ps(v, sign_mask), _mm256_set1_ps(1.0f));
-    return _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step));
-}
-
-/* lp_from_float_q8_0 with the same arithmetic (amax/127, x * (1/d), roundf), so the
- * blocks are byte-identical; it quantizes every token's activations for Q8_0-family
- * weights, where the scalar loop's roundf calls showed up at ~9% of prefill. */
+/* lp_from_float_act_q8_0 on 8 lanes: llama.cpp's quantize_row_q8_0 for x86 instruction
+ * for instruction (id = 127/amax, round half to even, saturating packs), so the blocks
+ * are byte-identical to both. It runs on every token's activations for Q8_0-family
+ * weights, where a scalar loop showed up at ~9% of prefill. */
 static void from_float_q8_0(const float *x, void *vy, int64_t n) {
     lp_block_q8_0 *y = vy;
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -511,12 +502,14 @@ static void from_float_q8_0(const float *x, void *vy, int64_t n) {
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         const float amax = _mm_cvtss_f32(m4);
-        const float d = amax / ((1 << 7) - 1);
-        const float id = d ? 1.0f / d : 0.0f;
-        y[i].d = lp_f32_to_f16(d);
+        y[i].d = lp_f32_to_f16(amax / 127.f);
+        const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
         __m256i q[4];
-        for (int j = 0; j < 4; j++) q[j] = _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v[j], _mm256_set1_ps(id))));
-        /* i32 -> i8 with packs (values are in [-127, 127]), then undo the lane interleave */
+        for (int j = 0; j < 4; j++) {
+            const __m256 r = _mm256_round_ps(_mm256_mul_ps(v[j], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q[j] = _mm256_cvtps_epi32(r);
+        }
+        /* i32 -> i8 with signed saturation, then undo the lane interleave of the packs */
         __m256i w16 = _mm256_packs_epi32(q[0], q[1]), w16b = _mm256_packs_epi32(q[2], q[3]);
         __m256i b8 = _mm256_packs_epi16(w16, w16b);
         b8 = _mm256_permutevar8x32_epi32(b8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
@@ -526,12 +519,14 @@ static void from_float_q8_0(const float *x, void *vy, int64_t n) {
 
 #endif
 
-/* The fastest activation quantizer for vec_dot_type t (same bytes as the traits'). */
+/* The fastest activation quantizer for vec_dot_type t (same bytes as lp_from_float_act). */
 lp_from_float_fn lp_from_float_fast(lp_type t) {
 #if LP_QUANT_AVX2
     if (t == LP_TYPE_Q8_0) return from_float_q8_0;
+#elif LP_QUANT_NEON
+    return lp_from_float_fast_neon(t);
 #endif
-    return lp_qtype(t)->from_float;
+    return lp_from_float_act(t);
 }
 
 /* Which types have a batched kernel: data, not a switch at the call site. */
@@ -548,6 +543,8 @@ lp_vec_dot_x4_fn lp_vec_dot_x4(lp_type t) {
     };
     for (size_t i = 0; i < sizeof x4_kernels / sizeof x4_kernels[0]; i++)
         if (x4_kernels[i].type == t) return x4_kernels[i].fn;
+#elif LP_QUANT_NEON
+    return lp_vec_dot_x4_neon(t);
 #endif
     (void)t;
     return NULL;

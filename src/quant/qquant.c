@@ -2,7 +2,8 @@
  * Q5_0, Q5_1, Q8_0 (ggml's quantize_row_*_ref), MXFP4 (quantize_row_mxfp4_ref) and
  * IQ4_NL (what llama-quantize runs without an imatrix: quantize_iq4_nl -> 
  * quantize_row_iq4_nl_impl with ntry = 7 and weights x^2; NOT quantize_row_iq4_nl_ref,
- * which uses ntry = -1 and gives different files).
+ * which uses ntry = -1 and gives different files); and the Q8_0 activation quantizer,
+ * which follows llama.cpp's x86 CPU backend instead of the reference (see below).
  *
  * Everything is float32 with ggml's exact operation order; the build's
  * -ffp-contract=off keeps the compiler from fusing multiply-adds, so the bytes equal
@@ -132,6 +133,38 @@ void lp_from_float_q8_0(const float *x, void *vy, int64_t n) {
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = lp_f32_to_f16(d);
         for (int j = 0; j < LP_QK; j++) y[i].qs[j] = (int8_t)roundf(x[j] * id);
+    }
+}
+
+/* ---- Q8_0 activations ----
+ * What llama.cpp's CPU backend runs on activation rows for Q8_0/Q4_0/IQ4_NL/MXFP4
+ * weights is not quantize_row_q8_0_ref above but, on x86 (AVX/AVX2 builds, e.g. the
+ * llama-cpp-python wheel), quantize_row_q8_0 of ggml-cpu/arch/x86/quants.c and, for
+ * repacked weights, ggml_quantize_mat_q8_0_4x8 of arch/x86/repack.cpp (same arithmetic):
+ *   d = amax / 127.f stored as f16 (RNE), id = amax != 0 ? 127.f / amax : 0 (not 1/d),
+ *   q = _mm256_cvtps_epi32(_mm256_round_ps(x * id, _MM_ROUND_NEAREST)), packed to int8
+ *   with signed saturation;
+ * i.e. ties round to even where roundf rounds away, and 127/amax can differ from 1/d by
+ * an ulp. Either flips a code now and then; on tiny-qwen3 q8_0 those flips alone moved
+ * first-token logits by up to 0.17 against llama.cpp, so we copy these bits. */
+
+/* cvtps2dq + packs on one value: round half to even, saturate to int8; NaN, +-inf and
+ * |v| >= 2^31 convert to INT_MIN, hence -128. Finite rows give |v| <= 127 (plus an ulp);
+ * the rest happens only in blocks holding inf/NaN or with amax < 127/FLT_MAX (127/amax
+ * overflows; their f16 scale is 0 anyway), copied for identical bytes, not for the dots. */
+static inline int8_t act_code(float v) {
+    if (fabsf(v) <= 4194303.f) return (int8_t)MAX(-128, MIN(127, lp_nearest_int(v)));
+    return v > 0 && v < 2147483648.f ? 127 : -128;
+}
+
+void lp_from_float_act_q8_0(const float *x, void *vy, int64_t n) {
+    lp_block_q8_0 *y = vy;
+    for (int64_t i = 0; i < n / LP_QK; i++, x += LP_QK) {
+        float amax = 0;
+        for (int j = 0; j < LP_QK; j++) amax = MAX(amax, fabsf(x[j]));
+        y[i].d = lp_f32_to_f16(amax / 127.f);
+        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        for (int j = 0; j < LP_QK; j++) y[i].qs[j] = act_code(x[j] * id);
     }
 }
 

@@ -2,7 +2,7 @@
  * lookup, row sizes, and the scalar f16/bf16 conversions.
  *
  * The kernels themselves live in qdecode.c (dequantize + scalar dot), qquant.c and
- * qquant_k.c (reference quantizers) and qdot_avx2.c (SIMD dots); this file only wires
+ * qquant_k.c (reference quantizers), qdot_avx2.c and qdot_neon.c (SIMD dots); this file wires
  * them into rows, choosing the SIMD dot when the build has it. lp_qtype() also answers
  * for the runtime's MLX block types (mlx_types.c), so every consumer has one lookup. */
 #include "quant/qtype.h"
@@ -16,6 +16,8 @@
 /* The fastest vec_dot compiled in for a type that has a SIMD variant. */
 #if LP_QUANT_AVX2
 #define FAST_DOT(t) lp_vec_dot_##t##_avx2
+#elif LP_QUANT_NEON
+#define FAST_DOT(t) lp_vec_dot_##t##_neon
 #else
 #define FAST_DOT(t) lp_vec_dot_##t##_scalar
 #endif
@@ -67,6 +69,15 @@ const lp_qtype_traits *lp_qtype(lp_type t) {
 lp_vec_dot_fn lp_vec_dot_scalar(lp_type t) {
     if ((int)t < 0 || t >= LP_TYPE_COUNT) return NULL;
     return scalar_dots[t];
+}
+
+/* Only Q8_0 has an activation quantizer of its own; Q8_K's from_float is already what
+ * llama.cpp's CPU backend runs (quantize_row_q8_K is quantize_row_q8_K_ref on x86 and
+ * ARM), and F32 activations are not converted. */
+lp_from_float_fn lp_from_float_act(lp_type t) {
+    if (t == LP_TYPE_Q8_0) return lp_from_float_act_q8_0;
+    const lp_qtype_traits *tr = lp_qtype(t);
+    return tr ? tr->from_float : NULL;
 }
 
 size_t lp_row_size(lp_type t, int64_t n) {

@@ -52,6 +52,16 @@ typedef struct {
     lp_vec_dot_fn vec_dot;   /* NULL if the type cannot be used as a matmul weight */
 } lp_qtype_traits;
 
+/* Activation quantization. The CPU matmul converts each activation row to the weight's
+ * vec_dot_type with the arithmetic of llama.cpp's x86 CPU backend, bit for bit, so the
+ * integer dot products see the same int8 codes and scales as llama.cpp does on the same
+ * GGUF (details in qquant.c). For Q8_0 that is NOT the traits' from_float, which stays the
+ * reference quantizer writing Q8_0 weights byte-identical to llama-quantize; for Q8_K the
+ * two coincide. lp_from_float_act() is the portable version (every build writes the same
+ * bytes with it); the matmul calls lp_from_float_fast() (qblocks.h), its SIMD twin. */
+lp_from_float_fn lp_from_float_act(lp_type vec_dot_type);
+void lp_from_float_act_q8_0(const float *x, void *y, int64_t n);
+
 /* Traits for a type id; NULL for ids that are unknown or unsupported here. */
 const lp_qtype_traits *lp_qtype(lp_type t);
 /* Bytes of a row of n elements (n must be a multiple of the block size). */

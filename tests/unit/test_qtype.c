@@ -458,6 +458,141 @@ static void test_q8_K_layout(void **state) {
     free(q);
 }
 
+/* ---- activation quantizers: llama.cpp's x86 CPU arithmetic ---- */
+
+/* Q8_0 activation row (lp_from_float_fast, i.e. what the matmul runs) checked against the
+ * formula of llama.cpp's quantize_row_q8_0 for x86 (ggml-cpu/arch/x86/quants.c), written
+ * out independently: d = f16(amax / 127), code = round-half-even(x * (127 / amax)),
+ * saturated to int8. Returns the block for the known-answer checks. */
+static lp_block_q8_0 q8_0_act_checked(const float x[32]) {
+    lp_block_q8_0 fast, act;
+    lp_from_float_fast(LP_TYPE_Q8_0)(x, &fast, 32);
+    lp_from_float_act(LP_TYPE_Q8_0)(x, &act, 32);
+    if (memcmp(&fast, &act, sizeof fast) != 0) fail_msg("q8_0: SIMD and portable activation quantizers differ");
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    assert_int_equal(act.d, lp_f32_to_f16(amax / 127.f));
+    const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+    for (int j = 0; j < 32; j++) {
+        const float v = x[j] * id; /* nearbyintf: the default rounding mode, ties to even */
+        const int want = isfinite(v) ? (int)fmaxf(-128.f, fminf(127.f, nearbyintf(v))) : -128; /* cvtps2dq: INT_MIN */
+        if (act.qs[j] != want) fail_msg("q8_0 act element %d (x %a): code %d, llama.cpp %d", j, x[j], act.qs[j], want);
+    }
+    return act;
+}
+
+static void test_q8_0_activation_quantizer(void **state) {
+    (void)state;
+    float x[32] = {0};
+    /* ties at .5 go to even (the weight quantizer's roundf goes away from zero) */
+    static const float ties[] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 126.5f, -125.5f};
+    static const int8_t even[] = {0, 2, 2, 0, -2, -2, 126, -126}, away[] = {1, 2, 3, -1, -2, -3, 127, -126};
+    x[31] = 127.0f; /* amax 127: id = 1 */
+    for (int j = 0; j < 8; j++) x[j] = ties[j];
+    lp_block_q8_0 a = q8_0_act_checked(x), w;
+    lp_from_float_q8_0(x, &w, 32);
+    for (int j = 0; j < 8; j++) {
+        assert_int_equal(a.qs[j], even[j]);
+        assert_int_equal(w.qs[j], away[j]);
+    }
+    assert_int_equal(a.qs[31], 127);
+    assert_int_equal(a.d, lp_f32_to_f16(1.0f));
+    /* id = 127/amax, not 1/d: here x*id = 1.5000001 but x*(1/d) = 1.4999999 */
+    memset(x, 0, sizeof x);
+    x[0] = 0x1.71ba98p+0f;
+    x[1] = 0x1.177ae8p-6f;
+    a = q8_0_act_checked(x);
+    lp_from_float_q8_0(x, &w, 32);
+    assert_int_equal(a.qs[1], 2);
+    assert_int_equal(w.qs[1], 1);
+    /* amax 0 (with -0.0): scale and codes 0 */
+    memset(x, 0, sizeof x);
+    x[3] = -0.0f;
+    a = q8_0_act_checked(x);
+    assert_int_equal(a.d, 0);
+    for (int j = 0; j < 32; j++) assert_int_equal(a.qs[j], 0);
+    /* negative maximum: it gets code -127 */
+    for (int j = 0; j < 32; j++) x[j] = 0.1f * (float)(j % 7) - 0.3f;
+    x[9] = -3.0f;
+    a = q8_0_act_checked(x);
+    assert_int_equal(a.qs[9], -127);
+    assert_int_equal(a.d, lp_f32_to_f16(3.0f / 127.f));
+    /* subnormal amax: 127/amax overflows, x * inf converts to INT_MIN -> -128 everywhere
+     * (0 * inf too); the f16 scale is 0, so only the bytes, not the dots, depend on it */
+    for (int j = 0; j < 32; j++) x[j] = (j % 3 ? 1e-39f : -1e-39f) * (float)(j % 5);
+    a = q8_0_act_checked(x);
+    assert_int_equal(a.d, 0);
+    for (int j = 0; j < 32; j++) assert_int_equal(a.qs[j], -128);
+    /* ordinary rows, including values right at code boundaries */
+    for (int trial = 0; trial < 2000; trial++) {
+        const float scale = trial % 3 == 0 ? 1e-3f : trial % 3 == 1 ? 1.0f : 40.0f;
+        for (int j = 0; j < 32; j++) x[j] = gauss() * scale;
+        if (trial % 2) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+            for (int j = 0; j < 32; j += 3) x[j] = ((float)(int)(x[j] * 127.f / amax) + 0.5f) * (amax / 127.f);
+        }
+        q8_0_act_checked(x);
+    }
+}
+
+/* Q8_K (K-quant activations): llama.cpp runs quantize_row_q8_K_ref on x86 and ARM, which
+ * is our from_float: iscale = -127 / max with max the signed value of largest magnitude
+ * (the first one on a +-tie), codes nearest_int (ties to even), d = 1 / iscale. (The x86
+ * repack path for Q4_K prefill, ggml_quantize_mat_q8_K_4x8, prefers the positive one on a
+ * +-tie: the only case where it differs.) Checked against that formula here. */
+static lp_block_q8_K q8_K_act_checked(const float x[256]) {
+    lp_block_q8_K fast, act, ref;
+    lp_from_float_fast(LP_TYPE_Q8_K)(x, &fast, 256);
+    lp_from_float_act(LP_TYPE_Q8_K)(x, &act, 256);
+    lp_qtype(LP_TYPE_Q8_K)->from_float(x, &ref, 256);
+    assert_memory_equal(&fast, &act, sizeof act);
+    assert_memory_equal(&act, &ref, sizeof act);
+    float amax = 0, max = 0;
+    for (int j = 0; j < 256; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+    const float iscale = amax ? -127.f / max : 0.0f;
+    assert_true(act.d == (amax ? 1 / iscale : 0.0f));
+    for (int j = 0; j < 256; j++) assert_int_equal(act.qs[j], (int)nearbyintf(iscale * x[j]));
+    return act;
+}
+
+static void test_q8_K_activation_quantizer(void **state) {
+    (void)state;
+    float x[256] = {0};
+    /* ties at .5 with a negative max of -127 (iscale 1): to even */
+    static const int8_t even[] = {-4, -2, -2, 0, 0, 2, 2, 4}; /* -3.5 .. 3.5 */
+    x[255] = -127.0f;
+    for (int j = 0; j < 8; j++) x[j] = (float)(j - 4) + 0.5f;
+    lp_block_q8_K a = q8_K_act_checked(x);
+    assert_true(a.d == 1.0f);
+    for (int j = 0; j < 8; j++) assert_int_equal(a.qs[j], even[j]);
+    /* positive max: iscale -1, codes negated, d < 0 */
+    for (int j = 0; j < 256; j++) x[j] = -x[j];
+    a = q8_K_act_checked(x);
+    assert_true(a.d == -1.0f);
+    assert_int_equal(a.qs[255], -127);
+    for (int j = 0; j < 8; j++) assert_int_equal(a.qs[j], even[j]);
+    /* +-tie: the first (negative) one is the max */
+    memset(x, 0, sizeof x);
+    x[3] = -4.0f;
+    x[7] = 4.0f;
+    a = q8_K_act_checked(x);
+    assert_int_equal(a.qs[3], -127);
+    assert_int_equal(a.qs[7], 127);
+    /* amax 0: an all-zero block */
+    x[3] = x[7] = 0.0f;
+    x[10] = -0.0f;
+    a = q8_K_act_checked(x);
+    lp_block_q8_K zero;
+    memset(&zero, 0, sizeof zero);
+    assert_memory_equal(&a, &zero, sizeof a);
+    for (int trial = 0; trial < 200; trial++) {
+        for (int j = 0; j < 256; j++) x[j] = gauss() * (trial % 2 ? 30.0f : 1e-3f);
+        q8_K_act_checked(x);
+    }
+}
+
 /* ---- quantization error on real weights ---- */
 
 typedef struct {
@@ -560,10 +695,11 @@ static double dot_double(const float *a, const float *b, int64_t n, double *abs_
     return s;
 }
 
-/* Activation vector in the weight type's vec_dot_type. */
+/* Activation vector in the weight type's vec_dot_type, quantized as the matmul does. */
 static void *make_act(lp_type wt, const float *x, int64_t n, float *x_dequant) {
     lp_type at = lp_qtype(wt)->vec_dot_type;
-    void *a = quantize_new(at, x, n);
+    void *a = lp_xcalloc(1, lp_row_size(at, n) + 1);
+    lp_from_float_act(at)(x, a, n);
     lp_qtype(at)->to_float(a, x_dequant, n);
     return a;
 }
@@ -642,7 +778,7 @@ static void test_vec_dot_simd_matches_scalar(void **state) {
 
 /* The prefill kernels: 4 tokens per weight-row pass must give exactly the 4 single-token
  * vec_dot results (the runtime relies on prefill == decode bit for bit); and the SIMD
- * activation quantizer must write the reference quantizer's bytes. */
+ * activation quantizer must write the portable one's bytes. */
 static void test_vec_dot_x4_and_fast_quantizer(void **state) {
     (void)state;
     enum { N = 1536 };
@@ -662,7 +798,7 @@ static void test_vec_dot_x4_and_fast_quantizer(void **state) {
             uint8_t *acts = lp_xmalloc(4 * row), *ref = lp_xmalloc(row);
             for (int t = 0; t < 4; t++) {
                 lp_from_float_fast(at)(x[t], acts + (size_t)t * row, N);
-                lp_qtype(at)->from_float(x[t], ref, N);
+                lp_from_float_act(at)(x[t], ref, N);
                 if (memcmp(ref, acts + (size_t)t * row, row) != 0) fail_msg("%s: fast quantizer differs", lp_qtype(at)->name);
             }
             void *q = quantize_new((lp_type)k, w, N);
@@ -692,6 +828,8 @@ int main(void) {
         cmocka_unit_test(test_known_answer_32),
         cmocka_unit_test(test_known_answer_k),
         cmocka_unit_test(test_q8_K_layout),
+        cmocka_unit_test(test_q8_0_activation_quantizer),
+        cmocka_unit_test(test_q8_K_activation_quantizer),
         cmocka_unit_test(test_roundtrip_real_weights),
         cmocka_unit_test(test_zero_and_nonfinite_rows),
         cmocka_unit_test(test_vec_dot_accuracy),

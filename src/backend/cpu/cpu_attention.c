@@ -11,6 +11,9 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define LP_CPU_AVX2 1
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define LP_CPU_NEON 1
 #endif
 
 int cpu_attention_init(lp_cpu *c) {
@@ -89,11 +92,43 @@ static void qk_scores(const float *q, const float *k, size_t stride, int n, int 
             score[i] = lp_hsum256(a0) * scale, score[i + 1] = lp_hsum256(a1) * scale;
             score[i + 2] = lp_hsum256(a2) * scale, score[i + 3] = lp_hsum256(a3) * scale;
         }
+#elif defined(LP_CPU_NEON)
+    if (hd % 4 == 0)
+        for (; i + 4 <= n; i += 4) {
+            const float *k0 = k + (size_t)i * stride;
+            float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
+            for (int d = 0; d < hd; d += 4) {
+                const float32x4_t qv = vld1q_f32(q + d);
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) acc[j] = vfmaq_f32(acc[j], qv, vld1q_f32(k0 + j * stride + d));
+            }
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) score[i + j] = vaddvq_f32(acc[j]) * scale;
+        }
 #endif
     for (; i < n; i++) score[i] = cpu_dot_f32(q, k + (size_t)i * stride, hd) * scale;
 }
 
-/* out = sum_i w[i] * value i, 64 (or 32) output dims held in registers per pass over the values. */
+#ifdef LP_CPU_NEON
+/* out[0..W) = sum_i w[i] * v_i[0..W), W (<= 32, a multiple of 4) held in W/4 registers;
+ * W is a constant in each call, so the unrolled loops keep the array in registers (at
+ * W = 64 the 16 accumulators and 16 loads would not fit the 32 registers). */
+static inline __attribute__((always_inline)) void weighted_pass_neon(const float *w, const float *v, size_t stride,
+                                                                     int n, float *out, const int W) {
+    float32x4_t o[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < W / 4; j++) o[j] = vdupq_n_f32(0);
+    for (int i = 0; i < n; i++) {
+        const float *vi = v + (size_t)i * stride;
+#pragma GCC unroll 8
+        for (int j = 0; j < W / 4; j++) o[j] = vfmaq_n_f32(o[j], vld1q_f32(vi + 4 * j), w[i]);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < W / 4; j++) vst1q_f32(out + 4 * j, o[j]);
+}
+#endif
+
+/* out = sum_i w[i] * value i, 64 (or 32; NEON: 32 or 16) output dims held in registers per pass over the values. */
 static void weighted_values(const float *w, const float *v, size_t stride, int n, int hd, float *out) {
     int d = 0;
 #ifdef LP_CPU_AVX2
@@ -130,6 +165,9 @@ static void weighted_values(const float *w, const float *v, size_t stride, int n
         _mm256_storeu_ps(out + d, o0), _mm256_storeu_ps(out + d + 8, o1);
         _mm256_storeu_ps(out + d + 16, o2), _mm256_storeu_ps(out + d + 24, o3);
     }
+#elif defined(LP_CPU_NEON)
+    for (; d + 32 <= hd; d += 32) weighted_pass_neon(w, v + d, stride, n, out + d, 32);
+    for (; d + 16 <= hd; d += 16) weighted_pass_neon(w, v + d, stride, n, out + d, 16);
 #endif
     for (; d < hd; d++) {
         float acc = 0.0f;
