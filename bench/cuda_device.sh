@@ -10,6 +10,8 @@
 # On the device (carry: ["out/cuda-carry"]):
 #   bash bench/cuda_device.sh build test     # ~4 min: build, kernel + backend tests
 #   bash bench/cuda_device.sh synth bench    # ~8 min: Qwen3-8B-shaped q4_k_m/q8_0, benchmark
+#   bash bench/cuda_device.sh fast profile   # ~3 min: GGUFs written directly (no bf16, no
+#                                            # K-quant search), per-op GPU time table
 # (each stage rebuilds first when the machine went cold and lost build/)
 # Stages: build, test, synth (bf16 checkpoint + conversion), bench; results and logs
 # land in $OUT (cuda.json, test_cuda.log, bench-*.log).
@@ -49,7 +51,7 @@ build_standalone() {
   local lib="$root/usr/lib/x86_64-linux-gnu"
   export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
   local inc=(-I"$root/usr/include" -I"$root/usr/include/x86_64-linux-gnu")
-  local defs=(-D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DLP_HAVE_CUDA=1 -Isrc "${inc[@]}"
+  local defs=(-D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DLP_HAVE_CUDA=1 -DLP_CUDA_MODULE_BUILT=1 -Isrc "${inc[@]}"
     -DLP_FIXTURES_DIR="\"$PWD/out/cuda-carry\"" -DLP_SOURCE_DIR="\"$PWD\"" -DLP_BINARY_DIR="\"$PWD/build\"")
   local cflags=(-std=c11 -O2 -Wall -Wextra -Wno-unused-parameter -ffp-contract=off -mavx2 -mfma -mf16c "${defs[@]}")
   find src -name '*.c' ! -path 'src/cli/*' ! -path 'src/server/*' ! -name hub.c > build/core.list
@@ -61,11 +63,15 @@ build_standalone() {
     if [ "${#pids[@]}" -ge "$JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
   done < build/core.list
   wait
+  # The CUDA backend is a module the binaries dlopen() (src/backend/cuda/cuda_loader.c), as in
+  # cmake/cuda.cmake: only it links cudart + cuBLAS, it exports one symbol and has no undefined
+  # ones (lpcore's functions reach it through its entry), so the binaries need no -rdynamic.
+  echo '{ global: lp_cuda_module_entry; local: *; };' > build/llama-pajamas-cuda.map
   nvcc -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 "${defs[@]}" -Xcompiler -Wno-unknown-pragmas \
-    -c src/backend/cuda/cuda_backend.cu -o "$obj/cuda_backend.o"
+    -shared -Xcompiler -fPIC -cudart shared -Xlinker --version-script="$PWD/build/llama-pajamas-cuda.map" \
+    -Xlinker -z,defs src/backend/cuda/cuda_backend.cu -o build/libllama-pajamas-cuda.so -L/usr/local/cuda/lib64 -lcublas
   rm -f build/libsa.a && ar rcs build/libsa.a "$obj"/*.o
-  local libs=(-Lbuild -lsa -L"$lib" -L/usr/local/cuda/lib64 -lcublas -lcudart -ljansson -lpcre2-8 -lutf8proc -lstdc++ -lm
-    -lpthread)
+  local libs=(-Lbuild -lsa -L"$lib" -ljansson -lpcre2-8 -lutf8proc -lm -lpthread -ldl)
   # what the left-out files define (hub downloads, ...) becomes a stub that aborts
   gcc "${cflags[@]}" -DLP_DATA_DIR="\"$PWD/data\"" src/cli/quant_main.c src/cli/common.c bench/synth_checkpoint.c \
     bench/bench_cuda.c tests/unit/test_cuda.c -o /dev/null "${libs[@]}" -lcmocka 2>&1 |
@@ -111,13 +117,54 @@ synth() {
   ls -la "$SYN-out"/gguf/*/
 }
 
+# The same q4_k_m / q8_0 GGUFs (types, shapes, metadata) written directly by
+# synth_checkpoint --gguf: random rows quantized once and cycled; for speed runs.
+synth_fast() {
+  [ -x build/bench_cuda ] || build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  for p in q4_k_m q8_0; do
+    mkdir -p "$SYN-out/gguf/$p"
+    /usr/bin/time -f "synth --gguf $p %e s" build/synth_checkpoint "$CARRY/Qwen3-8B.config.json" "$CARRY/tokenizer" \
+      "$SYN-out/gguf/$p/lp-q8b-$p.gguf" --gguf "$p"
+  done
+}
+
+# Per-op GPU time of prefill, batch-1 decode and 8-stream decode (LP_CUDA_PROFILE=1).
+profile() {
+  [ -x build/bench_cuda ] || build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  local p f
+  for p in ${LP_PROFILE_PRECISIONS:-q4_k_m}; do
+    f="$(ls "$SYN-out"/gguf/$p/*.gguf | head -1)"
+    LP_CUDA_PROFILE=1 build/bench_cuda "$f" --label "profile $p" --depths 512 --gen 32 --prefill 512 --streams 8 \
+      --copy-gib 1 2>&1 | tee "$OUTDIR/profile-$p.log"
+  done
+}
+
+# Nsight Compute on a few decode GEMV launches (eager): bandwidth, stalls, occupancy.
+ncu_gemv() {
+  [ -x build/bench_cuda ] || build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  local f
+  f="$(ls "$SYN-out"/gguf/q4_k_m/*.gguf | head -1)"
+  LP_CUDA_GRAPHS=0 timeout 300 ncu -k "regex:${LP_NCU_KERNELS:-lpc_gemv_q}" --launch-skip "${LP_NCU_SKIP:-400}" \
+    --launch-count "${LP_NCU_COUNT:-6}" --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section LaunchStats --section Occupancy build/bench_cuda "$f" --depths 512 --gen 4 --prefill 512 --streams 8 \
+    --copy-gib 1 >"$OUTDIR/ncu.txt" 2>&1 || true
+  grep -E "lpc_|DRAM Throughput|Memory Throughput|Duration|Registers|Achieved Occupancy|Stall|Block Size|Grid Size" \
+    "$OUTDIR/ncu.txt" | head -120
+}
+
 bench() {
   [ -x build/bench_cuda ] || build # a cold machine lost the previous call's build
   export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-  for p in q4_k_m q8_0; do
-    local f
+  local p f
+  # LP_BENCH_PRECISIONS / LP_BENCH_ARGS (extra bench_cuda options) narrow a quick run
+  for p in ${LP_BENCH_PRECISIONS:-q4_k_m q8_0}; do
     f="$(ls "$SYN-out"/gguf/$p/*.gguf | head -1)"
-    build/bench_cuda "$f" --label "Qwen3-8B shapes $p" --json "$OUTDIR/cuda-$p.json" 2>&1 | tee "$OUTDIR/bench-$p.log"
+    # shellcheck disable=SC2086
+    build/bench_cuda "$f" --label "Qwen3-8B shapes $p" --json "$OUTDIR/cuda-$p.json" ${LP_BENCH_ARGS:-} 2>&1 |
+      tee "$OUTDIR/bench-$p.log"
   done
   python3 - "$OUTDIR" <<'EOF'
 import json, sys, glob, os
@@ -134,6 +181,9 @@ for stage in "$@"; do
     build) build ;;
     test) run_tests ;;
     synth) synth ;;
+    fast) synth_fast ;;
+    profile) profile ;;
+    ncu) ncu_gemv ;;
     bench) bench ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

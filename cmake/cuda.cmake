@@ -1,15 +1,26 @@
 # cuda.cmake — the optional CUDA backend (src/backend/cuda), included by the
 # top-level CMakeLists.txt after lpcore is defined.
 #
-# LP_CUDA=ON and nvcc found: the .cu code builds into lpcuda (sm_90 machine code
-# plus compute_75 PTX, which the driver JIT-compiles on other GPUs), lpcore links
-# it and cudart + cuBLAS, and LP_HAVE_CUDA=1 is defined for C code. Otherwise
-# src/backend/cuda/cuda_stub.c (always in lpcore) makes lp_backend_cuda_create()
-# fail with "built without CUDA".
+# LP_CUDA=ON and nvcc found: cuda_backend.cu builds into the module
+# libllama-pajamas-cuda.so next to the binaries (sm_90 machine code plus compute_75
+# PTX, which the driver JIT-compiles on other GPUs); only the module links cudart and
+# cuBLAS. lpcore and the binaries do not: src/backend/cuda/cuda_loader.c (always in
+# lpcore) dlopen()s the module on first use ($LP_CUDA_MODULE, else the executable's
+# directory, else ../lib/llama-pajamas next to it), so binaries start without the
+# CUDA libraries and `quant info` does not map them. LP_HAVE_CUDA=1 is defined for
+# C code (select.c offers the backend). Without nvcc no module is built and
+# lp_backend_cuda_create() fails with the loader's one-line message.
+#
+# The module is linked -z defs with one exported symbol (lp_cuda_module_entry): the
+# few lpcore functions it calls come from the host through that entry (why: see
+# cuda_loader.c), so no executable needs -rdynamic.
 #
 # Independently of nvcc, test_cuda_emu runs the CUDA kernels on a CPU emulator
 # (src/backend/cuda/emu_test.cpp) whenever a C++ compiler and cmocka exist.
 include(CheckLanguage)
+
+# the loader (cuda_loader.c, in lpcore whatever the configuration) uses dlopen
+target_link_libraries(lpcore PUBLIC ${CMAKE_DL_LIBS})
 
 if(LP_CUDA)
   check_language(CUDA)
@@ -23,22 +34,30 @@ if(LP_CUDA AND CMAKE_CUDA_COMPILER)
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)
 
-  add_library(lpcuda STATIC ${CMAKE_SOURCE_DIR}/src/backend/cuda/cuda_backend.cu)
-  set_target_properties(lpcuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON)
-  # The top level's -Wall/-march/-ffp-contract are host-compiler flags nvcc does not
-  # take directly: replace them with their -Xcompiler forms.
+  add_library(lpcuda MODULE ${CMAKE_SOURCE_DIR}/src/backend/cuda/cuda_backend.cu)
+  set_target_properties(lpcuda PROPERTIES OUTPUT_NAME llama-pajamas-cuda PREFIX lib
+    LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR} # next to the binaries: the loader looks there
+    CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON
+    CUDA_RUNTIME_LIBRARY Shared) # the module needs libcudart.so; without it, a clear load error
+  # The top level's -Wall/-march/-ffp-contract/-fsanitize are host-compiler flags nvcc does
+  # not take directly: replace them (compile and link) with what the module needs.
   set_property(TARGET lpcuda PROPERTY COMPILE_OPTIONS
     $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wno-unused-parameter,-Wno-unknown-pragmas>
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
+  # Export only the entry (everything else binds inside the module, never to the host's
+  # lp_fail or lp_backend_cuda_create), and refuse undefined symbols at link time.
+  set(LP_CUDA_MAP ${CMAKE_BINARY_DIR}/llama-pajamas-cuda.map)
+  file(WRITE ${LP_CUDA_MAP} "{ global: lp_cuda_module_entry; local: *; };\n")
+  set_property(TARGET lpcuda PROPERTY LINK_OPTIONS "LINKER:--version-script=${LP_CUDA_MAP}" "LINKER:-z,defs")
+  set_property(TARGET lpcuda PROPERTY LINK_DEPENDS ${LP_CUDA_MAP})
   target_include_directories(lpcuda PRIVATE ${CMAKE_SOURCE_DIR}/src)
   target_compile_definitions(lpcuda PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE LP_HAVE_CUDA=1)
-  # lpcuda calls lpcore (errors, type traits) and lpcore exposes lpcuda: a static cycle,
-  # which CMake resolves by repeating the libraries on the link line.
-  target_link_libraries(lpcuda PUBLIC CUDA::cudart CUDA::cublas PRIVATE lpcore)
-  target_link_libraries(lpcore PUBLIC lpcuda)
+  target_link_libraries(lpcuda PRIVATE CUDA::cudart CUDA::cublas) # and not lpcore
+  # Building anything on lpcore builds the module, so a binary finds it beside itself.
+  add_dependencies(lpcore lpcuda)
   target_compile_definitions(lpcore PUBLIC LP_HAVE_CUDA=1)
-  # lpcore was created before CUDA was enabled: give it the architectures too (CMP0104)
-  set_property(TARGET lpcore PROPERTY CUDA_ARCHITECTURES ${CMAKE_CUDA_ARCHITECTURES})
+  set_property(SOURCE ${CMAKE_SOURCE_DIR}/src/backend/cuda/cuda_loader.c APPEND PROPERTY COMPILE_DEFINITIONS
+    LP_CUDA_MODULE_BUILT=1)
   message(STATUS "llama-pajamas: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES})")
 else()
   message(STATUS "llama-pajamas: CUDA backend OFF (LP_CUDA=${LP_CUDA}, nvcc not found or disabled)")

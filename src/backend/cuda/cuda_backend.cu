@@ -29,6 +29,8 @@ extern "C" {
 }
 #include "cuda_backend.h"
 #include "lpc_kernels.cuh"
+#include "lpc_profile.cuh"
+#include "cuda_module.h"
 
 enum {
     LPC_GEMV_MAX_N = 32,           /* rows of a batch still done by GEMV (weights read ceil(n/8) times) */
@@ -127,6 +129,7 @@ typedef struct {
     unsigned long long clock;
     /* scratch */
     lpc_scratch attn_part, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq;
+    lpc_profile prof; /* LP_CUDA_PROFILE=1 */
 } lp_cuda;
 
 /* ---- errors ---- */
@@ -757,9 +760,13 @@ static lpc_q8 no_q8(void) {
     return z;
 }
 
+/* Splits of the positions for decode attention: enough blocks for ~4 per SM, at
+ * least 128 cache positions per split. Fixed per (batch size, n_ctx) so a graph
+ * stays valid as the context grows: the kernel sizes each split from the actual
+ * length (empty splits exit at once). */
 static int n_split(const lp_cuda *c, int n) {
-    int ns = (2 * c->n_sm + n * c->cfg.n_head_kv - 1) / (n * c->cfg.n_head_kv);
-    const int by_ctx = (c->cfg.n_ctx + 255) / 256;
+    int ns = (4 * c->n_sm + n * c->cfg.n_head_kv - 1) / (n * c->cfg.n_head_kv);
+    const int by_ctx = (c->cfg.n_ctx + 127) / 128;
     if (ns > by_ctx) ns = by_ctx;
     if (ns > 64) ns = 64;
     return ns < 1 ? 1 : ns;
@@ -981,9 +988,9 @@ static void exec_op(lp_cuda *c, const lpc_op *op) {
         if (op->rope_heads)
             lpc_norm_rope(c->st, op->y[0]->d, op->n, op->rope_heads, hd, (const float *)op->w[0]->a, op->f0, c->d_cos, c->d_sin,
                           neox);
-        else
-            lpc_rmsnorm(c->st, op->x[0]->d, (const float *)op->w[0]->a, op->n, op->w[0]->K, op->f0, op->y[0]->d, op->emit_q8,
-                        op->emit_q8 ? op->y[0]->q8 : no_q8());
+        else if (!lpc_rmsnorm(c->st, op->x[0]->d, (const float *)op->w[0]->a, op->n, op->w[0]->K, op->f0, op->y[0]->d, op->emit_q8,
+                              op->emit_q8 ? op->y[0]->q8 : no_q8()))
+            set_err(c, "cuda backend: RMSNorm over %d elements: rows of up to 32768 are supported", op->w[0]->K);
         break;
     case OP_MATMUL: exec_matmul(c, op); break;
     case OP_ADD_BIAS:
@@ -1003,12 +1010,49 @@ static void exec_op(lp_cuda *c, const lpc_op *op) {
     }
 }
 
+static const char *op_name(int kind) {
+    static const char *const names[] = {"batch", "embed", "rmsnorm", "matmul", "add_bias", "add", "rope", "attention",
+                                        "swiglu", "moe", "gather", "kv_copy"};
+    return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) ? names[kind] : "?";
+}
+
+/* Profile label of an op and the weight bytes it streams. */
+static double op_label(const lpc_op *op, char *buf, size_t cap) {
+    int at = snprintf(buf, cap, "%s n=%d", op_name(op->kind), op->n);
+    double bytes = 0.0;
+    if (op->kind == OP_RMSNORM && op->rope_heads) at += snprintf(buf + at, cap - (size_t)at, " +rope");
+    if (op->kind != OP_MATMUL) return 0.0;
+    for (int i = 0; i < op->count && (size_t)at < cap; i++) {
+        const lpc_weight *w = op->w[i];
+        const lp_qtype_traits *q = lp_qtype((lp_type)w->type);
+        at += snprintf(buf + at, cap - (size_t)at, " %s %dx%d", q ? q->name : "?", w->M, w->K);
+        bytes += (double)w->bytes / (w->E > 0 ? w->E : 1);
+    }
+    if (op->acc_into && (size_t)at < cap) snprintf(buf + at, cap - (size_t)at, " +res");
+    return bytes;
+}
+
 static void exec_all(lp_cuda *c, bool check_each) {
+    lpc_profile *pf = &c->prof;
+    int n_ev = 0;
+    if (pf->on) cudaEventRecord(lpc_prof_event(pf, n_ev++), c->st);
     for (int i = 0; i < c->n_ops && !c->err[0]; i++) {
         if (c->ops[i].skip) continue;
         exec_op(c, &c->ops[i]);
         if (check_each) cuda_ok(c, cudaGetLastError(), "kernel launch");
+        if (pf->on) cudaEventRecord(lpc_prof_event(pf, n_ev++), c->st);
     }
+    if (!pf->on || n_ev < 2 || !cuda_ok(c, cudaEventSynchronize(pf->ev[n_ev - 1]), "profile")) return;
+    for (int i = 0, k = 1; i < c->n_ops && k < n_ev; i++) {
+        if (c->ops[i].skip) continue;
+        float ms = 0.0f;
+        cudaEventElapsedTime(&ms, pf->ev[k - 1], pf->ev[k]);
+        char label[LPC_PROF_LABEL];
+        const double bytes = op_label(&c->ops[i], label, sizeof label);
+        lpc_prof_add(pf, label, ms, bytes);
+        k++;
+    }
+    pf->steps++;
 }
 
 /* ---- graphs ---- */
@@ -1174,6 +1218,8 @@ static int cuda_init(lp_backend *be, const lp_backend_config *cfg) {
 static void cuda_destroy(lp_backend *be) {
     lp_cuda *c = (lp_cuda *)be;
     if (c->st) cudaStreamSynchronize(c->st);
+    lpc_prof_print(&c->prof);
+    lpc_prof_free(&c->prof);
     graphs_clear(c);
     for (size_t i = 0; i < c->wmap_cap; i++) {
         lpc_weight *w = c->wmap[i];
@@ -1238,6 +1284,9 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->device = device;
     c->use_graphs = !env_off("LP_CUDA_GRAPHS");
     c->use_fusion = !env_off("LP_CUDA_FUSE");
+    const char *prof = getenv("LP_CUDA_PROFILE");
+    c->prof.on = prof && strcmp(prof, "1") == 0;
+    if (c->prof.on) c->use_graphs = false; /* eager launches, an event after each op */
     cudaDeviceProp prop;
     if (!cuda_ok(c, cudaSetDevice(device), "set device") || !cuda_ok(c, cudaGetDeviceProperties(&prop, device), "device properties") ||
         !cuda_ok(c, cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking), "stream") ||
@@ -1312,3 +1361,41 @@ done:
     if (dst) cudaFree(dst);
     return gbs;
 }
+
+/* ==== LP_CUDA_MODULE_ENTRY: the module's one exported symbol ====================
+ * This file builds into libllama-pajamas-cuda.so, which src/backend/cuda/cuda_loader.c
+ * dlopen()s. The module does not link lpcore: the lpcore functions used above come
+ * from the host through lp_cuda_module_entry() and are forwarded here (see
+ * cuda_loader.c for why); the tables are in cuda_module.h. A new lpcore call above
+ * fails the module's link (-z defs) until it gets a slot in the host table. Only the entry is exported
+ * (version script in cmake/cuda.cmake), so the definitions below and the public API
+ * functions above bind inside the module, never to the host's same-named ones. */
+
+static const lp_cuda_host *lpc_host; /* set by a matching handshake */
+
+static const lp_cuda_module lpc_module = {
+    LP_CUDA_MODULE_ABI,          LP_CUDA_LAYOUT,        lp_backend_cuda_create,      lp_cuda_device_count,
+    lp_backend_cuda_mem,         lp_cuda_copy_bandwidth, lp_backend_cuda_device_name,
+};
+
+extern "C" __attribute__((visibility("default"))) const lp_cuda_module *lp_cuda_module_entry(const lp_cuda_host *host) {
+    static const size_t mine[LP_CUDA_N_LAYOUT] = LP_CUDA_LAYOUT;
+    if (host && host->abi == LP_CUDA_MODULE_ABI && memcmp(host->layout, mine, sizeof mine) == 0) lpc_host = host;
+    return &lpc_module;
+}
+
+/* lpcore, forwarded to the host's copy (one thread-local error message). */
+extern "C" int lp_fail(const char *fmt, ...) {
+    char msg[1024]; /* err.c's buffer size: the same truncation */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return lpc_host->fail("%s", msg);
+}
+extern "C" void *lp_xmalloc(size_t n) { return lpc_host->xmalloc(n); }
+extern "C" void *lp_xcalloc(size_t n, size_t size) { return lpc_host->xcalloc(n, size); }
+extern "C" void *lp_xrealloc(void *p, size_t n) { return lpc_host->xrealloc(p, n); }
+extern "C" const lp_qtype_traits *lp_qtype(lp_type t) { return lpc_host->qtype(t); }
+extern "C" uint16_t lp_f32_to_f16(float f) { return lpc_host->f32_to_f16(f); }
+/* ==== end LP_CUDA_MODULE_ENTRY ================================================== */

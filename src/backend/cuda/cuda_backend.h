@@ -3,11 +3,17 @@
  * plane and a scale plane), the KV cache is F16 on the device, activations stay
  * in device buffers, and read() copies back only what is asked.
  *
- * Without nvcc at build time lp_backend_cuda_create() fails with "built without
- * CUDA" and lp_cuda_device_count() returns 0.
+ * The implementation lives in the module libllama-pajamas-cuda.so (cuda_backend.cu,
+ * built when nvcc is found), which these functions load on first use through
+ * cuda_loader.c: $LP_CUDA_MODULE, else beside the executable, else
+ * ../lib/llama-pajamas relative to it. Binaries do not link cudart or cuBLAS. When
+ * the module is missing or does not load (no nvcc at build time, libcudart absent)
+ * lp_cuda_device_count() returns 0 and the other calls fail with one line naming
+ * the module path and the loader's error.
  *
  * Environment switches (debugging): LP_CUDA_GRAPHS=0 (no CUDA graphs),
- * LP_CUDA_FUSE=0 (no op fusion). */
+ * LP_CUDA_FUSE=0 (no op fusion), LP_CUDA_PROFILE=1 (eager steps with per-op GPU
+ * times, printed as a table when the backend is destroyed). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 

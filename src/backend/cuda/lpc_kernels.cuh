@@ -30,7 +30,10 @@ typedef struct {
 /* Called by all 32 lanes of a warp for 32 consecutive elements i0 + lane (i0 % 32 == 0). */
 __device__ __forceinline__ void lpc_q8_emit(float v, size_t i0, int lane, lpc_q8 o) {
     const float amax = lpc_warp_max(fabsf(v));
-    const float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    /* llama.cpp's x86 Q8_0 activation arithmetic (the CPU backend's too): codes
+     * round(v * 127/amax) ties-to-even, scale amax/127 stored as F16. Equal codes and
+     * scales make Q8_0 matmuls agree with the CPU up to summation order. */
+    const float d = lpc_h2f(lpc_f2h(amax / 127.0f)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
     const int q = (int)rintf(v * id);
     int sum = q;
 #pragma unroll
@@ -54,7 +57,7 @@ inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) 
 
 /* ---- GEMV: y[c][row] (+)= W[row] . x[c] for up to LPC_MAX_PROB weights sharing x ---- */
 
-enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8 };
+enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8, LPC_GEMV_ROWS = 2 /* per warp, quantized */ };
 
 typedef struct {
     int nprob;
@@ -113,39 +116,65 @@ __device__ __forceinline__ void lpc_gemv_store(const lpc_gemv_args &p, const lpc
     }
 }
 
+/* Quantized weights: each warp takes LPC_GEMV_ROWS consecutive rows, so every
+ * activation load (int8 codes, scales) serves that many weight rows: with one row
+ * per warp the GEMVs issued about as many activation loads as weight loads and sat
+ * at 25-45% of DRAM bandwidth, stalled on the L1 (ncu). */
 template <class T, int NC>
 __global__ void __launch_bounds__(128) lpc_gemv_q(lpc_gemv_args p) {
+    enum { R = LPC_GEMV_ROWS };
     const int lane = threadIdx.x % 32;
-    lpc_row_pick r;
-    if (!lpc_pick_row(p, blockIdx.x * LPC_GEMV_WARPS + threadIdx.x / 32, r)) return;
-    const uint8_t *A = r.a + (size_t)r.row * p.bpr * T::A_BYTES, *B = r.b + (size_t)r.row * p.bpr * T::B_BYTES;
-    const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
-    float acc[NC];
+    const int grow = (blockIdx.x * LPC_GEMV_WARPS + threadIdx.x / 32) * R;
+    lpc_row_pick r[R];
+    if (!lpc_pick_row(p, grow, r[0])) return;
+    int n_rows = 1; /* rows past the end repeat row 0's loads and are not stored */
 #pragma unroll
-    for (int c = 0; c < NC; c++) acc[c] = 0.0f;
+    for (int i = 1; i < R; i++) {
+        if (lpc_pick_row(p, grow + i, r[i])) n_rows++;
+        else r[i] = r[0];
+    }
+    const uint8_t *A[R], *B[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
+        B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
+    }
+    const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
+    float acc[R][NC];
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int c = 0; c < NC; c++) acc[i][c] = 0.0f;
     const int S = p.bpr * T::SLICES;
 #pragma unroll 2
     for (int s = lane; s < S; s += 32) {
         const int blk = s / T::SLICES, si = s % T::SLICES;
-        lpc_slice<T::RUNS> sl;
-        T::decode(A + (size_t)blk * T::A_BYTES, B + (size_t)blk * T::B_BYTES, si, sl);
+        lpc_slice<T::RUNS> sl[R];
+#pragma unroll
+        for (int i = 0; i < R; i++) T::decode(A[i] + (size_t)blk * T::A_BYTES, B[i] + (size_t)blk * T::B_BYTES, si, sl[i]);
 #pragma unroll
         for (int q = 0; q < T::RUNS; q++) {
-            const size_t e0 = xoff + (size_t)blk * T::BLOCK + sl.off[q];
+            const size_t e0 = xoff + (size_t)blk * T::BLOCK + sl[0].off[q]; /* same offsets in every row */
 #pragma unroll
             for (int c = 0; c < NC; c++) {
                 if (c >= p.ncols) break;
                 const size_t e = e0 + (size_t)c * p.K;
                 const uint4 xw = lpc_load16((const uint8_t *)(p.xq.q + e));
-                int sumi = __dp4a((int)sl.v[q][0], (int)xw.x, 0);
-                sumi = __dp4a((int)sl.v[q][1], (int)xw.y, sumi);
-                sumi = __dp4a((int)sl.v[q][2], (int)xw.z, sumi);
-                sumi = __dp4a((int)sl.v[q][3], (int)xw.w, sumi);
-                acc[c] += sl.scale[q] * __ldg(p.xq.d + e / 32) * (float)sumi - sl.minv[q] * __ldg(p.xq.s + e / 16);
+                const float xd = __ldg(p.xq.d + e / 32), xs = __ldg(p.xq.s + e / 16);
+#pragma unroll
+                for (int i = 0; i < R; i++) {
+                    int sumi = __dp4a((int)sl[i].v[q][0], (int)xw.x, 0);
+                    sumi = __dp4a((int)sl[i].v[q][1], (int)xw.y, sumi);
+                    sumi = __dp4a((int)sl[i].v[q][2], (int)xw.z, sumi);
+                    sumi = __dp4a((int)sl[i].v[q][3], (int)xw.w, sumi);
+                    acc[i][c] += sl[i].scale[q] * xd * (float)sumi - sl[i].minv[q] * xs;
+                }
             }
         }
     }
-    lpc_gemv_store<NC>(p, r, acc, lane);
+#pragma unroll
+    for (int i = 0; i < R; i++)
+        if (i < n_rows) lpc_gemv_store<NC>(p, r[i], acc[i], lane); /* warp-uniform */
 }
 
 /* Float weights: WT 0 = F32, 1 = F16, 2 = BF16; 16 bytes of a row per lane per step. */
@@ -203,8 +232,9 @@ struct lpc_gemv_launch {
     lpc_gemv_args p;
     int n_pairs; /* expert mode: routed pairs (grid.y) */
     template <class K1, class K2, class K4, class K8>
-    void go(K1 k1, K2 k2, K4 k4, K8 k8) {
-        const dim3 grid((unsigned)((p.row0[p.nprob] + LPC_GEMV_WARPS - 1) / LPC_GEMV_WARPS), (unsigned)(n_pairs > 0 ? n_pairs : 1));
+    void go(int rows_per_warp, K1 k1, K2 k2, K4 k4, K8 k8) {
+        const int per_block = LPC_GEMV_WARPS * rows_per_warp;
+        const dim3 grid((unsigned)((p.row0[p.nprob] + per_block - 1) / per_block), (unsigned)(n_pairs > 0 ? n_pairs : 1));
         const int n = p.ncols;
         lpc_gemv_args q = p;
         for (int c0 = 0; c0 < n; c0 += LPC_GEMV_MAX_NC) {
@@ -228,7 +258,7 @@ struct lpc_gemv_launch {
     }
     template <class T>
     void run() {
-        go(lpc_gemv_q<T, 1>, lpc_gemv_q<T, 2>, lpc_gemv_q<T, 4>, lpc_gemv_q<T, 8>);
+        go(LPC_GEMV_ROWS, lpc_gemv_q<T, 1>, lpc_gemv_q<T, 2>, lpc_gemv_q<T, 4>, lpc_gemv_q<T, 8>);
     }
 };
 
@@ -236,9 +266,9 @@ struct lpc_gemv_launch {
 inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pairs) {
     lpc_gemv_launch l = {st, p, n_pairs};
     switch (type) {
-    case LPC_F32: l.go(lpc_gemv_f<0, 1>, lpc_gemv_f<0, 2>, lpc_gemv_f<0, 4>, lpc_gemv_f<0, 8>); return true;
-    case LPC_F16: l.go(lpc_gemv_f<1, 1>, lpc_gemv_f<1, 2>, lpc_gemv_f<1, 4>, lpc_gemv_f<1, 8>); return true;
-    case LPC_BF16: l.go(lpc_gemv_f<2, 1>, lpc_gemv_f<2, 2>, lpc_gemv_f<2, 4>, lpc_gemv_f<2, 8>); return true;
+    case LPC_F32: l.go(1, lpc_gemv_f<0, 1>, lpc_gemv_f<0, 2>, lpc_gemv_f<0, 4>, lpc_gemv_f<0, 8>); return true;
+    case LPC_F16: l.go(1, lpc_gemv_f<1, 1>, lpc_gemv_f<1, 2>, lpc_gemv_f<1, 4>, lpc_gemv_f<1, 8>); return true;
+    case LPC_BF16: l.go(1, lpc_gemv_f<2, 1>, lpc_gemv_f<2, 2>, lpc_gemv_f<2, 4>, lpc_gemv_f<2, 8>); return true;
     default: return lpc_dispatch_quant(type, l);
     }
 }
@@ -247,6 +277,22 @@ inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pair
 
 __device__ __forceinline__ void lpc_put(float *dst, size_t i, float v) { dst[i] = v; }
 __device__ __forceinline__ void lpc_put(uint16_t *dst, size_t i, float v) { dst[i] = lpc_f2h_sat(v); }
+
+/* 16 values to dst (16-element aligned) with 16-byte stores: element-wise 2-byte
+ * stores made the F16 tiles for cuBLAS the slowest part of prefill. */
+__device__ __forceinline__ void lpc_put16(float *dst, const float (&v)[16]) {
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        lpc_store16(dst + 4 * k, make_uint4(__float_as_uint(v[4 * k]), __float_as_uint(v[4 * k + 1]), __float_as_uint(v[4 * k + 2]),
+                                            __float_as_uint(v[4 * k + 3])));
+}
+__device__ __forceinline__ void lpc_put16(uint16_t *dst, const float (&v)[16]) {
+    uint32_t h[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) h[k] = (uint32_t)lpc_f2h_sat(v[2 * k]) | (uint32_t)lpc_f2h_sat(v[2 * k + 1]) << 16;
+    lpc_store16(dst, make_uint4(h[0], h[1], h[2], h[3]));
+    lpc_store16(dst + 8, make_uint4(h[4], h[5], h[6], h[7]));
+}
 
 /* Row of dst block b: source row = ids ? ids[b] : row0 + b. */
 template <class T, class OUT>
@@ -260,12 +306,15 @@ __global__ void __launch_bounds__(128) lpc_dequant_q(const uint8_t *A, const uin
         lpc_slice<T::RUNS> sl;
         T::decode(a + (size_t)blk * T::A_BYTES, b + (size_t)blk * T::B_BYTES, s % T::SLICES, sl);
 #pragma unroll
-        for (int q = 0; q < T::RUNS; q++)
+        for (int q = 0; q < T::RUNS; q++) {
+            float v[16];
 #pragma unroll
             for (int i = 0; i < 16; i++) {
                 const int byte = (int)(int8_t)((sl.v[q][i / 4] >> (8 * (i % 4))) & 0xffu);
-                lpc_put(out, (size_t)blk * T::BLOCK + sl.off[q] + i, sl.scale[q] * (float)byte - sl.minv[q]);
+                v[i] = sl.scale[q] * (float)byte - sl.minv[q];
             }
+            lpc_put16(out + (size_t)blk * T::BLOCK + sl.off[q], v);
+        }
     }
 }
 
@@ -330,26 +379,47 @@ __device__ __forceinline__ float lpc_block_sum(float v, float *red) {
     return t;
 }
 
-/* out[r] = x[r] * 1/sqrt(mean(x^2) + eps) * w; q8 shadow of out when emit (D % 32 == 0). */
-__global__ void __launch_bounds__(256) lpc_rmsnorm_kernel(const float *x, const float *w, int D, float eps, float *out,
-                                                          int emit, lpc_q8 o) {
+/* out[r] = x[r] * 1/sqrt(mean(x^2) + eps) * w; q8 shadow of out when emit (D % 32 == 0).
+ * One block per row; each thread keeps its EPT elements (i = tid + k * blockDim) in
+ * registers, so the row is read once with every load in flight together: a loop
+ * of dependent load -> reduce -> store rounds made this latency-bound (19 us for
+ * one 4096 row on the H100). A warp's elements for a given k are 32 consecutive
+ * values, as lpc_q8_emit needs. */
+template <int EPT>
+__global__ void __launch_bounds__(1024) lpc_rmsnorm_kernel(const float *x, const float *w, int D, float eps, float *out,
+                                                           int emit, lpc_q8 o) {
     __shared__ float red[32];
     const float *xr = x + (size_t)blockIdx.x * D;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
+    float v[EPT], ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        v[k] = i < D ? xr[i] : 0.0f;
+        ss += v[k] * v[k];
+    }
     ss = lpc_block_sum(ss, red);
     const float scale = 1.0f / sqrtf(ss / (float)D + eps);
     float *orow = out + (size_t)blockIdx.x * D;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        const float v = w[i] * (xr[i] * scale);
-        orow[i] = v;
-        if (emit) lpc_q8_emit(v, (size_t)blockIdx.x * D + (i & ~31), threadIdx.x % 32, o);
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i0 = k * blockDim.x, i = threadIdx.x + i0;
+        if (i0 >= D) break; /* uniform: whole warps (D % 32 == 0 when emitting) leave together */
+        const float y = i < D ? w[i] * (v[k] * scale) : 0.0f;
+        if (i < D) orow[i] = y;
+        if (emit && i < D) lpc_q8_emit(y, (size_t)blockIdx.x * D + (i & ~31), threadIdx.x % 32, o); /* warp-uniform */
     }
 }
 
-inline void lpc_rmsnorm(lpc_stream st, const float *x, const float *w, int rows, int D, float eps, float *out, int emit, lpc_q8 o) {
-    const int threads = D >= 1024 ? 256 : D >= 256 ? 128 : 32;
-    LPC_LAUNCH(lpc_rmsnorm_kernel, dim3((unsigned)rows), dim3(threads), st, x, w, D, eps, out, emit, o);
+/* Rows of up to 32768 elements. */
+inline bool lpc_rmsnorm(lpc_stream st, const float *x, const float *w, int rows, int D, float eps, float *out, int emit, lpc_q8 o) {
+    if (D > 32 * 1024) return false;
+    const int ept = D <= 8 * 1024 ? 8 : 32;
+    const int threads = lpc_imax(32, lpc_imin(1024, ((D + ept - 1) / ept + 31) / 32 * 32));
+    if (ept == 8)
+        LPC_LAUNCH(lpc_rmsnorm_kernel<8>, dim3((unsigned)rows), dim3((unsigned)threads), st, x, w, D, eps, out, emit, o);
+    else
+        LPC_LAUNCH(lpc_rmsnorm_kernel<32>, dim3((unsigned)rows), dim3((unsigned)threads), st, x, w, D, eps, out, emit, o);
+    return true;
 }
 
 /* Per-head RMSNorm (w may be NULL: none) and/or rope (cs may be NULL: none) over rows
@@ -489,15 +559,21 @@ inline void lpc_kv_store(lpc_stream st, int n, const float *k, const float *v, u
 
 /* One block per (token, kv head, split): the G query heads sharing the kv head, over
  * split `blockIdx.y` of the positions [first, pos]. Each warp takes tiles of 32
- * positions: lane l scores position tile+l for all G heads, then the warp adds
- * the tile's values with an online softmax. Writes unnormalised partials. */
+ * positions: lane l scores position tile+l for all G heads (its whole K row in
+ * flight at once), then the warp adds the tile's values with an online softmax,
+ * a row of V per HD/8 lanes (16-byte loads, 32*8/HD rows per step, four steps'
+ * loads issued together: fetched one dependent load at a time, V rows made decode
+ * attention latency-bound. Loading all of a tile's V rows up front was slower at
+ * long contexts: the registers cost occupancy).
+ * Writes unnormalised partials. */
 template <int HD, int GM>
 __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
-    enum { DPL = HD / 32 };
+    enum { LPR = HD / 8, RPI = 32 / LPR, NIT = 32 / RPI, UNR = NIT < 4 ? NIT : 4 }; /* lanes per V row, rows per step */
     __shared__ float qs[GM][HD];
     __shared__ float red_m[4][GM], red_l[4][GM];
     __shared__ float acc_s[GM][HD];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int vr = lane / LPR, vd = 8 * (lane % LPR); /* this lane's V row in a step, first dim */
     const int t = blockIdx.x / p.n_kv, kvh = blockIdx.x % p.n_kv, sp = blockIdx.y, G = p.G;
     const int pos = p.pos[t], slot = p.slot[t];
     const int first = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
@@ -509,31 +585,38 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
     __syncthreads();
     const uint16_t *kbase = p.kc + lpc_kv_index(slot, kvh, 0, p.n_kv, p.n_ctx, HD);
     const uint16_t *vbase = p.vc + lpc_kv_index(slot, kvh, 0, p.n_kv, p.n_ctx, HD);
-    float m[GM], l[GM], acc[GM][DPL];
+    float m[GM], l[GM], acc[GM][8];
 #pragma unroll
     for (int g = 0; g < GM; g++) {
         m[g] = -INFINITY;
         l[g] = 0.0f;
 #pragma unroll
-        for (int d = 0; d < DPL; d++) acc[g][d] = 0.0f;
+        for (int d = 0; d < 8; d++) acc[g][d] = 0.0f;
     }
     for (int tile = beg + 32 * warp; tile < end; tile += 128) {
-        const int pi = tile + lane;
+        const int pi = tile + lane, nv = end - tile;
         const bool valid = pi < end;
         float s[GM];
 #pragma unroll
         for (int g = 0; g < GM; g++) s[g] = 0.0f;
         if (valid) {
             const uint8_t *krow = (const uint8_t *)(kbase + (size_t)pi * HD);
-#pragma unroll 4
-            for (int c = 0; c < HD / 8; c++) {
-                float kf[8];
-                lpc_widen16<1>(lpc_load16(krow + 16 * c), kf);
+            enum { KB = HD / 8 < 8 ? HD / 8 : 8 }; /* 16-byte loads in flight together */
 #pragma unroll
-                for (int g = 0; g < GM; g++) {
-                    if (g >= G) break;
+            for (int c0 = 0; c0 < HD / 8; c0 += KB) {
+                uint4 kv[KB];
 #pragma unroll
-                    for (int k = 0; k < 8; k++) s[g] += qs[g][8 * c + k] * kf[k];
+                for (int c = 0; c < KB; c++) kv[c] = lpc_load16(krow + 16 * (c0 + c));
+#pragma unroll
+                for (int c = 0; c < KB; c++) {
+                    float kf[8];
+                    lpc_widen16<1>(kv[c], kf);
+#pragma unroll
+                    for (int g = 0; g < GM; g++) {
+                        if (g >= G) break;
+#pragma unroll
+                        for (int k = 0; k < 8; k++) s[g] += qs[g][8 * (c0 + c) + k] * kf[k];
+                    }
                 }
             }
         }
@@ -546,25 +629,39 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
             const float pg = valid ? __expf(sv - mn) : 0.0f;
             l[g] = l[g] * alpha + pg;
 #pragma unroll
-            for (int d = 0; d < DPL; d++) acc[g][d] *= alpha;
+            for (int d = 0; d < 8; d++) acc[g][d] *= alpha;
             m[g] = mn;
-            s[g] = pg;
+            s[g] = pg; /* 0 for positions past the end */
         }
-        const int nv = lpc_imin(32, end - tile);
-        for (int j = 0; j < nv; j++) {
-            const uint16_t *vrow = vbase + (size_t)(tile + j) * HD + lane * DPL;
-            float vf[DPL];
 #pragma unroll
-            for (int d = 0; d < DPL; d++) vf[d] = lpc_h2f(vrow[d]);
+        for (int it0 = 0; it0 < NIT; it0 += UNR) {
+            uint4 vv[UNR];
 #pragma unroll
-            for (int g = 0; g < GM; g++) {
-                if (g >= G) break;
-                const float pj = __shfl_sync(LPC_FULL_MASK, s[g], j);
+            for (int u = 0; u < UNR; u++) {
+                const int j = (it0 + u) * RPI + vr;
+                vv[u] = j < nv ? lpc_load16((const uint8_t *)(vbase + (size_t)(tile + j) * HD + vd)) : make_uint4(0, 0, 0, 0);
+            }
 #pragma unroll
-                for (int d = 0; d < DPL; d++) acc[g][d] += pj * vf[d];
+            for (int u = 0; u < UNR; u++) {
+                float vf[8];
+                lpc_widen16<1>(vv[u], vf);
+#pragma unroll
+                for (int g = 0; g < GM; g++) {
+                    if (g >= G) break;
+                    const float pj = __shfl_sync(LPC_FULL_MASK, s[g], (it0 + u) * RPI + vr);
+#pragma unroll
+                    for (int d = 0; d < 8; d++) acc[g][d] += pj * vf[d];
+                }
             }
         }
     }
+    /* the RPI rows of a step went to different lanes: sum lanes with the same dims */
+#pragma unroll
+    for (int g = 0; g < GM; g++)
+#pragma unroll
+        for (int d = 0; d < 8; d++)
+#pragma unroll
+            for (int mk = LPR; mk < 32; mk <<= 1) acc[g][d] += __shfl_xor_sync(LPC_FULL_MASK, acc[g][d], mk);
     /* merge the four warps: shared max, rescaled sums */
 #pragma unroll
     for (int g = 0; g < GM; g++) {
@@ -573,16 +670,16 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
     }
     __syncthreads();
     for (int w = 0; w < 4; w++) {
-        if (warp == w) {
+        if (warp == w && vr == 0) {
 #pragma unroll
             for (int g = 0; g < GM; g++) {
                 if (g >= G) break;
                 const float M = fmaxf(fmaxf(red_m[0][g], red_m[1][g]), fmaxf(red_m[2][g], red_m[3][g]));
                 const float f = m[g] == -INFINITY ? 0.0f : __expf(m[g] - M);
 #pragma unroll
-                for (int d = 0; d < DPL; d++) {
+                for (int d = 0; d < 8; d++) {
                     const float v = acc[g][d] * f;
-                    acc_s[g][lane * DPL + d] = w == 0 ? v : acc_s[g][lane * DPL + d] + v;
+                    acc_s[g][vd + d] = w == 0 ? v : acc_s[g][vd + d] + v;
                 }
             }
         }

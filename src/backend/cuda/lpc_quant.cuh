@@ -51,6 +51,13 @@ LPC_HD uint4 lpc_load16(const uint8_t *p) {
     return v;
 #endif
 }
+LPC_HD void lpc_store16(void *p, uint4 v) {
+#ifdef __CUDA_ARCH__
+    *(uint4 *)p = v;
+#else
+    memcpy(p, &v, 16);
+#endif
+}
 LPC_HD uint2 lpc_load8(const uint8_t *p) {
 #ifdef __CUDA_ARCH__
     return __ldg((const uint2 *)p);
