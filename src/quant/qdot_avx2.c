@@ -302,10 +302,20 @@ static inline int k4_min_dot(const uint8_t mn[8], const int16_t bsums[16]) {
     return _mm_cvtsi128_si32(p);
 }
 
-/* Shared by Q4_K (qh == NULL) and Q5_K. */
-static inline float dot_k45(int64_t n, const void *w, size_t block_bytes, const lp_block_q8_K *xb, bool five) {
-    __m256 acc = _mm256_setzero_ps();
-    float acc_min = 0;
+/* Row t of a batch of activation rows `stride` bytes apart. */
+#define X4_ROW(x, t, stride, type) ((const type *)((const uint8_t *)(x) + (size_t)(t) * (stride)))
+#define LP_ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* Q4_K (five false) and Q5_K against T (1 or 4) activation rows xs bytes apart: the
+ * nibbles (and Q5_K's fifth bits) are split once per block and serve every row, each
+ * row's arithmetic in the same order, so vec_dot and the x4 kernel agree bit for bit.
+ * Inlined with a constant T, the single-row case is its own specialised loop. */
+static LP_ALWAYS_INLINE void dot_k45_rows(int64_t n, const void *w, size_t block_bytes, const void *x, size_t xs, bool five,
+                                          int T, float *out) {
+    const lp_block_q8_K *xb[4];
+    for (int t = 0; t < T; t++) xb[t] = X4_ROW(x, t, xs, lp_block_q8_K);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float acc_min[4] = {0, 0, 0, 0};
     const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     const uint8_t *p = w;
     for (int64_t i = 0; i < n / LP_QK_K; i++, p += block_bytes) {
@@ -316,7 +326,8 @@ static inline float dot_k45(int64_t n, const void *w, size_t block_bytes, const 
         uint8_t sc[8], mn[8];
         k4_scales(b4->scales, sc, mn);
         __m256i hbits = five ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-        __m256i isum = _mm256_setzero_si256();
+        __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                           _mm256_setzero_si256()};
         for (int c = 0; c < 4; c++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
             __m256i lo = _mm256_and_si256(q, low4);
@@ -326,32 +337,33 @@ static inline float dot_k45(int64_t n, const void *w, size_t block_bytes, const 
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 1), one), 4));
                 hbits = _mm256_srli_epi16(hbits, 2);
             }
-            isum = _mm256_add_epi32(isum, chunk_dot_v(lo, xb[i].qs + 64 * c, _mm256_set1_epi16(sc[2 * c])));
-            isum = _mm256_add_epi32(isum, chunk_dot_v(hi, xb[i].qs + 64 * c + 32, _mm256_set1_epi16(sc[2 * c + 1])));
+            const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
+            for (int t = 0; t < T; t++) {
+                isum[t] = _mm256_add_epi32(isum[t], chunk_dot_v(lo, xb[t][i].qs + 64 * c, slo));
+                isum[t] = _mm256_add_epi32(isum[t], chunk_dot_v(hi, xb[t][i].qs + 64 * c + 32, shi));
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(b4->d)), _mm256_cvtepi32_ps(isum), acc);
-        acc_min += xb[i].d * f16(b4->dmin) * (float)k4_min_dot(mn, xb[i].bsums);
+        const float dw = f16(b4->d), dmin = f16(b4->dmin);
+        for (int t = 0; t < T; t++) {
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(xb[t][i].d * dw), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            acc_min[t] += xb[t][i].d * dmin * (float)k4_min_dot(mn, xb[t][i].bsums);
+        }
     }
-    return lp_hsum256(acc) - acc_min;
+    for (int t = 0; t < T; t++) out[t] = lp_hsum256(acc[t]) - acc_min[t];
 }
 
-float lp_vec_dot_q4_K_avx2(int64_t n, const void *w, const void *x) {
-    return dot_k45(n, w, sizeof(lp_block_q4_K), x, false);
-}
-
-float lp_vec_dot_q5_K_avx2(int64_t n, const void *w, const void *x) {
-    return dot_k45(n, w, sizeof(lp_block_q5_K), x, true);
-}
-
-float lp_vec_dot_q6_K_avx2(int64_t n, const void *w, const void *x) {
+/* Q6_K against T (1 or 4) activation rows, as dot_k45_rows. */
+static LP_ALWAYS_INLINE void q6_K_rows(int64_t n, const void *w, const void *x, size_t xs, int T, float *out) {
     const lp_block_q6_K *wb = w;
-    const lp_block_q8_K *xb = x;
-    __m256 acc = _mm256_setzero_ps();
+    const lp_block_q8_K *xb[4];
+    for (int t = 0; t < T; t++) xb[t] = X4_ROW(x, t, xs, lp_block_q8_K);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
     for (int64_t i = 0; i < n / LP_QK_K; i++) {
         __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)wb[i].scales));
         scales16 s16 = scales16_make(sc);
-        __m256i isum = _mm256_setzero_si256();
+        __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                           _mm256_setzero_si256()};
         for (int h = 0; h < 2; h++) {
             __m256i ql0 = _mm256_loadu_si256((const __m256i *)(wb[i].ql + 64 * h));
             __m256i ql1 = _mm256_loadu_si256((const __m256i *)(wb[i].ql + 64 * h + 32));
@@ -364,20 +376,42 @@ float lp_vec_dot_q6_K_avx2(int64_t n, const void *w, const void *x) {
                 __m256i u = _mm256_or_si256(lo4[s], _mm256_slli_epi16(_mm256_and_si256(qh, low2), 4));
                 qh = _mm256_srli_epi16(qh, 2);
                 int k = 4 * h + s;
-                isum = _mm256_add_epi32(isum, chunk_dot_v(u, xb[i].qs + 32 * k, scales16_pair(&s16, k)));
+                __m256i scp = scales16_pair(&s16, k);
+                for (int t = 0; t < T; t++)
+                    isum[t] = _mm256_add_epi32(isum[t], chunk_dot_v(u, xb[t][i].qs + 32 * k, scp));
             }
         }
-        isum = sub_lane0(isum, 32 * bsum_dot16(sc, xb[i].bsums)); /* codes are stored +32 */
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(xb[i].d * f16(wb[i].d)), _mm256_cvtepi32_ps(isum), acc);
+        const float dw = f16(wb[i].d);
+        for (int t = 0; t < T; t++) {
+            __m256i s = sub_lane0(isum[t], 32 * bsum_dot16(sc, xb[t][i].bsums)); /* codes are stored +32 */
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(xb[t][i].d * dw), _mm256_cvtepi32_ps(s), acc[t]);
+        }
     }
-    return lp_hsum256(acc);
+    for (int t = 0; t < T; t++) out[t] = lp_hsum256(acc[t]);
+}
+
+float lp_vec_dot_q4_K_avx2(int64_t n, const void *w, const void *x) {
+    float r;
+    dot_k45_rows(n, w, sizeof(lp_block_q4_K), x, 0, false, 1, &r);
+    return r;
+}
+
+float lp_vec_dot_q5_K_avx2(int64_t n, const void *w, const void *x) {
+    float r;
+    dot_k45_rows(n, w, sizeof(lp_block_q5_K), x, 0, true, 1, &r);
+    return r;
+}
+
+float lp_vec_dot_q6_K_avx2(int64_t n, const void *w, const void *x) {
+    float r;
+    q6_K_rows(n, w, x, 0, 1, &r);
+    return r;
 }
 
 /* ---- batched (x4) kernels for prefill ----
  * Each repeats its single-row kernel's arithmetic per token, in the same order, so the
- * results are bit-identical; only the weight loads and unpacking are shared. */
-
-#define X4_ROW(x, t, stride, type) ((const type *)((const uint8_t *)(x) + (size_t)(t) * (stride)))
+ * results are bit-identical; only the weight loads and unpacking are shared (the
+ * K-quant ones are the single-row bodies above with T = 4). */
 
 static void vec_dot_q8_0_x4(int64_t n, const void *w, const void *x, size_t xs, float out[4]) {
     const lp_block_q8_0 *wb = w;
@@ -397,90 +431,16 @@ static void vec_dot_q8_0_x4(int64_t n, const void *w, const void *x, size_t xs, 
     for (int t = 0; t < 4; t++) out[t] = lp_hsum256(acc[t]);
 }
 
-/* dot_k45 for 4 tokens: the nibbles (and Q5_K's fifth bits) are split once per block. */
-static inline void dot_k45_x4(int64_t n, const void *w, size_t block_bytes, const void *x, size_t xs, bool five,
-                              float out[4]) {
-    const lp_block_q8_K *xb[4] = {X4_ROW(x, 0, xs, lp_block_q8_K), X4_ROW(x, 1, xs, lp_block_q8_K),
-                                  X4_ROW(x, 2, xs, lp_block_q8_K), X4_ROW(x, 3, xs, lp_block_q8_K)};
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    float acc_min[4] = {0, 0, 0, 0};
-    const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-    const uint8_t *p = w;
-    for (int64_t i = 0; i < n / LP_QK_K; i++, p += block_bytes) {
-        const lp_block_q4_K *b4 = (const lp_block_q4_K *)p;
-        const uint8_t *qh = five ? p + 16 : NULL;
-        const uint8_t *qs = five ? p + 48 : p + 16;
-        uint8_t sc[8], mn[8];
-        k4_scales(b4->scales, sc, mn);
-        __m256i hbits = five ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-        __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                           _mm256_setzero_si256()};
-        for (int c = 0; c < 4; c++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i lo = _mm256_and_si256(q, low4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-            if (five) {
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hbits, one), 4));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 1), one), 4));
-                hbits = _mm256_srli_epi16(hbits, 2);
-            }
-            const __m256i slo = _mm256_set1_epi16(sc[2 * c]), shi = _mm256_set1_epi16(sc[2 * c + 1]);
-            for (int t = 0; t < 4; t++) {
-                isum[t] = _mm256_add_epi32(isum[t], chunk_dot_v(lo, xb[t][i].qs + 64 * c, slo));
-                isum[t] = _mm256_add_epi32(isum[t], chunk_dot_v(hi, xb[t][i].qs + 64 * c + 32, shi));
-            }
-        }
-        const float dw = f16(b4->d), dmin = f16(b4->dmin);
-        for (int t = 0; t < 4; t++) {
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(xb[t][i].d * dw), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-            acc_min[t] += xb[t][i].d * dmin * (float)k4_min_dot(mn, xb[t][i].bsums);
-        }
-    }
-    for (int t = 0; t < 4; t++) out[t] = lp_hsum256(acc[t]) - acc_min[t];
-}
-
 static void vec_dot_q4_K_x4(int64_t n, const void *w, const void *x, size_t xs, float out[4]) {
-    dot_k45_x4(n, w, sizeof(lp_block_q4_K), x, xs, false, out);
+    dot_k45_rows(n, w, sizeof(lp_block_q4_K), x, xs, false, 4, out);
 }
 
 static void vec_dot_q5_K_x4(int64_t n, const void *w, const void *x, size_t xs, float out[4]) {
-    dot_k45_x4(n, w, sizeof(lp_block_q5_K), x, xs, true, out);
+    dot_k45_rows(n, w, sizeof(lp_block_q5_K), x, xs, true, 4, out);
 }
 
 static void vec_dot_q6_K_x4(int64_t n, const void *w, const void *x, size_t xs, float out[4]) {
-    const lp_block_q6_K *wb = w;
-    const lp_block_q8_K *xb[4] = {X4_ROW(x, 0, xs, lp_block_q8_K), X4_ROW(x, 1, xs, lp_block_q8_K),
-                                  X4_ROW(x, 2, xs, lp_block_q8_K), X4_ROW(x, 3, xs, lp_block_q8_K)};
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const __m256i low4 = _mm256_set1_epi8(0x0f), low2 = _mm256_set1_epi8(3);
-    for (int64_t i = 0; i < n / LP_QK_K; i++) {
-        __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)wb[i].scales));
-        scales16 s16 = scales16_make(sc);
-        __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                           _mm256_setzero_si256()};
-        for (int h = 0; h < 2; h++) {
-            __m256i ql0 = _mm256_loadu_si256((const __m256i *)(wb[i].ql + 64 * h));
-            __m256i ql1 = _mm256_loadu_si256((const __m256i *)(wb[i].ql + 64 * h + 32));
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(wb[i].qh + 32 * h));
-            __m256i lo4[4] = {_mm256_and_si256(ql0, low4), _mm256_and_si256(ql1, low4),
-                              _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                              _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4)};
-            for (int s = 0; s < 4; s++) {
-                __m256i u = _mm256_or_si256(lo4[s], _mm256_slli_epi16(_mm256_and_si256(qh, low2), 4));
-                qh = _mm256_srli_epi16(qh, 2);
-                int k = 4 * h + s;
-                __m256i scp = scales16_pair(&s16, k);
-                for (int t = 0; t < 4; t++)
-                    isum[t] = _mm256_add_epi32(isum[t], chunk_dot_v(u, xb[t][i].qs + 32 * k, scp));
-            }
-        }
-        const float dw = f16(wb[i].d);
-        for (int t = 0; t < 4; t++) {
-            __m256i s = sub_lane0(isum[t], 32 * bsum_dot16(sc, xb[t][i].bsums));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(xb[t][i].d * dw), _mm256_cvtepi32_ps(s), acc[t]);
-        }
-    }
-    for (int t = 0; t < 4; t++) out[t] = lp_hsum256(acc[t]);
+    q6_K_rows(n, w, x, xs, 4, out);
 }
 
 /* ---- activation quantizer ---- */

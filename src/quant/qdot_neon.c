@@ -191,19 +191,20 @@ KERNEL void dot32_rows(lp_type t, size_t block_bytes, int64_t n, const void *w, 
     for (int k = 0; k < T; k++) out[k] = is_affine(t) ? vaddvq_f32(acc[k]) + msum[k] : vaddvq_f32(acc[k]);
 }
 
-#define BLOCK32_DOT(t, id)                                                   \
+/* The single-row vec_dot of a type: its rows body with one row. */
+#define ROWS_DOT(t, id, rows)                                                \
     float lp_vec_dot_##t##_neon(int64_t n, const void *w, const void *x) {  \
         float r;                                                             \
-        dot32_rows(id, sizeof(lp_block_##t), n, w, x, 0, 1, &r);             \
+        rows(id, sizeof(lp_block_##t), n, w, x, 0, 1, &r);                   \
         return r;                                                            \
     }
-BLOCK32_DOT(q8_0, LP_TYPE_Q8_0)
-BLOCK32_DOT(q4_0, LP_TYPE_Q4_0)
-BLOCK32_DOT(q4_1, LP_TYPE_Q4_1)
-BLOCK32_DOT(q5_0, LP_TYPE_Q5_0)
-BLOCK32_DOT(q5_1, LP_TYPE_Q5_1)
-BLOCK32_DOT(iq4_nl, LP_TYPE_IQ4_NL)
-BLOCK32_DOT(mxfp4, LP_TYPE_MXFP4)
+ROWS_DOT(q8_0, LP_TYPE_Q8_0, dot32_rows)
+ROWS_DOT(q4_0, LP_TYPE_Q4_0, dot32_rows)
+ROWS_DOT(q4_1, LP_TYPE_Q4_1, dot32_rows)
+ROWS_DOT(q5_0, LP_TYPE_Q5_0, dot32_rows)
+ROWS_DOT(q5_1, LP_TYPE_Q5_1, dot32_rows)
+ROWS_DOT(iq4_nl, LP_TYPE_IQ4_NL, dot32_rows)
+ROWS_DOT(mxfp4, LP_TYPE_MXFP4, dot32_rows)
 
 /* ---- K-quants x Q8_K ----
  * Every K-quant super-block is unpacked into one form: 256 signed codes as 8 chunks of
@@ -388,17 +389,11 @@ KERNEL void dot256_rows(lp_type t, size_t block_bytes, int64_t n, const void *w,
     for (int k = 0; k < T; k++) out[k] = has_mins(t) ? vaddvq_f32(acc[k]) - acc_min[k] : vaddvq_f32(acc[k]);
 }
 
-#define KQUANT_DOT(t, id)                                                    \
-    float lp_vec_dot_##t##_neon(int64_t n, const void *w, const void *x) {  \
-        float r;                                                             \
-        dot256_rows(id, sizeof(lp_block_##t), n, w, x, 0, 1, &r);            \
-        return r;                                                            \
-    }
-KQUANT_DOT(q2_K, LP_TYPE_Q2_K)
-KQUANT_DOT(q3_K, LP_TYPE_Q3_K)
-KQUANT_DOT(q4_K, LP_TYPE_Q4_K)
-KQUANT_DOT(q5_K, LP_TYPE_Q5_K)
-KQUANT_DOT(q6_K, LP_TYPE_Q6_K)
+ROWS_DOT(q2_K, LP_TYPE_Q2_K, dot256_rows)
+ROWS_DOT(q3_K, LP_TYPE_Q3_K, dot256_rows)
+ROWS_DOT(q4_K, LP_TYPE_Q4_K, dot256_rows)
+ROWS_DOT(q5_K, LP_TYPE_Q5_K, dot256_rows)
+ROWS_DOT(q6_K, LP_TYPE_Q6_K, dot256_rows)
 
 /* ---- batched (x4) kernels for prefill: the same bodies with T = 4 ---- */
 
