@@ -51,7 +51,7 @@ build_standalone() {
   local lib="$root/usr/lib/x86_64-linux-gnu"
   export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
   local inc=(-I"$root/usr/include" -I"$root/usr/include/x86_64-linux-gnu")
-  local defs=(-D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DLP_HAVE_CUDA=1 -DLP_CUDA_MODULE_BUILT=1 -Isrc "${inc[@]}"
+  local defs=(-D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DLP_CUDA_MODULE_BUILT=1 -Isrc "${inc[@]}"
     -DLP_FIXTURES_DIR="\"$PWD/out/cuda-carry\"" -DLP_SOURCE_DIR="\"$PWD\"" -DLP_BINARY_DIR="\"$PWD/build\"")
   local cflags=(-std=c11 -O2 -Wall -Wextra -Wno-unused-parameter -ffp-contract=off -mavx2 -mfma -mf16c "${defs[@]}")
   find src -name '*.c' ! -path 'src/cli/*' ! -path 'src/server/*' ! -name hub.c > build/core.list

@@ -7,8 +7,7 @@
 # cuBLAS. lpcore and the binaries do not: src/backend/cuda/cuda_loader.c (always in
 # lpcore) dlopen()s the module on first use ($LP_CUDA_MODULE, else the executable's
 # directory, else ../lib/llama-pajamas next to it), so binaries start without the
-# CUDA libraries and `quant info` does not map them. LP_HAVE_CUDA=1 is defined for
-# C code (select.c offers the backend). Without nvcc no module is built and
+# CUDA libraries and `quant info` does not map them. Without nvcc no module is built and
 # lp_backend_cuda_create() fails with the loader's one-line message.
 #
 # The module is linked -z defs with one exported symbol (lp_cuda_module_entry): the
@@ -51,11 +50,10 @@ if(LP_CUDA AND CMAKE_CUDA_COMPILER)
   set_property(TARGET lpcuda PROPERTY LINK_OPTIONS "LINKER:--version-script=${LP_CUDA_MAP}" "LINKER:-z,defs")
   set_property(TARGET lpcuda PROPERTY LINK_DEPENDS ${LP_CUDA_MAP})
   target_include_directories(lpcuda PRIVATE ${CMAKE_SOURCE_DIR}/src)
-  target_compile_definitions(lpcuda PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE LP_HAVE_CUDA=1)
+  target_compile_definitions(lpcuda PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
   target_link_libraries(lpcuda PRIVATE CUDA::cudart CUDA::cublas) # and not lpcore
   # Building anything on lpcore builds the module, so a binary finds it beside itself.
   add_dependencies(lpcore lpcuda)
-  target_compile_definitions(lpcore PUBLIC LP_HAVE_CUDA=1)
   set_property(SOURCE ${CMAKE_SOURCE_DIR}/src/backend/cuda/cuda_loader.c APPEND PROPERTY COMPILE_DEFINITIONS
     LP_CUDA_MODULE_BUILT=1)
   message(STATUS "llama-pajamas: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES})")

@@ -1,22 +1,15 @@
-/* select.c — backend selection. The CUDA backend exists only in builds with nvcc
- * (LP_HAVE_CUDA); everything else runs on the CPU backend. */
+/* select.c — backend selection: CUDA when asked for (or, for `auto`, when the CUDA
+ * module loads and sees a device, cuda_loader.c), the CPU backend otherwise. Builds
+ * without nvcc have no module: the loader's one-line error says so. */
 #include "backend/select.h"
 
 #include <string.h>
 
 #include "core/err.h"
 
-#ifdef LP_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
-#endif
 
-bool lp_backend_cuda_available(void) {
-#ifdef LP_HAVE_CUDA
-    return lp_cuda_device_count() > 0;
-#else
-    return false;
-#endif
-}
+bool lp_backend_cuda_available(void) { return lp_cuda_device_count() > 0; }
 
 /* MLX block types (ids >= LP_TYPE_COUNT) have CPU kernels only. */
 static bool has_cpu_only_weights(const lp_model *m) {
@@ -36,13 +29,8 @@ lp_engine *lp_backend_engine_create(const lp_model *m, const char *name, const l
         if (chosen) *chosen = "cpu";
         return lp_engine_create(m, p);
     }
-#ifdef LP_HAVE_CUDA
     lp_backend *be = lp_backend_cuda_create(0);
     if (!be) return NULL;
     if (chosen) *chosen = "cuda";
     return lp_engine_create_with_backend(m, be, p);
-#else
-    lp_fail("--backend cuda: this build has no CUDA support (nvcc was not found at build time)");
-    return NULL;
-#endif
 }
