@@ -41,6 +41,19 @@ def refs(model):
     return json.loads((FIXTURES / "refs" / f"{model}.json").read_text())
 
 
+def llama_greedy(path, prompt_ids, n, **kw):
+    """n greedy tokens of llama-cpp-python on a GGUF; kw: more Llama() options (KV types)."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, **kw)
+    out = []
+    for tok in llm.generate(prompt_ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+        out.append(tok)
+        if len(out) == n:
+            break
+    return out
+
+
 # ---- `llama-pajamas-run serve`: a server on a free loopback port (test_server_*.py, test_webui.py) ----
 import signal  # noqa: E402
 import time  # noqa: E402
@@ -68,6 +81,19 @@ class ServerProcess:
 
     def log(self):
         return Path(self.log_path).read_text(errors="replace")
+
+    def wait_idle(self, timeout):
+        """Poll /health until no slot is busy and nothing is queued: that health, or None
+        after `timeout` seconds."""
+        import requests
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            h = requests.get(self.url + "/health", timeout=10).json()
+            if h["slots_busy"] == 0 and h["queue_depth"] == 0:
+                return h
+            time.sleep(0.02)
+        return None
 
     def stop(self, timeout=20):
         if self.proc.poll() is None:

@@ -9,7 +9,7 @@ import pytest
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
-from conftest import FIXTURES, QUANT, RUN, refs, run
+from conftest import FIXTURES, QUANT, RUN, llama_greedy, refs, run
 
 
 def field_value(reader, key):
@@ -89,16 +89,6 @@ def test_manifest(tiny_gguf):
 
 
 llama_cpp = pytest.importorskip("llama_cpp")
-
-
-def llama_greedy(path, prompt_ids, n, **kw):
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=False, **kw)
-    out = []
-    for tok in llm.generate(prompt_ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
-        out.append(tok)
-        if len(out) == n:
-            break
-    return out
 
 
 @pytest.mark.parametrize("precision", ["f32", "f16"])

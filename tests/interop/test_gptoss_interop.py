@@ -20,7 +20,7 @@ import pytest
 from gguf import GGUFReader
 from gguf.quants import dequantize
 
-from conftest import FIXTURES, QUANT, refs, run
+from conftest import FIXTURES, QUANT, llama_greedy, refs, run
 
 MODEL = FIXTURES / "models" / "tiny-gptoss"
 N_LAYER = 4
@@ -164,16 +164,6 @@ def teacher_forced(path):
     llm.eval(toks)
     got = np.array(llm.scores[:len(toks)], dtype=np.float32)
     return agree / total, float(np.abs(got - ref).max()), float((got.argmax(-1) == ref.argmax(-1)).mean())
-
-
-def llama_greedy(path, prompt_ids, n):
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
-    out = []
-    for tok in llm.generate(prompt_ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
-        out.append(tok)
-        if len(out) == n:
-            break
-    return out
 
 
 def test_llama_cpp_f32_follows_hf(gptoss_gguf):

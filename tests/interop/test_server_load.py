@@ -84,13 +84,9 @@ def run_round(srv):
 
 
 def wait_idle(srv, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        h = requests.get(srv.url + "/health", timeout=10).json()
-        if h["slots_busy"] == 0 and h["queue_depth"] == 0:
-            return h
-        time.sleep(0.05)
-    raise AssertionError(f"server not idle: {h}")
+    h = srv.wait_idle(timeout)
+    assert h is not None, f"server not idle after {timeout} s"
+    return h
 
 
 def metric(srv, name):

@@ -421,16 +421,6 @@ def test_web_page_is_served(lp_server):
 
 # ---- disconnects, overload, shutdown ----
 
-def wait_slots_idle(srv, timeout=5.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        h = requests.get(srv.url + "/health", timeout=10).json()
-        if h["slots_busy"] == 0 and h["queue_depth"] == 0:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def open_stream(srv, max_tokens=100000, n_chunks=2):
     """Start a streaming chat over a raw socket and read the first few events."""
     body = json.dumps({"messages": MSG, "max_tokens": max_tokens, "stream": True, "temperature": 1.0})
@@ -454,7 +444,7 @@ def test_disconnect_cancels_generation(lp_server):
     busy = requests.get(lp_server.url + "/health", timeout=10).json()["slots_busy"]
     assert busy >= 1
     s.close()
-    assert wait_slots_idle(lp_server, 3.0), "slot not freed after the client left"
+    assert lp_server.wait_idle(3.0), "slot not freed after the client left"
 
 
 def test_overload_is_503_and_sigterm_drains(tmp_path):
@@ -465,7 +455,7 @@ def test_overload_is_503_and_sigterm_drains(tmp_path):
         r = requests.post(srv.url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}, timeout=30)
         assert r.status_code == 503 and r.json()["error"]["code"] == "server_overloaded"
         s.close()
-        assert wait_slots_idle(srv)
+        assert srv.wait_idle(5.0)
         r = requests.post(srv.url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}, timeout=30)
         assert r.status_code == 200
         # SIGTERM with a long generation in flight: the stream ends properly, the process exits 0
