@@ -357,16 +357,22 @@ static void test_block_types(void **state) {
     assert_int_equal((int)lp_mlx_type(4, 16), -1);
 }
 
+/* tiny-qwen3's hyper-parameters and checkpoint (the caller closes it). */
+static lp_checkpoint *open_tiny(lp_hparams *hp) {
+    char *cfg = lp_path_join(tiny_dir, "config.json");
+    assert_int_equal(lp_hparams_from_config_file(cfg, hp), 0);
+    free(cfg);
+    lp_checkpoint *ck = lp_checkpoint_open(tiny_dir);
+    assert_non_null(ck);
+    return ck;
+}
+
 /* ---------------- recipes and plans ---------------- */
 
 static void test_recipe_plans(void **state) {
     (void)state;
-    char *cfg = lp_path_join(tiny_dir, "config.json");
     lp_hparams hp;
-    assert_int_equal(lp_hparams_from_config_file(cfg, &hp), 0);
-    free(cfg);
-    lp_checkpoint *ck = lp_checkpoint_open(tiny_dir);
-    assert_non_null(ck);
+    lp_checkpoint *ck = open_tiny(&hp);
     lp_source_ref ref = {&hp, ck};
     lp_plan tensors;
     assert_int_equal(lp_plan_build(&tensors, &hp, lp_recipe_find("f32"), lp_convert_role_present, &ref), 0);
@@ -561,12 +567,8 @@ static void test_llama_rows_and_tied_head(void **state) {
 static void test_one_pass_reads_once(void **state) {
     (void)state;
     char *out = test_tmpdir();
-    char *cfg = lp_path_join(tiny_dir, "config.json");
     lp_hparams hp;
-    assert_int_equal(lp_hparams_from_config_file(cfg, &hp), 0);
-    free(cfg);
-    lp_checkpoint *ck = lp_checkpoint_open(tiny_dir);
-    assert_non_null(ck);
+    lp_checkpoint *ck = open_tiny(&hp);
     lp_source_ref ref = {&hp, ck};
     lp_plan gguf_plan, tensors;
     assert_int_equal(lp_plan_build(&gguf_plan, &hp, lp_recipe_find("q4_k_m"), lp_convert_role_present, &ref), 0);

@@ -12,6 +12,10 @@
 
 #include <cuda_runtime.h>
 
+extern "C" {
+#include "../../core/err.h"
+}
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,8 +41,7 @@ typedef struct {
 static inline cudaEvent_t lpc_prof_event(lpc_profile *p, int i) {
     if (i >= p->cap_ev) {
         const int cap = 2 * i + 64;
-        p->ev = (cudaEvent_t *)realloc(p->ev, (size_t)cap * sizeof *p->ev);
-        if (!p->ev) abort();
+        p->ev = (cudaEvent_t *)lp_xrealloc(p->ev, (size_t)cap * sizeof *p->ev);
         for (int k = p->cap_ev; k < cap; k++) cudaEventCreate(&p->ev[k]);
         p->cap_ev = cap;
     }
