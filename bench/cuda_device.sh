@@ -12,6 +12,7 @@
 #   bash bench/cuda_device.sh synth bench    # ~8 min: Qwen3-8B-shaped q4_k_m/q8_0, benchmark
 #   bash bench/cuda_device.sh fast profile   # ~3 min: GGUFs written directly (no bf16, no
 #                                            # K-quant search), per-op GPU time table
+#   bash bench/cuda_device.sh gemv           # ~2 min: the decode GEMV variants alone
 # (each stage rebuilds first when the machine went cold and lost build/)
 # Stages: build, test, synth (bf16 checkpoint + conversion), bench; results and logs
 # land in $OUT (cuda.json, test_cuda.log, bench-*.log).
@@ -155,6 +156,13 @@ ncu_gemv() {
     "$OUTDIR/ncu.txt" | head -120
 }
 
+# The decode GEMV variants alone (bench/cuda_gemv_bench.cu): GB/s per shape and type.
+gemv_bench() {
+  mkdir -p build
+  [ -x build/cuda_gemv_bench ] || nvcc -std=c++17 -O3 -arch=sm_90 -Isrc bench/cuda_gemv_bench.cu -o build/cuda_gemv_bench
+  build/cuda_gemv_bench | tee "$OUTDIR/gemv.log"
+}
+
 bench() {
   [ -x build/bench_cuda ] || build # a cold machine lost the previous call's build
   export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
@@ -184,6 +192,7 @@ for stage in "$@"; do
     fast) synth_fast ;;
     profile) profile ;;
     ncu) ncu_gemv ;;
+    gemv) gemv_bench ;;
     bench) bench ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

@@ -1302,6 +1302,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     }
     snprintf(c->name, sizeof c->name, "%s", prop.name);
     c->n_sm = prop.multiProcessorCount;
+    lpc_pdl_enabled() = prop.major >= 9 && !env_off("LP_CUDA_PDL");
     /* a fixed workspace keeps cuBLAS from allocating inside graph captures */
     const size_t ws = (size_t)32 << 20;
     c->blas_ws = dev_alloc(c, ws, "cuBLAS workspace");

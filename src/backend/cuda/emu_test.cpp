@@ -124,9 +124,12 @@ static void test_quantize(void **state) {
  * accumulating: exact against the dequantized weights times the dequantized codes. */
 static void test_gemv_quant(void **state) {
     (void)state;
-    const int K = 512, Ms[3] = {5, 8, 3};
+    const int Ms[3] = {5, 8, 3};
     for (int type : quant_types) {
+        /* K = 4352: 17 super-blocks, more slices than one batch of the batch-1 kernel */
+        for (int K : {512, 4352})
         for (int ncols : {1, 2, 3, 5, 8, 11}) {
+            if (K > 512 && ncols > 2) continue;
             std::vector<dev_weight> ws;
             for (int pi = 0; pi < 3; pi++) ws.push_back(make_weight(type, Ms[pi], K, rand_vec((size_t)Ms[pi] * K, 0.5f)));
             std::vector<float> x = rand_vec((size_t)ncols * K, 2.0f);
@@ -160,7 +163,7 @@ static void test_gemv_quant(void **state) {
                         }
                         const float got = y[pi][(size_t)c * Ms[pi] + r];
                         if (!(fabs(got - ref) <= 1e-5 * (mag + 1.0)))
-                            fail_msg("type %d ncols %d prob %d row %d col %d: %g vs %g", type, ncols, pi, r, c, got, ref);
+                            fail_msg("type %d K %d ncols %d prob %d row %d col %d: %g vs %g", type, K, ncols, pi, r, c, got, ref);
                     }
         }
     }

@@ -21,6 +21,9 @@ typedef cudaStream_t lpc_stream;
 
 #define LPC_FULL_MASK 0xffffffffu
 
+LPC_HD int lpc_imin(int a, int b) { return a < b ? a : b; }
+LPC_HD int lpc_imax(int a, int b) { return a > b ? a : b; }
+
 /* IEEE half -> float (exact), portable bit manipulation for the host side. */
 LPC_HD float lpc_h2f_soft(uint16_t h) {
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
@@ -107,6 +110,62 @@ __device__ __forceinline__ float lpc_warp_max(float v) {
     }
     return v;
 }
+
+/* Programmatic dependent launch (sm_90+). A kernel launched with LPC_LAUNCH_PDL may
+ * start while the previous kernel in the stream is still running: everything before
+ * its lpc_grid_wait() must read only data no earlier kernel writes (weights), and
+ * lpc_grid_wait() returns once the previous grid has completed and its writes are
+ * visible. lpc_launch_dependents() lets the next (PDL) grid be scheduled as soon as
+ * every block of this one has started, so its prologue overlaps this grid's tail;
+ * LPC_PDL_ENTRY() is both, first thing in a kernel with nothing to do early. Since
+ * every block of a grid is resident before the next grid is scheduled, waiting
+ * grids cannot starve earlier ones. Off (plain launches, no-op instructions) before
+ * sm_90 and in the emulator. */
+#ifdef LPC_EMU
+#define lpc_grid_wait() ((void)0)
+#define lpc_launch_dependents() ((void)0)
+#define LPC_LAUNCH_PDL LPC_LAUNCH
+#define LPC_PDL_ENTRY() ((void)0)
+#else
+__device__ __forceinline__ void lpc_grid_wait(void) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void lpc_launch_dependents(void) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+/* Set by the backend at init: the device supports PDL and LP_CUDA_PDL is not 0. */
+inline bool &lpc_pdl_enabled(void) {
+    static bool on = false;
+    return on;
+}
+template <class... KArgs, class... Args>
+inline void lpc_launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t st, Args... args) {
+    if (!lpc_pdl_enabled()) {
+        kernel<<<grid, block, 0, st>>>(args...);
+        return;
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+#define LPC_LAUNCH_PDL(kernel, grid, block, stream, ...) lpc_launch_pdl(kernel, (grid), (block), (stream), __VA_ARGS__)
+#define LPC_PDL_ENTRY()          \
+    do {                         \
+        lpc_launch_dependents(); \
+        lpc_grid_wait();         \
+    } while (0)
+#endif
 
 /* 16-byte read-only load (the weight planes and activations are 16-byte aligned). */
 __device__ __forceinline__ uint4 lpc_ld16(const void *p) { return __ldg((const uint4 *)p); }

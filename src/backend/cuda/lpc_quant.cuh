@@ -101,6 +101,20 @@ struct lpc_slice {
     int off[R];       /* element offset of run r inside the block */
 };
 
+/* Every decoder is two steps: load() issues the slice's global loads into a `raw`
+ * register struct, unpack() turns it into runs. Kernels that want the loads in
+ * flight early (the batch-1 GEMV issues its first weights before staging the
+ * activations) call them apart; decode() is both at once. */
+template <class D>
+struct lpc_decoder {
+    template <int RUNS>
+    LPC_HD static void decode(const uint8_t *A, const uint8_t *B, int s, lpc_slice<RUNS> &o) {
+        typename D::raw w;
+        D::load(A, B, s, w);
+        D::unpack(w, s, o);
+    }
+};
+
 #define LPC_LO4 0x0F0F0F0Fu
 
 /* Q4_K / Q5_K 6-bit scale and min of sub-block j (ggml get_scale_min_k4). */
@@ -115,10 +129,17 @@ LPC_HD void lpc_scale_min_k4(uint32_t w0, uint32_t w1, uint32_t w2, int j, int *
 }
 
 /* Q4_K: slice s = 16 bytes of qs; low nibbles are sub-block 2p, high 2p+1 (p = s/2). */
-struct lpc_q4_K {
+struct lpc_q4_K : lpc_decoder<lpc_q4_K> {
     enum { TYPE = LPC_Q4_K, BLOCK = 256, SLICES = 8, RUNS = 2, A_BYTES = 128, B_BYTES = 16 };
-    LPC_HD static void decode(const uint8_t *A, const uint8_t *B, int s, lpc_slice<2> &o) {
-        const uint4 h = lpc_load16(B), q = lpc_load16(A + 16 * s);
+    struct raw {
+        uint4 h, q;
+    };
+    LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
+        w.h = lpc_load16(B);
+        w.q = lpc_load16(A + 16 * s);
+    }
+    LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
+        const uint4 h = w.h, q = w.q;
         const float d = lpc_half_lo(h.x), dmin = lpc_half_hi(h.x);
         const int p = s >> 1, hl = s & 1;
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
@@ -139,12 +160,19 @@ struct lpc_q4_K {
 };
 
 /* Q5_K: Q4_K plus a fifth bit from qh[l], bit (sub-block index). Plane A = qh | qs. */
-struct lpc_q5_K {
+struct lpc_q5_K : lpc_decoder<lpc_q5_K> {
     enum { TYPE = LPC_Q5_K, BLOCK = 256, SLICES = 8, RUNS = 2, A_BYTES = 160, B_BYTES = 16 };
-    LPC_HD static void decode(const uint8_t *A, const uint8_t *B, int s, lpc_slice<2> &o) {
-        const uint4 h = lpc_load16(B), q = lpc_load16(A + 32 + 16 * s);
+    struct raw {
+        uint4 h, q, qh;
+    };
+    LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
+        w.h = lpc_load16(B);
+        w.q = lpc_load16(A + 32 + 16 * s);
+        w.qh = lpc_load16(A + 16 * (s & 1));
+    }
+    LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
+        const uint4 h = w.h, q = w.q, qh = w.qh;
         const int p = s >> 1, hl = s & 1;
-        const uint4 qh = lpc_load16(A + 16 * hl);
         const float d = lpc_half_lo(h.x), dmin = lpc_half_hi(h.x);
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w}, hw[4] = {qh.x, qh.y, qh.z, qh.w};
         #pragma unroll
@@ -166,14 +194,26 @@ struct lpc_q5_K {
 /* Q6_K: slice (n, lg) = half n of the block, l in [16lg, 16lg+16), all four quarters:
  * 48 bytes (ql low, ql high, qh) for 64 elements; 16-element scales. Plane A =
  * ql | qh | scales (208 B), plane B = d. */
-struct lpc_q6_K {
+struct lpc_q6_K : lpc_decoder<lpc_q6_K> {
     enum { TYPE = LPC_Q6_K, BLOCK = 256, SLICES = 4, RUNS = 4, A_BYTES = 208, B_BYTES = 2 };
-    LPC_HD static void decode(const uint8_t *A, const uint8_t *B, int s, lpc_slice<4> &o) {
+    struct raw {
+        uint4 l0, l1, qh;
+        uint2 sc;
+        float d;
+    };
+    LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         const int n = s >> 1, lg = s & 1;
-        const uint4 l0 = lpc_load16(A + 64 * n + 16 * lg), l1 = lpc_load16(A + 64 * n + 32 + 16 * lg);
-        const uint4 qh = lpc_load16(A + 128 + 32 * n + 16 * lg);
-        const uint2 sc = lpc_load8(A + 192 + 8 * n);
-        const float d = lpc_load_h(B);
+        w.l0 = lpc_load16(A + 64 * n + 16 * lg);
+        w.l1 = lpc_load16(A + 64 * n + 32 + 16 * lg);
+        w.qh = lpc_load16(A + 128 + 32 * n + 16 * lg);
+        w.sc = lpc_load8(A + 192 + 8 * n);
+        w.d = lpc_load_h(B);
+    }
+    LPC_HD static void unpack(const raw &w, int s, lpc_slice<4> &o) {
+        const int n = s >> 1, lg = s & 1;
+        const uint4 l0 = w.l0, l1 = w.l1, qh = w.qh;
+        const uint2 sc = w.sc;
+        const float d = w.d;
         const uint32_t a[4] = {l0.x, l0.y, l0.z, l0.w}, b[4] = {l1.x, l1.y, l1.z, l1.w},
                        hw[4] = {qh.x, qh.y, qh.z, qh.w};
         #pragma unroll
@@ -194,11 +234,20 @@ struct lpc_q6_K {
 
 /* Q3_K: 2 low bits from qs, the third from hmask; value = d * scale * (v - 4). Plane
  * A = hmask | qs (96 B), plane B = scales | d padded to 16. */
-struct lpc_q3_K {
+struct lpc_q3_K : lpc_decoder<lpc_q3_K> {
     enum { TYPE = LPC_Q3_K, BLOCK = 256, SLICES = 4, RUNS = 4, A_BYTES = 96, B_BYTES = 16 };
-    LPC_HD static void decode(const uint8_t *A, const uint8_t *B, int s, lpc_slice<4> &o) {
+    struct raw {
+        uint4 q, hm, sb;
+    };
+    LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         const int n = s >> 1, lg = s & 1;
-        const uint4 q = lpc_load16(A + 32 + 32 * n + 16 * lg), hm = lpc_load16(A + 16 * lg), sb = lpc_load16(B);
+        w.q = lpc_load16(A + 32 + 32 * n + 16 * lg);
+        w.hm = lpc_load16(A + 16 * lg);
+        w.sb = lpc_load16(B);
+    }
+    LPC_HD static void unpack(const raw &w, int s, lpc_slice<4> &o) {
+        const int n = s >> 1, lg = s & 1;
+        const uint4 q = w.q, hm = w.hm, sb = w.sb;
         const float d = lpc_half_lo(sb.w);
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w}, hw[4] = {hm.x, hm.y, hm.z, hm.w};
         #pragma unroll
@@ -218,13 +267,24 @@ struct lpc_q3_K {
 
 /* Q2_K: 2-bit codes, 4-bit scale and min per 16 elements. Plane A = scales | qs (80 B),
  * plane B = d, dmin. */
-struct lpc_q2_K {
+struct lpc_q2_K : lpc_decoder<lpc_q2_K> {
     enum { TYPE = LPC_Q2_K, BLOCK = 256, SLICES = 4, RUNS = 4, A_BYTES = 80, B_BYTES = 4 };
-    LPC_HD static void decode(const uint8_t *A, const uint8_t *B, int s, lpc_slice<4> &o) {
+    struct raw {
+        uint4 q;
+        uint2 sc;
+        uint32_t dd;
+    };
+    LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         const int n = s >> 1, lg = s & 1;
-        const uint4 q = lpc_load16(A + 16 + 32 * n + 16 * lg);
-        const uint2 sc = lpc_load8(A + 8 * n);
-        const uint32_t dd = lpc_load4(B);
+        w.q = lpc_load16(A + 16 + 32 * n + 16 * lg);
+        w.sc = lpc_load8(A + 8 * n);
+        w.dd = lpc_load4(B);
+    }
+    LPC_HD static void unpack(const raw &w, int s, lpc_slice<4> &o) {
+        const int n = s >> 1, lg = s & 1;
+        const uint4 q = w.q;
+        const uint2 sc = w.sc;
+        const uint32_t dd = w.dd;
         const float d = lpc_half_lo(dd), dmin = lpc_half_hi(dd);
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
         #pragma unroll
@@ -240,12 +300,22 @@ struct lpc_q2_K {
 };
 
 /* Q8_0: one slice = the whole 32-element block. Plane A = qs, plane B = d. */
-struct lpc_q8_0 {
+struct lpc_q8_0 : lpc_decoder<lpc_q8_0> {
     enum { TYPE = LPC_Q8_0, BLOCK = 32, SLICES = 1, RUNS = 2, A_BYTES = 32, B_BYTES = 2 };
-    LPC_HD static void decode(const uint8_t *A, const uint8_t *B, int s, lpc_slice<2> &o) {
+    struct raw {
+        uint4 q0, q1;
+        float d;
+    };
+    LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         (void)s;
-        const uint4 q0 = lpc_load16(A), q1 = lpc_load16(A + 16);
-        const float d = lpc_load_h(B);
+        w.q0 = lpc_load16(A);
+        w.q1 = lpc_load16(A + 16);
+        w.d = lpc_load_h(B);
+    }
+    LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
+        (void)s;
+        const uint4 q0 = w.q0, q1 = w.q1;
+        const float d = w.d;
         const uint32_t a[4] = {q0.x, q0.y, q0.z, q0.w}, b[4] = {q1.x, q1.y, q1.z, q1.w};
         #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -262,12 +332,21 @@ struct lpc_q8_0 {
 };
 
 /* Q4_0: element j in the low nibble of qs[j], j+16 in the high; value = d * (q - 8). */
-struct lpc_q4_0 {
+struct lpc_q4_0 : lpc_decoder<lpc_q4_0> {
     enum { TYPE = LPC_Q4_0, BLOCK = 32, SLICES = 1, RUNS = 2, A_BYTES = 16, B_BYTES = 2 };
-    LPC_HD static void decode(const uint8_t *A, const uint8_t *B, int s, lpc_slice<2> &o) {
+    struct raw {
+        uint4 q;
+        float d;
+    };
+    LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         (void)s;
-        const uint4 q = lpc_load16(A);
-        const float d = lpc_load_h(B);
+        w.q = lpc_load16(A);
+        w.d = lpc_load_h(B);
+    }
+    LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
+        (void)s;
+        const uint4 q = w.q;
+        const float d = w.d;
         const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
         #pragma unroll
         for (int r = 0; r < 2; r++) {

@@ -1,0 +1,416 @@
+/* lpc_gemv.cuh — the decode matmuls: the int8 activation shadow and the GEMV
+ * kernels that multiply device weights with it, plus their launchers.
+ *
+ * Decode is memory-bound: the kernels stream each weight byte once with 16-byte
+ * loads (a warp per group of output rows, lanes over consecutive slices of a row)
+ * and multiply quantized weights with int8 activations (__dp4a), so the ALU work
+ * per weight byte stays far below what the bandwidth allows. Activations are
+ * quantized once per producer (RMSNorm, SwiGLU, attention write an int8 "shadow"
+ * of their output next to the F32 values).
+ *
+ * Two quantized kernels: lpc_gemv1_q for one activation column (batch-1 decode,
+ * the case the bandwidth target is about) and lpc_gemv_q for up to 8 columns
+ * (batched decode). */
+#ifndef LPC_GEMV_CUH
+#define LPC_GEMV_CUH
+
+#include "lpc_quant.cuh"
+
+/* ---- int8 activation shadow: q[i], d[i/32] (scale), s[i/16] (d * sum of 16 codes) ---- */
+
+typedef struct {
+    int8_t *q;
+    float *d, *s;
+} lpc_q8;
+
+/* Called by all 32 lanes of a warp for 32 consecutive elements i0 + lane (i0 % 32 == 0). */
+__device__ __forceinline__ void lpc_q8_emit(float v, size_t i0, int lane, lpc_q8 o) {
+    const float amax = lpc_warp_max(fabsf(v));
+    /* llama.cpp's x86 Q8_0 activation arithmetic (the CPU backend's too): codes
+     * round(v * 127/amax) ties-to-even, scale amax/127 stored as F16. Equal codes and
+     * scales make Q8_0 matmuls agree with the CPU up to summation order. */
+    const float d = lpc_h2f(lpc_f2h(amax / 127.0f)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int q = (int)rintf(v * id);
+    int sum = q;
+#pragma unroll
+    for (int m = 8; m > 0; m >>= 1) sum += __shfl_xor_sync(LPC_FULL_MASK, sum, m); /* within each 16-lane half */
+    o.q[i0 + lane] = (int8_t)q;
+    if (lane == 0) o.d[i0 / 32] = d;
+    if ((lane & 15) == 0) o.s[(i0 + lane) / 16] = d * (float)sum;
+}
+
+/* count must be a multiple of 32; one warp per 32 elements. */
+__global__ void __launch_bounds__(256) lpc_quantize_kernel(const float *x, size_t count, lpc_q8 o) {
+    LPC_PDL_ENTRY();
+    const size_t i0 = ((size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 32;
+    if (i0 >= count) return;
+    lpc_q8_emit(x[i0 + threadIdx.x % 32], i0, threadIdx.x % 32, o);
+}
+
+inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) {
+    const size_t warps = count / 32;
+    LPC_LAUNCH_PDL(lpc_quantize_kernel, dim3((unsigned)((warps + 7) / 8)), dim3(256), st, x, count, o);
+}
+
+/* ---- GEMV: y[c][row] (+)= W[row] . x[c] for up to LPC_MAX_PROB weights sharing x ---- */
+
+enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8, LPC_GEMV_ROWS = 2 /* per warp, quantized */ };
+
+typedef struct {
+    int nprob;
+    const uint8_t *a[LPC_MAX_PROB]; /* plane A (quantized) or the rows (float types) */
+    const uint8_t *b[LPC_MAX_PROB]; /* plane B (quantized) */
+    float *y[LPC_MAX_PROB];         /* [ncols][M] */
+    int M[LPC_MAX_PROB];
+    int row0[LPC_MAX_PROB + 1];     /* prefix sums of M: rows of the concatenated problems */
+    int accumulate[LPC_MAX_PROB];   /* y += result (fused residual add) */
+    int K, bpr;                     /* row length; blocks per row (quantized) */
+    size_t row_bytes;               /* bytes per row (float types) */
+    int ncols;                      /* active activation columns (<= NC of the kernel) */
+    const float *x;                 /* [ncols][K] F32 (float types) */
+    lpc_q8 xq;                      /* [ncols][K] int8 shadow (quantized types) */
+    /* expert mode (MoE): blockIdx.y = routed pair; weight += sel[pair] * stride,
+     * x column = pair / x_div, y row = pair; ncols = 1 */
+    const int *sel;
+    int x_div;
+    size_t expert_a, expert_b; /* bytes between experts in plane A / B */
+} lpc_gemv_args;
+
+/* Which problem a warp's global row belongs to, without indexing the parameter arrays
+ * at run time (that would copy them to local memory). */
+struct lpc_row_pick {
+    const uint8_t *a, *b;
+    float *y;
+    int row, M, acc;
+};
+
+__device__ __forceinline__ bool lpc_pick_row(const lpc_gemv_args &p, int grow, lpc_row_pick &r) {
+    if (grow >= p.row0[p.nprob]) return false;
+    r.a = p.a[0], r.b = p.b[0], r.y = p.y[0], r.M = p.M[0], r.acc = p.accumulate[0], r.row = grow;
+#pragma unroll
+    for (int i = 1; i < LPC_MAX_PROB; i++)
+        if (i < p.nprob && grow >= p.row0[i])
+            r.a = p.a[i], r.b = p.b[i], r.y = p.y[i], r.M = p.M[i], r.acc = p.accumulate[i], r.row = grow - p.row0[i];
+    if (p.sel) {
+        const int pair = blockIdx.y, e = p.sel[pair];
+        r.a += (size_t)e * p.expert_a;
+        r.b += (size_t)e * p.expert_b;
+        r.y += (size_t)pair * r.M;
+    }
+    return true;
+}
+
+template <int NC>
+__device__ __forceinline__ void lpc_gemv_store(const lpc_gemv_args &p, const lpc_row_pick &r, float (&acc)[NC], int lane) {
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = lpc_warp_sum(acc[c]);
+    if (lane != 0) return;
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        if (c >= p.ncols) break;
+        float *dst = r.y + (size_t)c * r.M + r.row;
+        *dst = r.acc ? *dst + acc[c] : acc[c];
+    }
+}
+
+/* Quantized weights: each warp takes LPC_GEMV_ROWS consecutive rows, so every
+ * activation load (int8 codes, scales) serves that many weight rows: with one row
+ * per warp the GEMVs issued about as many activation loads as weight loads and sat
+ * at 25-45% of DRAM bandwidth, stalled on the L1 (ncu). */
+template <class T, int NC>
+__global__ void __launch_bounds__(128) lpc_gemv_q(lpc_gemv_args p) {
+    LPC_PDL_ENTRY();
+    enum { R = LPC_GEMV_ROWS };
+    const int lane = threadIdx.x % 32;
+    const int grow = (blockIdx.x * LPC_GEMV_WARPS + threadIdx.x / 32) * R;
+    lpc_row_pick r[R];
+    if (!lpc_pick_row(p, grow, r[0])) return;
+    int n_rows = 1; /* rows past the end repeat row 0's loads and are not stored */
+#pragma unroll
+    for (int i = 1; i < R; i++) {
+        if (lpc_pick_row(p, grow + i, r[i])) n_rows++;
+        else r[i] = r[0];
+    }
+    const uint8_t *A[R], *B[R];
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
+        B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
+    }
+    const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
+    float acc[R][NC];
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int c = 0; c < NC; c++) acc[i][c] = 0.0f;
+    const int S = p.bpr * T::SLICES;
+#pragma unroll 2
+    for (int s = lane; s < S; s += 32) {
+        const int blk = s / T::SLICES, si = s % T::SLICES;
+        lpc_slice<T::RUNS> sl[R];
+#pragma unroll
+        for (int i = 0; i < R; i++) T::decode(A[i] + (size_t)blk * T::A_BYTES, B[i] + (size_t)blk * T::B_BYTES, si, sl[i]);
+#pragma unroll
+        for (int q = 0; q < T::RUNS; q++) {
+            const size_t e0 = xoff + (size_t)blk * T::BLOCK + sl[0].off[q]; /* same offsets in every row */
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                if (c >= p.ncols) break;
+                const size_t e = e0 + (size_t)c * p.K;
+                const uint4 xw = lpc_load16((const uint8_t *)(p.xq.q + e));
+                const float xd = __ldg(p.xq.d + e / 32), xs = __ldg(p.xq.s + e / 16);
+#pragma unroll
+                for (int i = 0; i < R; i++) {
+                    int sumi = __dp4a((int)sl[i].v[q][0], (int)xw.x, 0);
+                    sumi = __dp4a((int)sl[i].v[q][1], (int)xw.y, sumi);
+                    sumi = __dp4a((int)sl[i].v[q][2], (int)xw.z, sumi);
+                    sumi = __dp4a((int)sl[i].v[q][3], (int)xw.w, sumi);
+                    acc[i][c] += sl[i].scale[q] * xd * (float)sumi - sl[i].minv[q] * xs;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++)
+        if (i < n_rows) lpc_gemv_store<NC>(p, r[i], acc[i], lane); /* warp-uniform */
+}
+
+/* Float weights: WT 0 = F32, 1 = F16, 2 = BF16; 16 bytes of a row per lane per step. */
+template <int WT>
+__device__ __forceinline__ void lpc_widen16(uint4 w, float (&f)[8]) {
+    const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        if (WT == 0) {
+            f[k] = __uint_as_float(u[k]);
+        } else if (WT == 1) {
+            f[2 * k] = lpc_h2f((uint16_t)(u[k] & 0xffffu));
+            f[2 * k + 1] = lpc_h2f((uint16_t)(u[k] >> 16));
+        } else {
+            f[2 * k] = __uint_as_float(u[k] << 16);
+            f[2 * k + 1] = __uint_as_float(u[k] & 0xffff0000u);
+        }
+    }
+}
+
+template <int WT, int NC>
+__global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
+    LPC_PDL_ENTRY();
+    enum { EPC = WT == 0 ? 4 : 8 }; /* elements per 16-byte chunk */
+    const int lane = threadIdx.x % 32;
+    lpc_row_pick r;
+    if (!lpc_pick_row(p, blockIdx.x * LPC_GEMV_WARPS + threadIdx.x / 32, r)) return;
+    const uint8_t *row = r.a + (size_t)r.row * p.row_bytes;
+    const float *x = p.x + (p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0);
+    float acc[NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) acc[c] = 0.0f;
+    const int chunks = p.K / EPC;
+#pragma unroll 2
+    for (int ch = lane; ch < chunks; ch += 32) {
+        float w[8];
+        lpc_widen16<WT>(lpc_load16(row + (size_t)ch * 16), w);
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            if (c >= p.ncols) break;
+            const float *xc = x + (size_t)c * p.K + (size_t)ch * EPC;
+#pragma unroll
+            for (int k = 0; k < EPC; k += 4) {
+                const uint4 xv = lpc_load16((const uint8_t *)(xc + k));
+                acc[c] += w[k] * __uint_as_float(xv.x) + w[k + 1] * __uint_as_float(xv.y) +
+                          w[k + 2] * __uint_as_float(xv.z) + w[k + 3] * __uint_as_float(xv.w);
+            }
+        }
+    }
+    lpc_gemv_store<NC>(p, r, acc, lane);
+}
+
+
+/* ---- batch-1 GEMV: activations in shared memory, weight loads issued first ----
+ *
+ * Each warp owns R rows; each lane loads U slices of every row before using any
+ * (R*U 16-byte weight loads in flight per lane), and the first batch is issued
+ * before the block stages the activation column into shared memory, so the
+ * staging's L2 round trip hides under the DRAM latency of the weights. The
+ * activation of a 16-element run is then one 16-byte shared load of codes plus one
+ * 8-byte load of (d, d*sum): the inner loop issues global loads for weights only
+ * (the multi-column kernel issues as many activation loads as weight loads). */
+
+enum { LPC_X1_MAX_K = 16384 };
+
+/* Decoders that split their global loads from the unpacking (lpc_decoder). */
+template <class T, class = void>
+struct lpc_has_raw {
+    enum { value = 0 };
+};
+template <class T>
+struct lpc_has_raw<T, decltype(void(sizeof(typename T::raw)))> {
+    enum { value = 1 };
+};
+
+template <class T, int R, int U>
+__device__ __forceinline__ void lpc_gemv1_load(const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int s0, int S,
+                                               typename T::raw (&w)[U][R]) {
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int s = s0 + 32 * u;
+        if (s >= S) break;
+        const int blk = s / T::SLICES;
+#pragma unroll
+        for (int i = 0; i < R; i++) T::load(A[i] + (size_t)blk * T::A_BYTES, B[i] + (size_t)blk * T::B_BYTES, s % T::SLICES, w[u][i]);
+    }
+}
+
+template <class T, int R, int U, int W>
+__global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
+    __shared__ uint4 xc[LPC_X1_MAX_K / 16];    /* int8 codes, 16 per entry */
+    __shared__ float2 xds[LPC_X1_MAX_K / 16];  /* per 16-element run: (d of its 32-group, d * sum of its codes) */
+    lpc_launch_dependents();
+    const int lane = threadIdx.x % 32;
+    const int grow = (blockIdx.x * W + threadIdx.x / 32) * R;
+    lpc_row_pick r[R];
+    const bool active = lpc_pick_row(p, grow, r[0]); /* warps without rows still help stage */
+    int n_rows = 1;
+#pragma unroll
+    for (int i = 1; i < R; i++) {
+        if (active && lpc_pick_row(p, grow + i, r[i])) n_rows++;
+        else r[i] = r[0]; /* rows past the end repeat row 0's loads and are not stored */
+    }
+    const uint8_t *A[R] = {}, *B[R] = {};
+    const int S = p.bpr * T::SLICES;
+    typename T::raw w[U][R];
+    if (active) {
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+            A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
+            B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
+        }
+        lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
+    }
+    lpc_grid_wait(); /* launched PDL: the weights above are in flight; x is the previous kernel's */
+    const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
+    for (int i = threadIdx.x; i < p.K / 16; i += W * 32) {
+        xc[i] = lpc_load16((const uint8_t *)(p.xq.q + xoff) + 16 * (size_t)i);
+        float2 ds;
+        ds.x = __ldg(p.xq.d + xoff / 32 + i / 2);
+        ds.y = __ldg(p.xq.s + xoff / 16 + i);
+        xds[i] = ds;
+    }
+    __syncthreads();
+    if (!active) return;
+    float acc[R][1];
+#pragma unroll
+    for (int i = 0; i < R; i++) acc[i][0] = 0.0f;
+    for (int s0 = 0; s0 < S; s0 += 32 * U) {
+        if (s0) lpc_gemv1_load<T, R, U>(A, B, s0 + lane, S, w);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int s = s0 + 32 * u + lane;
+            if (s >= S) break;
+            const int blk = s / T::SLICES, si = s % T::SLICES;
+            lpc_slice<T::RUNS> sl[R];
+#pragma unroll
+            for (int i = 0; i < R; i++) T::unpack(w[u][i], si, sl[i]);
+#pragma unroll
+            for (int q = 0; q < T::RUNS; q++) {
+                const int e16 = (blk * T::BLOCK + sl[0].off[q]) / 16; /* same offsets in every row */
+                const uint4 xw = xc[e16];
+                const float2 ds = xds[e16];
+#pragma unroll
+                for (int i = 0; i < R; i++) {
+                    int sumi = __dp4a((int)sl[i].v[q][0], (int)xw.x, 0);
+                    sumi = __dp4a((int)sl[i].v[q][1], (int)xw.y, sumi);
+                    sumi = __dp4a((int)sl[i].v[q][2], (int)xw.z, sumi);
+                    sumi = __dp4a((int)sl[i].v[q][3], (int)xw.w, sumi);
+                    acc[i][0] += sl[i].scale[q] * ds.x * (float)sumi - sl[i].minv[q] * ds.y;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++)
+        if (i < n_rows) lpc_gemv_store<1>(p, r[i], acc[i], lane); /* warp-uniform */
+}
+
+/* The batch-1 kernel's shape: R rows per warp, U slices per lane in flight, W warps. */
+template <class T, int R, int U, int W>
+inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) {
+    const int per_block = W * R;
+    const dim3 grid((unsigned)((p.row0[p.nprob] + per_block - 1) / per_block), (unsigned)(n_pairs > 0 ? n_pairs : 1));
+    auto kern = lpc_gemv1_q<T, R, U, W>;
+    LPC_LAUNCH_PDL(kern, grid, dim3(W * 32), st, p);
+}
+
+template <class T, bool RAW = lpc_has_raw<T>::value>
+struct lpc_gemv1 {
+    static bool fits(const lpc_gemv_args &) { return false; }
+    static void launch(lpc_stream, const lpc_gemv_args &, int) {}
+};
+template <class T>
+struct lpc_gemv1<T, true> {
+    static bool fits(const lpc_gemv_args &p) { return p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K; }
+    /* Shapes measured on the H100 with PDL (bench/cuda_gemv_bench.cu, Qwen3-8B
+     * matrices, TB/s): 4-/5-bit K-quants over 4096 columns want one row per warp and
+     * 4 slices in flight (gate/up 2.37 vs 2.09 at two rows), over 12288 columns two
+     * rows (down 2.13 vs 1.79); Q6_K two rows, 2 slices (4 spill; lm_head 3.0, the
+     * copy bandwidth); Q8_0 4 slices except on the tall gate/up (2.93 vs 2.68 on q/o). */
+    static void launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) {
+        if constexpr ((int)T::TYPE == LPC_Q4_K || (int)T::TYPE == LPC_Q5_K) {
+            if (p.K <= 4096) return lpc_gemv1_launch<T, 1, 4, 8>(st, p, n_pairs);
+        } else if constexpr ((int)T::TYPE == LPC_Q8_0) {
+            if (p.row0[p.nprob] <= 8192) return lpc_gemv1_launch<T, 2, 4, 8>(st, p, n_pairs);
+        }
+        lpc_gemv1_launch<T, 2, 2, 8>(st, p, n_pairs);
+    }
+    static void launch_plain(lpc_stream st, const lpc_gemv_args &p) { launch(st, p, 0); }
+};
+
+/* Launch for one weight type: columns in chunks of 8, the kernel's NC the next power of two. */
+struct lpc_gemv_launch {
+    lpc_stream st;
+    lpc_gemv_args p;
+    int n_pairs; /* expert mode: routed pairs (grid.y) */
+    template <class K1, class K2, class K4, class K8>
+    void go(int rows_per_warp, K1 k1, K2 k2, K4 k4, K8 k8) {
+        const int per_block = LPC_GEMV_WARPS * rows_per_warp;
+        const dim3 grid((unsigned)((p.row0[p.nprob] + per_block - 1) / per_block), (unsigned)(n_pairs > 0 ? n_pairs : 1));
+        const int n = p.ncols;
+        lpc_gemv_args q = p;
+        for (int c0 = 0; c0 < n; c0 += LPC_GEMV_MAX_NC) {
+            q.ncols = lpc_imin(LPC_GEMV_MAX_NC, n - c0);
+            q.x = p.x ? p.x + (size_t)c0 * p.K : NULL;
+            if (p.xq.q) {
+                q.xq.q = p.xq.q + (size_t)c0 * p.K;
+                q.xq.d = p.xq.d + (size_t)c0 * p.K / 32;
+                q.xq.s = p.xq.s + (size_t)c0 * p.K / 16;
+            }
+            for (int i = 0; i < p.nprob; i++) q.y[i] = p.y[i] + (size_t)c0 * p.M[i];
+            if (q.ncols == 1)
+                LPC_LAUNCH_PDL(k1, grid, dim3(128), st, q);
+            else if (q.ncols == 2)
+                LPC_LAUNCH_PDL(k2, grid, dim3(128), st, q);
+            else if (q.ncols <= 4)
+                LPC_LAUNCH_PDL(k4, grid, dim3(128), st, q);
+            else
+                LPC_LAUNCH_PDL(k8, grid, dim3(128), st, q);
+        }
+    }
+    template <class T>
+    void run() {
+        if (lpc_gemv1<T>::fits(p)) return lpc_gemv1<T>::launch(st, p, n_pairs);
+        go(LPC_GEMV_ROWS, lpc_gemv_q<T, 1>, lpc_gemv_q<T, 2>, lpc_gemv_q<T, 4>, lpc_gemv_q<T, 8>);
+    }
+};
+
+/* type: LPC_* id of the device weight. Returns false for a type without a kernel. */
+inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pairs) {
+    lpc_gemv_launch l = {st, p, n_pairs};
+    switch (type) {
+    case LPC_F32: l.go(1, lpc_gemv_f<0, 1>, lpc_gemv_f<0, 2>, lpc_gemv_f<0, 4>, lpc_gemv_f<0, 8>); return true;
+    case LPC_F16: l.go(1, lpc_gemv_f<1, 1>, lpc_gemv_f<1, 2>, lpc_gemv_f<1, 4>, lpc_gemv_f<1, 8>); return true;
+    case LPC_BF16: l.go(1, lpc_gemv_f<2, 1>, lpc_gemv_f<2, 2>, lpc_gemv_f<2, 4>, lpc_gemv_f<2, 8>); return true;
+    default: return lpc_dispatch_quant(type, l);
+    }
+}
+
+#endif
