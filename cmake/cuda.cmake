@@ -56,6 +56,13 @@ if(LP_CUDA AND CMAKE_CUDA_COMPILER)
   add_dependencies(lpcore lpcuda)
   set_property(SOURCE ${CMAKE_SOURCE_DIR}/src/backend/cuda/cuda_loader.c APPEND PROPERTY COMPILE_DEFINITIONS
     LP_CUDA_MODULE_BUILT=1)
+  # The decode GEMVs alone on Qwen3-8B shapes (a tuning tool; needs a GPU to run).
+  add_executable(cuda_gemv_bench ${CMAKE_SOURCE_DIR}/bench/cuda_gemv_bench.cu)
+  set_target_properties(cuda_gemv_bench PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
+  set_property(TARGET cuda_gemv_bench PROPERTY COMPILE_OPTIONS
+    $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wno-unused-parameter,-Wno-unknown-pragmas>)
+  set_property(TARGET cuda_gemv_bench PROPERTY LINK_OPTIONS "")
+  target_include_directories(cuda_gemv_bench PRIVATE ${CMAKE_SOURCE_DIR}/src)
   message(STATUS "llama-pajamas: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES})")
 else()
   message(STATUS "llama-pajamas: CUDA backend OFF (LP_CUDA=${LP_CUDA}, nvcc not found or disabled)")

@@ -12,7 +12,8 @@
  *     that list's graph: one launch per decode step instead of ~400;
  *   - a signature check: any difference (batch size, rows, weights) falls back
  *     to capturing or launching eagerly, never to a stale graph.
- * Matmul: n <= LPC_GEMV_MAX_N rows use the fused dequantize-GEMV kernels; larger
+ * Matmul: n <= gemv_max_n rows (LP_CUDA_GEMV_MAX_N, default LPC_GEMV_MAX_N) use the
+ * fused dequantize-GEMV kernels; larger
  * batches (prefill) dequantize weight tiles to F16 and call cuBLAS (F32 weights:
  * SGEMM, F16: no conversion). */
 #include <cublas_v2.h>
@@ -100,6 +101,7 @@ typedef struct {
 typedef struct {
     lp_backend base;
     int device, n_sm;
+    int gemv_max_n;      /* batches up to this many rows run the GEMV kernels, larger ones GEMM */
     char name[256];
     cudaStream_t st;
     cublasHandle_t blas;
@@ -732,7 +734,7 @@ static void plan(lp_cuda *c) {
     for (int i = 0; i < c->n_ops; i++) {
         lpc_op *mm = &ops[i];
         if (mm->kind == OP_MOE) q8_of(c, mm->x[0]);
-        if (mm->kind != OP_MATMUL || mm->n > LPC_GEMV_MAX_N) continue;
+        if (mm->kind != OP_MATMUL || mm->n > c->gemv_max_n) continue;
         for (int k = 0; k < mm->count; k++) {
             if (!quantized_weight(mm->w[k])) continue;
             lp_bbuf *x = mm->x[k];
@@ -826,7 +828,7 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
     bool done[LPC_MAX_PROB] = {false, false, false, false};
     for (int i = 0; i < op->count; i++) {
         /* prefill, and quantized weights in f32_activations mode (reference math): GEMM */
-        if (n <= LPC_GEMV_MAX_N && !(c->cfg.f32_activations && quantized_weight(op->w[i]))) continue;
+        if (n <= c->gemv_max_n && !(c->cfg.f32_activations && quantized_weight(op->w[i]))) continue;
         exec_gemm(c, op->w[i], op->expert[i], op->x[i], n, op->acc_into ? op->acc_into->d : op->y[i]->d, op->acc_into != NULL);
         done[i] = true;
     }
@@ -1284,6 +1286,8 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->device = device;
     c->use_graphs = !env_off("LP_CUDA_GRAPHS");
     c->use_fusion = !env_off("LP_CUDA_FUSE");
+    const char *gm = getenv("LP_CUDA_GEMV_MAX_N");
+    c->gemv_max_n = gm && *gm ? atoi(gm) : LPC_GEMV_MAX_N;
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
     if (c->prof.on) c->use_graphs = false; /* eager launches, an event after each op */
