@@ -1,6 +1,7 @@
-/* select.c — backend selection: CUDA when asked for (or, for `auto`, when the CUDA
- * module loads and sees a device, cuda_loader.c), the CPU backend otherwise. Builds
- * without nvcc have no module: the loader's one-line error says so. */
+/* select.c — backend selection: CUDA when asked for (or, for `auto`, when an NVIDIA
+ * device node exists and the CUDA module loads and sees a device, cuda_loader.c), the
+ * CPU backend otherwise. Builds without nvcc have no module: the loader's one-line
+ * error says so. */
 #include "backend/select.h"
 
 #include <string.h>
@@ -9,7 +10,9 @@
 
 #include "backend/cuda/cuda_backend.h"
 
-bool lp_backend_cuda_available(void) { return lp_cuda_device_count() > 0; }
+/* The node check first: counting devices loads the module and the CUDA libraries
+ * (~220 MB) even where the libraries are installed without a GPU. */
+bool lp_backend_cuda_available(void) { return lp_cuda_device_node_present("/dev") && lp_cuda_device_count() > 0; }
 
 /* MLX block types (ids >= LP_TYPE_COUNT) have CPU kernels only. */
 static bool has_cpu_only_weights(const lp_model *m) {

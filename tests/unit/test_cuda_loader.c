@@ -7,7 +7,9 @@
  * (nvcc present), the module beside the executable loads: on a machine without a
  * GPU it reports 0 devices and creation fails with the module's own message (which
  * also shows lp_fail() inside the module writes the host's lp_errmsg()). Tests run
- * in order: a loaded module stays loaded, so the loading test comes last. */
+ * in order: a loaded module stays loaded, so the loading test comes last. Before any
+ * loading: `auto`'s probe finds no NVIDIA device node on a machine without a GPU and
+ * loads nothing. */
 #define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
 #include <limits.h>
@@ -18,11 +20,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/select.h"
 #include "core/err.h"
 
 #define MODULE_FILE "libllama-pajamas-cuda.so"
@@ -63,6 +67,50 @@ static void test_not_linked(void **state) {
     assert_false(mapped("libcudart"));
     assert_false(mapped("libcublas"));
     assert_false(mapped(MODULE_FILE));
+}
+
+/* The device-node check on a directory the test controls: each node alone counts. */
+static void test_device_nodes(void **state) {
+    (void)state;
+    char dir[] = "/tmp/lp-dev-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_false(lp_cuda_device_node_present(dir));
+    static const char *const nodes[] = {"nvidiactl", "nvidia0", "dxg", "nvhost-ctrl-gpu"};
+    char path[PATH_MAX];
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, nodes[i]);
+        FILE *f = fopen(path, "w"); /* a plain file stands in for the character device */
+        assert_non_null(f);
+        fclose(f);
+        assert_true(lp_cuda_device_node_present(dir));
+        assert_int_equal(unlink(path), 0);
+        assert_false(lp_cuda_device_node_present(dir));
+    }
+    snprintf(path, sizeof path, "%s/nvgpu", dir); /* a directory of nodes (Jetson) */
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_true(lp_cuda_device_node_present(dir));
+    assert_int_equal(rmdir(path), 0);
+    snprintf(path, sizeof path, "%s/nvidia-uvm", dir); /* not one that says a GPU is there */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_false(lp_cuda_device_node_present(dir));
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(dir), 0);
+    assert_false(lp_cuda_device_node_present("/nonexistent-lp-dir"));
+}
+
+/* `--backend auto`'s probe on this machine: without a node it answers no GPU, and the
+ * module and the CUDA libraries stay unloaded. */
+static void test_auto_probe(void **state) {
+    (void)state;
+    if (lp_cuda_device_node_present("/dev")) {
+        printf("  an NVIDIA device node exists: the probe loads the module (checked below)\n");
+        return;
+    }
+    unsetenv("LP_CUDA_MODULE");
+    assert_false(lp_backend_cuda_available());
+    assert_false(mapped(MODULE_FILE) || mapped("libcudart") || mapped("libcublas"));
 }
 
 static void test_missing_file(void **state) {
@@ -129,6 +177,8 @@ static void test_module_beside_binary(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_not_linked),
+        cmocka_unit_test(test_device_nodes),
+        cmocka_unit_test(test_auto_probe),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_not_a_module),
         cmocka_unit_test(test_module_beside_binary),

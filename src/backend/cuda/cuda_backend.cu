@@ -5,8 +5,9 @@
  * value) to the step's op list, and the list runs at the next read() or sync().
  * Holding the whole list first buys three things:
  *   - fusion: a matmul followed by a residual add writes straight into the
- *     residual; a per-head RMSNorm followed by rope is one kernel; the op that
- *     produces a matmul's input also writes its int8 copy for the GEMV;
+ *     residual; a per-head RMSNorm followed by rope is one kernel, and q's and k's
+ *     such ops run inside attention's KV-store kernel; the op that produces a
+ *     matmul's input also writes its int8 copy for the GEMV;
  *   - CUDA graphs: every kernel reads the step's tokens/positions/slots from
  *     device memory, so a list equal to an earlier one (byte for byte) replays
  *     that list's graph: one launch per decode step instead of ~400;
@@ -65,6 +66,15 @@ typedef enum {
     OP_KV_COPY
 } op_kind;
 
+/* A per-head op (RMSNorm and/or rope in place over rows of head_dim) that the attention
+ * op's kernel does instead (plan: fuse_heads). */
+typedef struct {
+    int on;
+    const lpc_weight *norm; /* NULL: rope only */
+    float eps;
+    int rope;
+} lpc_head_xform;
+
 /* One recorded op. Zeroed before filling: lists are compared with memcmp. */
 typedef struct {
     int kind, n, count;
@@ -84,6 +94,8 @@ typedef struct {
     int x_ready;         /* matmul: bit i = x[i]'s shadow is written by its producer */
     int rope_heads;      /* rmsnorm: fused with the following rope over this many heads */
     int skip;            /* fused into another op */
+    lpc_head_xform head[2]; /* attention: q's and k's per-head ops, done by its kv-store kernel */
+    int keep_k;          /* attention with k's op folded in: the F32 k is read later, write it too */
 } lpc_op;
 
 typedef struct {
@@ -130,7 +142,7 @@ typedef struct {
     int recent_next;
     unsigned long long clock;
     /* scratch */
-    lpc_scratch attn_part, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq;
+    lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq;
     lpc_profile prof; /* LP_CUDA_PROFILE=1 */
 } lp_cuda;
 
@@ -644,6 +656,8 @@ static int op_io(const lpc_op *op, lp_bbuf **rd, lp_bbuf **wr, int *n_wr) {
         return n_rd;
     case OP_ATTN:
         rd[n_rd++] = op->x[0], rd[n_rd++] = op->x[1], rd[n_rd++] = op->x[2];
+        for (int i = 0; i < 2; i++)
+            if (op->head[i].on) wr[(*n_wr)++] = op->x[i]; /* q, k normalised / roped in place */
         break;
     case OP_MOE:
         rd[n_rd++] = op->x[0], rd[n_rd++] = op->z;
@@ -703,6 +717,55 @@ static size_t emit_extent(const lp_cuda *c, const lpc_op *op) {
     }
 }
 
+/* The op that last changes buffer b before the attention op ops[a], when the attention's
+ * kernel can do it instead: an in-place per-head RMSNorm (with or without its rope) or a
+ * rope, over exactly the n * heads rows attention reads. By construction nothing between
+ * it and the attention touches b, so doing it later is the same. -1 if none. */
+static int head_op(const lp_cuda *c, int a, const lp_bbuf *b, int heads) {
+    const int n = c->ops[a].n;
+    for (int j = a - 1; j >= 0; j--) {
+        const lpc_op *op = &c->ops[j];
+        if (op->skip) continue;
+        if (op->kind == OP_BATCH) return -1; /* the rope tables change */
+        if (!touches(op, b)) continue;
+        if (op->kind == OP_ROPE) return op->x[0] == b && op->i0 == heads && op->n == n ? j : -1;
+        const bool per_head = op->kind == OP_RMSNORM && op->x[0] == b && op->y[0] == b && op->w[0] &&
+                              op->w[0]->K == c->cfg.head_dim && (size_t)op->n == (size_t)n * heads;
+        return per_head && (!op->rope_heads || op->rope_heads == heads) ? j : -1;
+    }
+    return -1;
+}
+
+/* Attention's kv-store kernel also does q's and k's last per-head op (norm/rope): one
+ * launch instead of three per layer. q, k, v must be distinct buffers (the kernel reads v
+ * and k while it writes q and k). The F32 k is written back only when read later. */
+static void fuse_heads(lp_cuda *c, int a) {
+    lpc_op *at = &c->ops[a];
+    lp_bbuf *q = at->x[0], *k = at->x[1], *v = at->x[2];
+    if (q == k || q == v || k == v) return;
+    const int heads[2] = {at->i1, c->cfg.n_head_kv};
+    for (int i = 0; i < 2; i++) {
+        const int j = head_op(c, a, at->x[i], heads[i]);
+        if (j < 0) continue;
+        lpc_op *op = &c->ops[j];
+        lpc_head_xform *x = &at->head[i];
+        x->on = 1;
+        x->norm = op->kind == OP_RMSNORM ? op->w[0] : NULL;
+        x->eps = op->f0;
+        x->rope = op->kind == OP_ROPE || op->rope_heads;
+        op->skip = 1;
+    }
+    at->keep_k = at->head[1].on && !dead_after(c, a, k);
+}
+
+/* Zeroed counters for the folded attention combine, allocated at planning (never inside
+ * a capture); the kernel leaves them at zero after every launch. */
+static void attn_counters(lp_cuda *c, size_t count) {
+    const size_t had = c->attn_cnt.bytes;
+    void *p = scratch(c, &c->attn_cnt, count * sizeof(unsigned));
+    if (p && c->attn_cnt.bytes != had) cuda_ok(c, cudaMemsetAsync(p, 0, c->attn_cnt.bytes, c->st), "attention counters");
+}
+
 static void plan(lp_cuda *c) {
     lpc_op *ops = c->ops;
     if (c->use_fusion) {
@@ -729,6 +792,11 @@ static void plan(lp_cuda *c) {
                 }
                 if (touches(rp, nm->x[0]) || rp->kind == OP_BATCH) break;
             }
+        }
+        for (int i = 0; i < c->n_ops; i++) {
+            if (ops[i].kind != OP_ATTN) continue;
+            fuse_heads(c, i);
+            attn_counters(c, (size_t)ops[i].n * c->cfg.n_head_kv);
         }
     }
     for (int i = 0; i < c->n_ops; i++) {
@@ -770,7 +838,7 @@ static int n_split(const lp_cuda *c, int n) {
     int ns = (4 * c->n_sm + n * c->cfg.n_head_kv - 1) / (n * c->cfg.n_head_kv);
     const int by_ctx = (c->cfg.n_ctx + 127) / 128;
     if (ns > by_ctx) ns = by_ctx;
-    if (ns > 64) ns = 64;
+    if (ns > LPC_ATTN_MAX_SPLIT) ns = LPC_ATTN_MAX_SPLIT;
     return ns < 1 ? 1 : ns;
 }
 
@@ -870,10 +938,50 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
     }
 }
 
+/* Rows of buffer b (n tokens x heads) for the heads kernel, with the folded op x if any. */
+static lpc_head_set head_set(const lp_bbuf *b, int n, int heads, const lpc_head_xform *x) {
+    lpc_head_set s;
+    memset(&s, 0, sizeof s);
+    s.x = b->d;
+    s.rows = n * heads;
+    s.n_head = heads;
+    if (x && x->on) {
+        s.w = x->norm ? (const float *)x->norm->a : NULL;
+        s.eps = x->eps;
+        s.rope = x->rope;
+    }
+    return s;
+}
+
+/* k and v into the KV cache, in the same kernel as q's and k's folded per-head ops. */
+static void exec_heads(lp_cuda *c, const lpc_op *op, uint16_t *kc, uint16_t *vc) {
+    const int n = op->n, n_kv = c->cfg.n_head_kv;
+    lpc_heads_args h;
+    memset(&h, 0, sizeof h);
+    if (op->head[0].on) {
+        h.set[0] = head_set(op->x[0], n, op->i1, &op->head[0]);
+        h.set[0].back = op->x[0]->d;
+    }
+    h.set[1] = head_set(op->x[1], n, n_kv, &op->head[1]);
+    h.set[1].cache = kc;
+    if (op->keep_k) h.set[1].back = op->x[1]->d;
+    h.set[2] = head_set(op->x[2], n, n_kv, NULL);
+    h.set[2].cache = vc;
+    h.cs = c->d_cos;
+    h.sn = c->d_sin;
+    h.pos = d_pos(c);
+    h.slot = d_slot(c);
+    h.hd = c->cfg.head_dim;
+    h.neox = c->cfg.rope == LP_ROPE_NEOX;
+    h.n_kv = n_kv;
+    h.n_ctx = c->cfg.n_ctx;
+    lpc_heads(c->st, h);
+}
+
 static void exec_attention(lp_cuda *c, const lpc_op *op) {
     const int n = op->n, hd = c->cfg.head_dim, layer = op->i0, n_head = op->i1;
     uint16_t *kc = c->k_cache + (size_t)layer * c->layer_elems, *vc = c->v_cache + (size_t)layer * c->layer_elems;
-    lpc_kv_store(c->st, n, op->x[1]->d, op->x[2]->d, kc, vc, d_pos(c), d_slot(c), c->cfg.n_head_kv, c->cfg.n_ctx, hd);
+    exec_heads(c, op, kc, vc);
     lpc_attn_args a;
     memset(&a, 0, sizeof a);
     a.q = op->x[0]->d;
@@ -890,8 +998,12 @@ static void exec_attention(lp_cuda *c, const lpc_op *op) {
     a.scale = op->f0;
     a.part = (float *)scratch(c, &c->attn_part, (size_t)n * n_head * a.nsplit * (hd + 2) * sizeof(float));
     if (!a.part) return;
-    lpc_attention(c->st, a, n, hd, op->w2[0] ? (const float *)op->w2[0]->a : NULL, op->y[0]->d, op->emit_q8,
-                  op->emit_q8 ? op->y[0]->q8 : no_q8());
+    a.sinks = op->w2[0] ? (const float *)op->w2[0]->a : NULL;
+    a.out = op->y[0]->d;
+    a.emit = op->emit_q8;
+    a.o = op->emit_q8 ? op->y[0]->q8 : no_q8();
+    a.counters = c->use_fusion ? (unsigned *)c->attn_cnt.p : NULL; /* zeroed by plan() */
+    lpc_attention(c->st, a, n, hd);
 }
 
 /* Sparse FFN, all on the device (graph-safe): routing, then one GEMV row set per
@@ -1023,6 +1135,8 @@ static double op_label(const lpc_op *op, char *buf, size_t cap) {
     int at = snprintf(buf, cap, "%s n=%d", op_name(op->kind), op->n);
     double bytes = 0.0;
     if (op->kind == OP_RMSNORM && op->rope_heads) at += snprintf(buf + at, cap - (size_t)at, " +rope");
+    for (int i = 0; i < 2 && op->kind == OP_ATTN; i++)
+        if (op->head[i].on) at += snprintf(buf + at, cap - (size_t)at, i ? " +k" : " +q");
     if (op->kind != OP_MATMUL) return 0.0;
     for (int i = 0; i < op->count && (size_t)at < cap; i++) {
         const lpc_weight *w = op->w[i];
@@ -1233,7 +1347,8 @@ static void cuda_destroy(lp_backend *be) {
         free(w);
     }
     free(c->wmap);
-    lpc_scratch *s[] = {&c->attn_part, &c->x16, &c->w16, &c->moe_sel, &c->moe_wt, &c->moe_g, &c->moe_u, &c->moe_d, &c->moe_gq};
+    lpc_scratch *s[] = {&c->attn_part, &c->attn_cnt, &c->x16,   &c->w16,   &c->moe_sel,
+                        &c->moe_wt,    &c->moe_g,    &c->moe_u, &c->moe_d, &c->moe_gq};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) scratch_free(s[i]);
     if (c->k_cache) cudaFree(c->k_cache);
     if (c->v_cache) cudaFree(c->v_cache);

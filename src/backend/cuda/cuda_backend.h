@@ -12,11 +12,13 @@
  * the module path and the loader's error.
  *
  * Environment switches (debugging): LP_CUDA_GRAPHS=0 (no CUDA graphs),
- * LP_CUDA_FUSE=0 (no op fusion), LP_CUDA_PROFILE=1 (eager steps with per-op GPU
- * times, printed as a table when the backend is destroyed). */
+ * LP_CUDA_FUSE=0 (no op fusion; attention's combine is a separate launch again),
+ * LP_CUDA_PROFILE=1 (eager steps with per-op GPU times, printed as a table when the
+ * backend is destroyed). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "../backend.h"
@@ -30,8 +32,14 @@ extern "C" {
  * through lp_engine_create_with_backend(). */
 lp_backend *lp_backend_cuda_create(int device);
 
-/* Number of usable CUDA devices; 0 when built without CUDA or none is present. */
+/* Number of usable CUDA devices; 0 when built without CUDA or none is present. Loads
+ * the module (and with it the CUDA libraries, ~220 MB) on first call. */
 int lp_cuda_device_count(void);
+
+/* Whether dev_dir (normally "/dev") has a node an NVIDIA driver creates, checked without
+ * loading anything: where this is false no CUDA device can be present, so a caller that
+ * only probes (`--backend auto`) can skip loading the module. */
+bool lp_cuda_device_node_present(const char *dev_dir);
 
 /* Device memory the backend holds, in bytes. */
 typedef struct {

@@ -170,6 +170,20 @@ static const lp_cuda_module *get_module(char *err, size_t cap) {
 
 /* ---- the public API ---- */
 
+/* Nodes of the NVIDIA Linux driver (nvidiactl, and nvidia0 for the first GPU), of WSL2's
+ * GPU paravirtualisation (dxg: any vendor's GPU; loading the module there only costs
+ * time) and of Jetson's integrated GPU (nvhost-ctrl-gpu, nvgpu/ on newer releases).
+ * Containers get the same nodes (nvidia-container-toolkit, --gpus). A miss makes
+ * `auto` choose the CPU, so the list errs on the side of a node too many. */
+bool lp_cuda_device_node_present(const char *dev_dir) {
+    static const char *const nodes[] = {"nvidiactl", "nvidia0", "dxg", "nvhost-ctrl-gpu", "nvgpu"};
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        char path[PATH_MAX];
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", dev_dir, nodes[i]) < sizeof path && access(path, F_OK) == 0) return true;
+    }
+    return false;
+}
+
 lp_backend *lp_backend_cuda_create(int device) {
     char err[1024];
     const lp_cuda_module *m = get_module(err, sizeof err);

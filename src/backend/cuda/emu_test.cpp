@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <vector>
 
 extern "C" {
@@ -324,6 +325,129 @@ static void test_norm_rope(void **state) {
         }
 }
 
+static bool same_bits(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+
+/* One configuration of the fused q/k/v kernel: q_op / k_op say whether q's / k's per-head
+ * op (norm when with_norm, rope when rope) is folded in; keep_k: the F32 k written back. */
+struct heads_case {
+    int hd, n_head, n_kv, neox, with_norm, rope, q_op, k_op, keep_k;
+};
+
+/* The fused kernel (one launch) against the separate path the backend ran before (q's op
+ * in place, k's op in place, then the KV store): the same bits in q, in the F32 k where
+ * written back, and in the whole of both caches. Tokens in two slots, one at a position
+ * another token of the batch does not share. */
+static void run_heads_case(const heads_case &hc) {
+    const int hd = hc.hd, half = hd / 2, n = 3, n_ctx = 16, n_slots = 2, n_kv = hc.n_kv;
+    const int pos[n] = {5, 6, 9}, slot[n] = {0, 0, 1};
+    const float eps = 1e-6f;
+    std::vector<float> inv(half), cs((size_t)n * half), sn(cs.size()), qw = rand_vec(hd, 1.0f), kw = rand_vec(hd, 1.0f);
+    for (int i = 0; i < half; i++) inv[i] = 1.0f / powf(10000.0f, (float)(2 * i) / hd);
+    lpc_rope_table(0, n, pos, inv.data(), half, 1.0f, cs.data(), sn.data());
+    const std::vector<float> q0 = rand_vec((size_t)n * hc.n_head * hd, 3.0f), k0 = rand_vec((size_t)n * n_kv * hd, 3.0f),
+                             v = rand_vec(k0.size(), 3.0f);
+    const std::vector<uint16_t> cache0((size_t)n_slots * n_kv * n_ctx * hd, 0x7e00);
+    const float *w[2] = {hc.with_norm ? qw.data() : NULL, hc.with_norm ? kw.data() : NULL};
+    const float *tc = hc.rope ? cs.data() : NULL, *ts = hc.rope ? sn.data() : NULL;
+    /* separate launches */
+    std::vector<float> q1 = q0, k1 = k0;
+    std::vector<uint16_t> kc1 = cache0, vc1 = cache0;
+    if (hc.q_op) lpc_norm_rope(0, q1.data(), n * hc.n_head, hc.n_head, hd, w[0], eps, tc, ts, hc.neox);
+    if (hc.k_op) lpc_norm_rope(0, k1.data(), n * n_kv, n_kv, hd, w[1], eps, tc, ts, hc.neox);
+    lpc_kv_store(0, n, k1.data(), v.data(), kc1.data(), vc1.data(), pos, slot, n_kv, n_ctx, hd);
+    /* fused */
+    std::vector<float> q2 = q0, k2 = k0;
+    std::vector<uint16_t> kc2 = cache0, vc2 = cache0;
+    lpc_heads_args a = {};
+    lpc_head_set &qs = a.set[0], &ks = a.set[1], &vs = a.set[2];
+    if (hc.q_op) {
+        qs.x = q2.data(), qs.back = q2.data(), qs.rows = n * hc.n_head, qs.n_head = hc.n_head;
+        qs.w = w[0], qs.eps = eps, qs.rope = hc.rope;
+    }
+    ks.x = k2.data(), ks.cache = kc2.data(), ks.rows = n * n_kv, ks.n_head = n_kv;
+    if (hc.k_op) ks.w = w[1], ks.eps = eps, ks.rope = hc.rope, ks.back = hc.keep_k ? k2.data() : NULL;
+    vs.x = v.data(), vs.cache = vc2.data(), vs.rows = n * n_kv, vs.n_head = n_kv;
+    a.cs = cs.data(), a.sn = sn.data(), a.pos = pos, a.slot = slot, a.hd = hd, a.neox = hc.neox, a.n_kv = n_kv, a.n_ctx = n_ctx;
+    lpc_heads(0, a);
+    char what[160];
+    snprintf(what, sizeof what, "hd %d heads %d/%d neox %d norm %d rope %d q_op %d k_op %d keep_k %d", hd, hc.n_head, n_kv,
+             hc.neox, hc.with_norm, hc.rope, hc.q_op, hc.k_op, hc.keep_k);
+    if (!same_bits(q1.data(), q2.data(), q1.size() * 4)) fail_msg("%s: q differs", what);
+    if (!same_bits(kc1.data(), kc2.data(), kc1.size() * 2)) fail_msg("%s: K cache differs", what);
+    if (!same_bits(vc1.data(), vc2.data(), vc1.size() * 2)) fail_msg("%s: V cache differs", what);
+    const std::vector<float> &k_want = hc.k_op && hc.keep_k ? k1 : k0; /* not written back: untouched */
+    if (!same_bits(k_want.data(), k2.data(), k0.size() * 4)) fail_msg("%s: F32 k differs", what);
+    /* and the cache holds exactly the batch's rows: a written row is no sentinel */
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < n_kv; h++)
+            for (int d = 0; d < hd; d++) {
+                const size_t at = (((size_t)slot[t] * n_kv + h) * n_ctx + pos[t]) * hd + d;
+                assert_int_equal(vc2[at], lpc_f2h_soft(v[((size_t)t * n_kv + h) * hd + d]));
+                assert_int_equal(kc2[at], lpc_f2h_soft(k1[((size_t)t * n_kv + h) * hd + d]));
+            }
+}
+
+static void test_heads_fused(void **state) {
+    (void)state;
+    for (int neox = 0; neox < 2; neox++)
+        for (int with_norm = 0; with_norm < 2; with_norm++) {
+            run_heads_case({64, 8, 2, neox, with_norm, 1, 1, 1, 0});  /* Qwen3 (norm) / Qwen2 (rope only), GQA 4 */
+            run_heads_case({128, 4, 4, neox, with_norm, 1, 1, 1, 1}); /* no GQA; k read later: written back */
+        }
+    run_heads_case({64, 8, 2, 1, 1, 0, 1, 1, 1});  /* norm without rope */
+    run_heads_case({32, 12, 1, 0, 0, 1, 1, 0, 0}); /* q's op only (k == v in the op list) */
+    run_heads_case({256, 2, 2, 1, 1, 1, 0, 1, 1}); /* k's op only */
+    run_heads_case({64, 4, 2, 1, 0, 0, 0, 0, 0});  /* the plain KV store */
+}
+
+/* The combine as lpc_attn_combine_kernel computed it before it became lpc_attn_merge:
+ * per element, splits in order, sinks first in the denominator. */
+static float combine_ref(const float *part, int nsplit, int hd, int row, int n_head, const float *sinks, int d) {
+    const int h = row % n_head;
+    const float *base = part + (size_t)row * nsplit * (hd + 2);
+    float M = sinks ? sinks[h] : -INFINITY;
+    for (int s = 0; s < nsplit; s++) M = fmaxf(M, base[(size_t)s * (hd + 2)]);
+    float L = sinks ? expf(sinks[h] - M) : 0.0f, acc = 0.0f;
+    for (int s = 0; s < nsplit; s++) {
+        const float ms = base[(size_t)s * (hd + 2)];
+        if (ms == -INFINITY) continue;
+        const float w = expf(ms - M);
+        L += w * base[(size_t)s * (hd + 2) + 1];
+        acc += w * base[(size_t)s * (hd + 2) + 2 + d];
+    }
+    return acc / L;
+}
+
+/* The folded combine (last split block merges, counters) against the separate combine
+ * launch and the old per-element formula, bit for bit, output and int8 shadow; blocks in a
+ * shuffled order (any split may finish last); launched twice on the same counters (a graph
+ * replay), which must be back at zero after each launch. */
+static void check_folded_combine(lpc_attn_args a, int n, int hd, const std::vector<float> &sep, const q8_buf &sep_q) {
+    const size_t count = (size_t)n * a.n_head * hd;
+    std::vector<float> part_sep(a.part, a.part + (size_t)n * a.n_head * a.nsplit * (hd + 2));
+    for (size_t row = 0; row < (size_t)n * a.n_head; row++)
+        for (int d = 0; d < hd; d++) {
+            const float ref = combine_ref(part_sep.data(), a.nsplit, hd, (int)row, a.n_head, a.sinks, d);
+            if (!same_bits(&ref, &sep[row * hd + d], 4))
+                fail_msg("combine row %zu d %d: %a vs old %a", row, d, sep[row * hd + d], ref);
+        }
+    std::vector<unsigned> counters((size_t)n * a.n_kv, 0);
+    for (int replay = 0; replay < 2; replay++) {
+        std::vector<float> out(count, NAN);
+        q8_buf o(count);
+        std::fill(a.part, a.part + part_sep.size(), NAN); /* a merge before every split wrote its partials shows */
+        a.out = out.data(), a.o = o.view(), a.emit = 1, a.counters = counters.data();
+        emu::block_order_seed() = 0x51ed2701u + replay;
+        lpc_attention(0, a, n, hd);
+        emu::block_order_seed() = 0;
+        if (!same_bits(out.data(), sep.data(), count * 4)) fail_msg("folded combine differs (launch %d)", replay);
+        if (!same_bits(o.q.data(), sep_q.q.data(), count) || !same_bits(o.d.data(), sep_q.d.data(), count / 32 * 4) ||
+            !same_bits(o.s.data(), sep_q.s.data(), count / 16 * 4))
+            fail_msg("folded combine: int8 shadow differs (launch %d)", replay);
+        for (unsigned v : counters) assert_int_equal(v, 0);
+    }
+}
+
 /* Attention: keys/values of two slots stored over two steps, GQA, several splits,
  * a sliding window and sinks; against a double-precision reference over the same
  * F16-rounded cache. */
@@ -358,7 +482,9 @@ static void run_attention_case(int hd, int n_head, int n_kv, int nsplit, int win
         a.q = q.data(), a.kc = kc.data(), a.vc = vc.data(), a.pos = pos.data(), a.slot = slot.data(), a.part = part.data();
         a.n_ctx = n_ctx, a.n_head = n_head, a.n_kv = n_kv, a.G = G, a.nsplit = nsplit, a.window = window;
         a.scale = 1.0f / sqrtf((float)hd);
-        lpc_attention(0, a, n, hd, sinks ? sink.data() : NULL, out.data(), 1, o.view());
+        a.sinks = sinks ? sink.data() : NULL, a.out = out.data(), a.emit = 1, a.o = o.view();
+        lpc_attention(0, a, n, hd); /* split + combine launch */
+        check_folded_combine(a, n, hd, out, o);
         for (int t = 0; t < n; t++)
             for (int h = 0; h < n_head; h++) {
                 const int kvh = h / G, p = pos[t];
@@ -462,7 +588,8 @@ int main(void) {
         cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
         cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
-        cmocka_unit_test(test_attention),         cmocka_unit_test(test_moe_routing),
+        cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_moe_routing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

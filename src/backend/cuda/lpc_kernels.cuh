@@ -161,40 +161,116 @@ inline bool lpc_rmsnorm(lpc_stream st, const float *x, const float *w, int rows,
     return true;
 }
 
-/* Per-head RMSNorm (w may be NULL: none) and/or rope (cs may be NULL: none) over rows
- * of head_dim; row = token * n_head + head; one warp per row. neox: pairs (i, i+half). */
-__global__ void __launch_bounds__(128) lpc_norm_rope_kernel(float *x, int rows, int n_head, int hd, const float *w, float eps,
-                                                            const float *cs, const float *sn, int neox) {
-    __shared__ float buf[4][256];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, row = blockIdx.x * 4 + warp;
-    if (row >= rows) return;
-    float *v = x + (size_t)row * hd, *b = buf[warp];
+/* ---- per-head rows (q/k norm + rope) and the KV-cache store ---- */
+
+/* KV cache F16, [layer][slot][kv head][pos][head_dim]; this indexes one layer. */
+__device__ __forceinline__ size_t lpc_kv_index(int slot, int kvh, int pos, int n_kv, int n_ctx, int hd) {
+    return (((size_t)slot * n_kv + kvh) * n_ctx + pos) * hd;
+}
+
+__device__ __forceinline__ void lpc_head_put(float *dst, uint16_t *h, int i, float v) {
+    if (dst) dst[i] = v;
+    if (h) h[i] = lpc_f2h(v);
+}
+
+/* One row of hd values by one warp: RMSNorm (w != NULL) then rope (cs != NULL: this
+ * token's table rows; neox: pairs (i, i+half)) of src, written to dst (F32; may be
+ * src: every lane reads before any lane writes) and/or h (F16 bits: a KV-cache row).
+ * b: the warp's hd floats of shared memory. */
+__device__ __forceinline__ void lpc_head_row(const float *src, int hd, const float *w, float eps, const float *cs,
+                                             const float *sn, int neox, float *b, float *dst, uint16_t *h) {
+    const int lane = threadIdx.x % 32;
     float scale = 1.0f;
     if (w) {
         float ss = 0.0f;
-        for (int i = lane; i < hd; i += 32) ss += v[i] * v[i];
+        for (int i = lane; i < hd; i += 32) ss += src[i] * src[i];
         ss = lpc_warp_sum(ss);
         scale = 1.0f / sqrtf(ss / (float)hd + eps);
     }
-    for (int i = lane; i < hd; i += 32) b[i] = w ? w[i] * (v[i] * scale) : v[i];
+    for (int i = lane; i < hd; i += 32) b[i] = w ? w[i] * (src[i] * scale) : src[i];
     __syncwarp();
-    if (cs) {
-        const int t = row / n_head, half = hd / 2;
-        for (int i = lane; i < half; i += 32) {
-            const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
-            const float c = cs[(size_t)t * half + i], s = sn[(size_t)t * half + i];
-            const float x0 = b[ia], x1 = b[ib];
-            v[ia] = x0 * c - x1 * s;
-            v[ib] = x1 * c + x0 * s;
-        }
-    } else {
-        for (int i = lane; i < hd; i += 32) v[i] = b[i];
+    if (!cs) {
+        for (int i = lane; i < hd; i += 32) lpc_head_put(dst, h, i, b[i]);
+        return;
+    }
+    const int half = hd / 2;
+    for (int i = lane; i < half; i += 32) {
+        const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+        const float c = cs[i], s = sn[i], x0 = b[ia], x1 = b[ib];
+        lpc_head_put(dst, h, ia, x0 * c - x1 * s);
+        lpc_head_put(dst, h, ib, x1 * c + x0 * s);
     }
 }
 
+/* Rows [0, rows) of x, head_dim each; row r belongs to token r / n_head. */
+typedef struct {
+    const float *x;
+    float *back;     /* F32 result (may be x: in place), or NULL */
+    uint16_t *cache; /* the layer's F16 K or V cache (n_head = the kv heads), or NULL */
+    int rows, n_head;
+    const float *w;  /* per-head RMSNorm weight [hd], or NULL */
+    float eps;
+    int rope;        /* rotate by the token's row of the cos/sin tables */
+} lpc_head_set;
+
+enum { LPC_HEAD_SETS = 3 /* q, k, v */ };
+
+typedef struct {
+    lpc_head_set set[LPC_HEAD_SETS]; /* rows of set i follow those of set i-1 in the grid */
+    const float *cs, *sn;            /* [token][hd/2] */
+    const int *pos, *slot;           /* [token]: where cache rows go */
+    int hd, neox, n_kv, n_ctx;
+} lpc_heads_args;
+
+/* One warp per row over the concatenated sets. One kernel serves the per-head q/k norm
+ * and rope in place, the KV-cache store, and (decode) all of them at once: q normalised
+ * and roped in place, k normalised and roped straight into the cache, v into the cache,
+ * where three launches cost ~2 us each of graph time per layer. */
+__global__ void __launch_bounds__(128) lpc_heads_kernel(lpc_heads_args p) {
+    __shared__ float buf[4][256];
+    int r = blockIdx.x * 4 + threadIdx.x / 32;
+    lpc_head_set s = p.set[0];
+#pragma unroll
+    for (int i = 1; i < LPC_HEAD_SETS; i++)
+        if (r >= s.rows) r -= s.rows, s = p.set[i]; /* constant indices: the sets stay in registers */
+    if (r >= s.rows) return;
+    const int t = r / s.n_head, half = p.hd / 2;
+    uint16_t *h = s.cache ? s.cache + lpc_kv_index(p.slot[t], r % s.n_head, p.pos[t], p.n_kv, p.n_ctx, p.hd) : NULL;
+    const float *cs = s.rope ? p.cs + (size_t)t * half : NULL, *sn = s.rope ? p.sn + (size_t)t * half : NULL;
+    lpc_head_row(s.x + (size_t)r * p.hd, p.hd, s.w, s.eps, cs, sn, p.neox, buf[threadIdx.x / 32],
+                 s.back ? s.back + (size_t)r * p.hd : NULL, h);
+}
+
+inline void lpc_heads(lpc_stream st, const lpc_heads_args &p) {
+    int rows = 0;
+    for (int i = 0; i < LPC_HEAD_SETS; i++) rows += p.set[i].rows;
+    if (rows) LPC_LAUNCH(lpc_heads_kernel, dim3((unsigned)((rows + 3) / 4)), dim3(128), st, p);
+}
+
+/* Per-head RMSNorm (w may be NULL: none) and/or rope (cs may be NULL: none) in place over
+ * rows of head_dim; row = token * n_head + head. */
 inline void lpc_norm_rope(lpc_stream st, float *x, int rows, int n_head, int hd, const float *w, float eps, const float *cs,
                           const float *sn, int neox) {
-    LPC_LAUNCH(lpc_norm_rope_kernel, dim3((unsigned)((rows + 3) / 4)), dim3(128), st, x, rows, n_head, hd, w, eps, cs, sn, neox);
+    lpc_heads_args p = {};
+    lpc_head_set &s = p.set[0];
+    s.x = x, s.back = x, s.rows = rows, s.n_head = n_head, s.w = w, s.eps = eps, s.rope = cs != NULL;
+    p.cs = cs, p.sn = sn, p.hd = hd, p.neox = neox;
+    lpc_heads(st, p);
+}
+
+/* k, v [n][n_kv * hd] F32 into the cache at (slot[t], pos[t]), nothing else (the
+ * backend's exec_heads adds q's and k's folded ops to the same launch). */
+inline void lpc_kv_store(lpc_stream st, int n, const float *k, const float *v, uint16_t *kc, uint16_t *vc, const int *pos,
+                         const int *slot, int n_kv, int n_ctx, int hd) {
+    lpc_heads_args p = {};
+    const float *src[2] = {k, v};
+    uint16_t *dst[2] = {kc, vc};
+    for (int i = 0; i < 2; i++) {
+        lpc_head_set &s = p.set[1 + i];
+        s.x = src[i], s.cache = dst[i], s.rows = n * n_kv, s.n_head = n_kv;
+    }
+    p.pos = pos, p.slot = slot, p.hd = hd, p.n_kv = n_kv, p.n_ctx = n_ctx;
+    lpc_heads(st, p);
 }
 
 /* cos/sin of every (token, pair) at the batch positions: angle in f32, cos/sin in double (as the CPU). */
@@ -276,26 +352,85 @@ typedef struct {
     float *part;                 /* [n * n_head][nsplit][hd + 2]: m, l, acc */
     int n_ctx, n_head, n_kv, G, nsplit, window;
     float scale;
+    const float *sinks;          /* [n_head] or NULL */
+    float *out;                  /* [n][n_head][hd] */
+    int emit;                    /* also the int8 shadow o of out */
+    lpc_q8 o;
+    unsigned *counters;          /* [n * n_kv], zero between launches: the split kernel's last
+                                    block per (token, kv head) merges; NULL: a combine launch */
 } lpc_attn_args;
 
-__device__ __forceinline__ size_t lpc_kv_index(int slot, int kvh, int pos, int n_kv, int n_ctx, int hd) {
-    return (((size_t)slot * n_kv + kvh) * n_ctx + pos) * hd;
-}
+enum { LPC_ATTN_MAX_SPLIT = 64 };
 
-/* k, v [n][n_kv * hd] F32 into the cache at (slot[t], pos[t]). */
-__global__ void lpc_kv_store_kernel(const float *k, const float *v, uint16_t *kc, uint16_t *vc, const int *pos, const int *slot,
-                                    int n_kv, int n_ctx, int hd) {
-    const int t = blockIdx.x;
-    for (int i = threadIdx.x; i < n_kv * hd; i += blockDim.x) {
-        const size_t at = lpc_kv_index(slot[t], i / hd, pos[t], n_kv, n_ctx, hd) + i % hd;
-        kc[at] = lpc_f2h(k[(size_t)t * n_kv * hd + i]);
-        vc[at] = lpc_f2h(v[(size_t)t * n_kv * hd + i]);
+/* Output rows row0 .. row0+nr-1 (nr <= GM; row = token * n_head + head) from their nsplit
+ * partials, by the whole block (hd % 32 == 0: whole warps over 32 consecutive elements, as
+ * the int8 shadow needs). Each row's split maxima and weights are staged in shared memory
+ * once, then every element sums over the splits in split order with sinks first in the
+ * denominator: the arithmetic of a per-element merge, so the folded and the separate
+ * combine give the same bits. Partials are read through L2 (__ldcg): in the folded
+ * combine, blocks on other SMs wrote them during this launch. */
+template <int GM>
+__device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, int row0, int nr) {
+    __shared__ float ms[GM][LPC_ATTN_MAX_SPLIT], ls[GM][LPC_ATTN_MAX_SPLIT], ws[GM][LPC_ATTN_MAX_SPLIT], Mr[GM], Lr[GM];
+    const int S = p.nsplit, stride = hd + 2;
+    const float *part = p.part + (size_t)row0 * S * stride; /* [nr][S][stride] */
+    for (int i = threadIdx.x; i < nr * S; i += blockDim.x) {
+        ms[i / S][i % S] = __ldcg(part + (size_t)i * stride);
+        ls[i / S][i % S] = __ldcg(part + (size_t)i * stride + 1);
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < nr) {
+        const int r = threadIdx.x;
+        float M = p.sinks ? p.sinks[(row0 + r) % p.n_head] : -INFINITY;
+        for (int s = 0; s < S; s++) M = fmaxf(M, ms[r][s]);
+        Mr[r] = M;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nr * S; i += blockDim.x) {
+        const int r = i / S, s = i % S;
+        ws[r][s] = ms[r][s] == -INFINITY ? 0.0f : expf(ms[r][s] - Mr[r]); /* empty splits are skipped below */
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < nr) {
+        const int r = threadIdx.x;
+        float L = p.sinks ? expf(p.sinks[(row0 + r) % p.n_head] - Mr[r]) : 0.0f;
+        for (int s = 0; s < S; s++)
+            if (ms[r][s] != -INFINITY) L += ws[r][s] * ls[r][s];
+        Lr[r] = L;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nr * hd; i += blockDim.x) {
+        const int r = i / hd, d = i % hd;
+        const size_t row = (size_t)row0 + r;
+        float acc = 0.0f;
+#pragma unroll 4
+        for (int s = 0; s < S; s++)
+            if (ms[r][s] != -INFINITY) acc += ws[r][s] * __ldcg(part + ((size_t)r * S + s) * stride + 2 + d);
+        const float v = acc / Lr[r];
+        p.out[row * hd + d] = v;
+        if (p.emit) lpc_q8_emit(v, row * hd + (d & ~31), d % 32, p.o);
     }
 }
 
-inline void lpc_kv_store(lpc_stream st, int n, const float *k, const float *v, uint16_t *kc, uint16_t *vc, const int *pos,
-                         const int *slot, int n_kv, int n_ctx, int hd) {
-    LPC_LAUNCH(lpc_kv_store_kernel, dim3((unsigned)n), dim3(128), st, k, v, kc, vc, pos, slot, n_kv, n_ctx, hd);
+/* After a split block wrote its partials: the last of the nsplit blocks of (token t, kv
+ * head kvh) to get here merges the G heads' outputs, which saves the combine launch (~2 us
+ * of graph time per layer). Each block publishes its partials (__threadfence) before
+ * counting itself in; the last one resets the counter for the next launch (graph replays
+ * run the same kernel on the same counters), fences, then reads everyone's partials. */
+template <int GM>
+__device__ __forceinline__ void lpc_attn_fold(const lpc_attn_args &p, int hd, int t, int kvh) {
+    __shared__ int last;
+    unsigned *cnt = p.counters + (size_t)t * p.n_kv + kvh;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(cnt, 1u) == (unsigned)p.nsplit - 1;
+        if (last) *cnt = 0; /* every block of this (t, kvh) has counted: nobody else touches it */
+    }
+    __syncthreads();
+    if (!last) return; /* block-uniform */
+    __threadfence();
+    lpc_attn_merge<GM>(p, hd, t * p.n_head + kvh * p.G, p.G);
 }
 
 /* One block per (token, kv head, split): the G query heads sharing the kv head, over
@@ -306,7 +441,8 @@ inline void lpc_kv_store(lpc_stream st, int n, const float *k, const float *v, u
  * loads issued together: fetched one dependent load at a time, V rows made decode
  * attention latency-bound. Loading all of a tile's V rows up front was slower at
  * long contexts: the registers cost occupancy).
- * Writes unnormalised partials. */
+ * Writes unnormalised partials; with p.counters the last block of the (token, kv head)
+ * also merges them (lpc_attn_fold), else lpc_attn_combine_kernel does. nsplit <= 64. */
 template <int HD, int GM>
 __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
     enum { LPR = HD / 8, RPI = 32 / LPR, NIT = 32 / RPI, UNR = NIT < 4 ? NIT : 4 }; /* lanes per V row, rows per step */
@@ -441,27 +577,11 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
             dst[k] = M == -INFINITY ? 0.0f : acc_s[g][k - 2];
         }
     }
+    if (p.counters) lpc_attn_fold<GM>(p, HD, t, kvh); /* every block gets here: no early exit above */
 }
 
-/* out[t][h] = sum over splits, normalised; sinks join the denominator. */
-__global__ void lpc_attn_combine_kernel(const float *part, int nsplit, int n_head, int hd, const float *sinks, float *out, int emit,
-                                        lpc_q8 o) {
-    const int h = blockIdx.x % n_head, d = threadIdx.x;
-    const float *base = part + (size_t)blockIdx.x * nsplit * (hd + 2);
-    float M = sinks ? sinks[h] : -INFINITY;
-    for (int s = 0; s < nsplit; s++) M = fmaxf(M, base[(size_t)s * (hd + 2)]);
-    float L = sinks ? expf(sinks[h] - M) : 0.0f, acc = 0.0f;
-    for (int s = 0; s < nsplit; s++) {
-        const float ms = base[(size_t)s * (hd + 2)];
-        if (ms == -INFINITY) continue;
-        const float w = expf(ms - M);
-        L += w * base[(size_t)s * (hd + 2) + 1];
-        acc += w * base[(size_t)s * (hd + 2) + 2 + d];
-    }
-    const float v = acc / L;
-    out[(size_t)blockIdx.x * hd + d] = v;
-    if (emit) lpc_q8_emit(v, (size_t)blockIdx.x * hd + (d & ~31), d % 32, o);
-}
+/* The unfolded combine (LP_CUDA_FUSE=0): one block of hd threads per output row. */
+__global__ void lpc_attn_combine_kernel(lpc_attn_args p, int hd) { lpc_attn_merge<1>(p, hd, blockIdx.x, 1); }
 
 template <int HD>
 inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
@@ -476,15 +596,14 @@ inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
 }
 
 /* head_dim in {32, 64, 128, 256} and G <= 16 (checked by the caller). */
-inline void lpc_attention(lpc_stream st, const lpc_attn_args &p, int n, int hd, const float *sinks, float *out, int emit, lpc_q8 o) {
+inline void lpc_attention(lpc_stream st, const lpc_attn_args &p, int n, int hd) {
     switch (hd) {
     case 32: lpc_attn_split_hd<32>(st, p, n); break;
     case 64: lpc_attn_split_hd<64>(st, p, n); break;
     case 128: lpc_attn_split_hd<128>(st, p, n); break;
     default: lpc_attn_split_hd<256>(st, p, n); break;
     }
-    LPC_LAUNCH(lpc_attn_combine_kernel, dim3((unsigned)(n * p.n_head)), dim3((unsigned)hd), st, p.part, p.nsplit, p.n_head, hd,
-               sinks, out, emit, o);
+    if (!p.counters) LPC_LAUNCH(lpc_attn_combine_kernel, dim3((unsigned)(n * p.n_head)), dim3((unsigned)hd), st, p, hd);
 }
 
 /* ---- MoE routing: top-k per token (ties: lower expert), weights as the CPU's route_row ---- */

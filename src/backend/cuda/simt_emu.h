@@ -2,7 +2,8 @@
  * kernels in lpc_kernels.cuh can be compiled by a host C++ compiler and checked
  * against CPU references on machines without a GPU (CI, the dev box).
  *
- * Each block runs as one fiber per thread (ucontext), blocks one after another.
+ * Each block runs as one fiber per thread (ucontext), blocks one after another
+ * (in grid order, or shuffled: block_order_seed).
  * __syncthreads() parks a fiber until every live thread of the block arrives;
  * warp shuffles exchange values through a per-warp slot array between two warp
  * barriers. `__shared__` becomes `static`: static locals are shared by all the
@@ -141,6 +142,28 @@ __attribute__((noinline)) inline void start_fibers(block_state *b) {
     run_block(b);
 }
 
+/* Nonzero: launches run their blocks in an order shuffled with this seed (a GPU runs
+ * them in any order; kernels where blocks cooperate must not depend on it). */
+inline uint64_t &block_order_seed() {
+    static uint64_t seed;
+    return seed;
+}
+
+inline std::vector<dim3> block_order(dim3 grid) {
+    std::vector<dim3> order;
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) order.push_back(dim3(bx, by, bz));
+    uint64_t &s = block_order_seed();
+    for (size_t i = order.size(); s && i > 1; i--) { /* Fisher-Yates, xorshift */
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        const size_t j = (size_t)(s % i);
+        const dim3 t = order[i - 1];
+        order[i - 1] = order[j], order[j] = t;
+    }
+    return order;
+}
+
 inline void launch(dim3 grid, dim3 block, std::function<void()> body) {
     block_state b;
     b.grid = grid;
@@ -148,12 +171,10 @@ inline void launch(dim3 grid, dim3 block, std::function<void()> body) {
     b.body = body;
     b.th.resize(block.x * block.y * block.z);
     cur_block() = &b;
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
-                b.bid = dim3(bx, by, bz);
-                start_fibers(&b);
-            }
+    for (const dim3 &bid : block_order(grid)) {
+        b.bid = bid;
+        start_fibers(&b);
+    }
     cur_block() = nullptr;
 }
 
@@ -199,6 +220,17 @@ inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
 template <class T>
 inline T __ldg(const T *p) { return *p; }
+template <class T>
+inline T __ldcg(const T *p) { return *p; }
+/* Blocks run one after another, each to completion: memory is always coherent, and an
+ * atomic is a plain read-modify-write. */
+inline void __threadfence() {}
+template <class T>
+inline T atomicAdd(T *p, T v) {
+    const T old = *p;
+    *p = old + v;
+    return old;
+}
 
 #define LPC_LAUNCH(kernel, grid, block, stream, ...) emu::launch((grid), (block), [=] { kernel(__VA_ARGS__); })
 typedef int lpc_stream;
