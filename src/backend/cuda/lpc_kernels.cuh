@@ -228,6 +228,7 @@ typedef struct {
  * where three launches cost ~2 us each of graph time per layer. */
 __global__ void __launch_bounds__(128) lpc_heads_kernel(lpc_heads_args p) {
     __shared__ float buf[4][256];
+    LPC_PDL_ENTRY();
     int r = blockIdx.x * 4 + threadIdx.x / 32;
     lpc_head_set s = p.set[0];
 #pragma unroll
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(128) lpc_heads_kernel(lpc_heads_args p) {
 inline void lpc_heads(lpc_stream st, const lpc_heads_args &p) {
     int rows = 0;
     for (int i = 0; i < LPC_HEAD_SETS; i++) rows += p.set[i].rows;
-    if (rows) LPC_LAUNCH(lpc_heads_kernel, dim3((unsigned)((rows + 3) / 4)), dim3(128), st, p);
+    if (rows) LPC_LAUNCH_PDL(lpc_heads_kernel, dim3((unsigned)((rows + 3) / 4)), dim3(128), st, p);
 }
 
 /* Per-head RMSNorm (w may be NULL: none) and/or rope (cs may be NULL: none) in place over
@@ -449,6 +450,7 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
     __shared__ float qs[GM][HD];
     __shared__ float red_m[4][GM], red_l[4][GM];
     __shared__ float acc_s[GM][HD];
+    LPC_PDL_ENTRY();
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int vr = lane / LPR, vd = 8 * (lane % LPR); /* this lane's V row in a step, first dim */
     const int t = blockIdx.x / p.n_kv, kvh = blockIdx.x % p.n_kv, sp = blockIdx.y, G = p.G;
@@ -588,11 +590,11 @@ inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
     const dim3 grid((unsigned)(n * p.n_kv), (unsigned)p.nsplit);
     auto g4 = lpc_attn_split_kernel<HD, 4>, g8 = lpc_attn_split_kernel<HD, 8>, g16 = lpc_attn_split_kernel<HD, 16>;
     if (p.G <= 4)
-        LPC_LAUNCH(g4, grid, dim3(128), st, p);
+        LPC_LAUNCH_PDL(g4, grid, dim3(128), st, p);
     else if (p.G <= 8)
-        LPC_LAUNCH(g8, grid, dim3(128), st, p);
+        LPC_LAUNCH_PDL(g8, grid, dim3(128), st, p);
     else
-        LPC_LAUNCH(g16, grid, dim3(128), st, p);
+        LPC_LAUNCH_PDL(g16, grid, dim3(128), st, p);
 }
 
 /* head_dim in {32, 64, 128, 256} and G <= 16 (checked by the caller). */
