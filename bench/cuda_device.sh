@@ -10,9 +10,12 @@
 # On the device (carry: ["out/cuda-carry"]):
 #   bash bench/cuda_device.sh build test     # ~4 min: build, kernel + backend tests
 #   bash bench/cuda_device.sh synth bench    # ~8 min: Qwen3-8B-shaped q4_k_m/q8_0, benchmark
-#   bash bench/cuda_device.sh fast profile   # ~3 min: GGUFs written directly (no bf16, no
+#   bash bench/cuda_device.sh fast profile   # ~3 min: models written directly (no bf16, no
 #                                            # K-quant search), per-op GPU time table
 #   bash bench/cuda_device.sh gemv           # ~2 min: the decode GEMV variants alone
+# Precisions: LP_BENCH_PRECISIONS (default "q4_k_m q8_0 mlx-4bit"): GGUF recipes, and
+# mlx-<MLX recipe> for an MLX directory (mlx-4bit: 4 bits, group 64, bf16 scales: mlx-lm's
+# default), always written directly by synth_checkpoint --mlx (also after `synth`).
 # (each stage rebuilds first when the machine went cold and lost build/)
 # Stages: build, test, synth (bf16 checkpoint + conversion), bench; results and logs
 # land in $OUT (cuda.json, test_cuda.log, bench-*.log).
@@ -28,7 +31,30 @@ CARRY=out/cuda-carry
 OUTDIR="${OUT:-out/cuda-results}"
 JOBS="$(nproc)"
 SYN=/tmp/lp-q8b
+PRECISIONS="${LP_BENCH_PRECISIONS:-q4_k_m q8_0 mlx-4bit}"
 mkdir -p "$OUTDIR"
+
+# The model file (GGUF) or directory (MLX) of a precision under $SYN-out.
+model_path() {
+  case "$1" in
+    mlx-*) echo "$SYN-out/mlx/${1#mlx-}" ;;
+    *) ls "$SYN-out"/gguf/"$1"/*.gguf | head -1 ;;
+  esac
+}
+
+# One precision written directly by synth_checkpoint (--gguf RECIPE / --mlx RECIPE).
+synth_one() {
+  local p="$1"
+  case "$p" in
+    mlx-*)
+      /usr/bin/time -f "synth --mlx ${p#mlx-} %e s" build/synth_checkpoint "$CARRY/Qwen3-8B.config.json" \
+        "$CARRY/tokenizer" "$(model_path "$p")" --mlx "${p#mlx-}" ;;
+    *)
+      mkdir -p "$SYN-out/gguf/$p"
+      /usr/bin/time -f "synth --gguf $p %e s" build/synth_checkpoint "$CARRY/Qwen3-8B.config.json" "$CARRY/tokenizer" \
+        "$SYN-out/gguf/$p/lp-q8b-$p.gguf" --gguf "$p" ;;
+  esac
+}
 
 prepare() {
   local fix="${LP_FIXTURES_DIR:-$(cd .. && pwd)/shared/fixtures}"
@@ -115,19 +141,18 @@ synth() {
   /usr/bin/time -f "convert %e s, %M KB" build/llama-pajamas-quant convert --model "$SYN" --output "$SYN-out" \
     --precision q4_k_m,q8_0 >/dev/null
   rm -rf "$SYN" # 16 GB of bf16 no longer needed
-  ls -la "$SYN-out"/gguf/*/
+  local p
+  for p in $PRECISIONS; do case "$p" in mlx-*) synth_one "$p" ;; esac; done
+  ls -la "$SYN-out"/gguf/*/ "$SYN-out"/mlx/*/ 2>/dev/null || true
 }
 
-# The same q4_k_m / q8_0 GGUFs (types, shapes, metadata) written directly by
-# synth_checkpoint --gguf: random rows quantized once and cycled; for speed runs.
+# The same GGUFs (types, shapes, metadata) and MLX directories written directly by
+# synth_checkpoint --gguf / --mlx: random rows quantized once (MLX: per row) and cycled.
 synth_fast() {
   [ -x build/bench_cuda ] || build
   export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-  for p in q4_k_m q8_0; do
-    mkdir -p "$SYN-out/gguf/$p"
-    /usr/bin/time -f "synth --gguf $p %e s" build/synth_checkpoint "$CARRY/Qwen3-8B.config.json" "$CARRY/tokenizer" \
-      "$SYN-out/gguf/$p/lp-q8b-$p.gguf" --gguf "$p"
-  done
+  local p
+  for p in $PRECISIONS; do synth_one "$p"; done
 }
 
 # Per-op GPU time of prefill, batch-1 decode and 8-stream decode (LP_CUDA_PROFILE=1).
@@ -136,7 +161,7 @@ profile() {
   export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
   local p f
   for p in ${LP_PROFILE_PRECISIONS:-q4_k_m}; do
-    f="$(ls "$SYN-out"/gguf/$p/*.gguf | head -1)"
+    f="$(model_path "$p")"
     LP_CUDA_PROFILE=1 build/bench_cuda "$f" --label "profile $p" --depths 512 --gen 32 --prefill 512 --streams 8 \
       --copy-gib 1 2>&1 | tee "$OUTDIR/profile-$p.log"
   done
@@ -147,7 +172,7 @@ ncu_gemv() {
   [ -x build/bench_cuda ] || build
   export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
   local f
-  f="$(ls "$SYN-out"/gguf/q4_k_m/*.gguf | head -1)"
+  f="$(model_path "${LP_NCU_PRECISION:-q4_k_m}")"
   LP_CUDA_GRAPHS=0 timeout 300 ncu -k "regex:${LP_NCU_KERNELS:-lpc_gemv_q}" --launch-skip "${LP_NCU_SKIP:-400}" \
     --launch-count "${LP_NCU_COUNT:-6}" --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
     --section LaunchStats --section Occupancy build/bench_cuda "$f" --depths 512 --gen 4 --prefill 512 --streams 8 \
@@ -168,8 +193,8 @@ bench() {
   export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
   local p f
   # LP_BENCH_PRECISIONS / LP_BENCH_ARGS (extra bench_cuda options) narrow a quick run
-  for p in ${LP_BENCH_PRECISIONS:-q4_k_m q8_0}; do
-    f="$(ls "$SYN-out"/gguf/$p/*.gguf | head -1)"
+  for p in $PRECISIONS; do
+    f="$(model_path "$p")"
     # shellcheck disable=SC2086
     build/bench_cuda "$f" --label "Qwen3-8B shapes $p" --json "$OUTDIR/cuda-$p.json" ${LP_BENCH_ARGS:-} 2>&1 |
       tee "$OUTDIR/bench-$p.log"

@@ -4,6 +4,7 @@
  *
  *   synth_checkpoint CONFIG.json TOKENIZER_DIR OUT_DIR [--layers N]
  *   synth_checkpoint CONFIG.json TOKENIZER_DIR OUT.gguf --gguf RECIPE [--layers N]
+ *   synth_checkpoint CONFIG.json TOKENIZER_DIR OUT_DIR --mlx RECIPE [--layers N]
  *
  * Shards at ~4 GB like the hub, writes model.safetensors.index.json, copies
  * config.json (optionally with fewer layers) and the tokenizer files.
@@ -12,7 +13,12 @@
  * types, llama.cpp metadata and tokenizer), skipping the bf16 checkpoint and
  * the K-quant search: each tensor cycles through a few random rows quantized
  * once. Seconds instead of minutes for the GPU benchmarks, where only the
- * shapes and types matter. */
+ * shapes and types matter.
+ *
+ * --mlx writes an MLX directory of an MLX recipe ("4bit": mlx-lm's default 4 bits,
+ * group 64) the same way: the pipeline's MLX sink (names, bf16 scales and biases,
+ * config.json quantization sections, shards, index, tokenizer) fed with a few random
+ * rows per tensor, cycled, and quantized on all cores. */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,10 +28,14 @@
 #include "arch/arch.h"
 #include "core/err.h"
 #include "core/fileio.h"
+#include "core/pool.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "pipeline/convert.h"
 #include "pipeline/gguf_meta.h"
+#include "pipeline/mlx_recipe.h"
 #include "pipeline/plan.h"
+#include "pipeline/sink_mlx.h"
 #include "quant/qtype.h"
 
 #define SHARD_BYTES (4000ull * 1000 * 1000)
@@ -122,24 +132,30 @@ static int copy_tokenizer(const char *tok_dir, const char *out) {
 
 enum { POOL_ROWS = 7 }; /* distinct rows per tensor (odd: no period aligned with blocks of rows) */
 
+/* POOL_ROWS random rows of length K (norms: ones), as f32 from bf16 like a checkpoint's. */
+static float *random_rows(int64_t K, bool is_norm) {
+    float *f = lp_xmalloc(sizeof(float) * (size_t)K * POOL_ROWS);
+    uint16_t *bf = lp_xmalloc(sizeof(uint16_t) * (size_t)K);
+    for (int r = 0; r < POOL_ROWS; r++) {
+        fill(bf, K, is_norm);
+        for (int64_t i = 0; i < K; i++) f[(size_t)r * K + i] = lp_bf16_to_f32(bf[i]);
+    }
+    free(bf);
+    return f;
+}
+
 /* One tensor of a GGUF: POOL_ROWS random rows quantized to its type, cycled. */
 static int write_gguf_tensor(lp_gguf_writer *w, int idx, const lp_plan_tensor *t) {
     const lp_qtype_traits *q = lp_qtype(t->type);
     const int64_t K = t->ne[0], rows = lp_gguf_writer_tensor_nbytes(w, idx) / lp_row_size(t->type, K);
     const size_t row_bytes = lp_row_size(t->type, K);
-    float *f = lp_xmalloc(sizeof(float) * (size_t)K);
-    uint16_t *bf = lp_xmalloc(sizeof(uint16_t) * (size_t)K);
+    float *f = random_rows(K, t->n_dims == 1);
     uint8_t *pool = lp_xmalloc(row_bytes * POOL_ROWS);
-    for (int r = 0; r < POOL_ROWS; r++) {
-        fill(bf, K, t->n_dims == 1);
-        for (int64_t i = 0; i < K; i++) f[i] = lp_bf16_to_f32(bf[i]);
-        q->from_float(f, pool + (size_t)r * row_bytes, K);
-    }
+    for (int r = 0; r < POOL_ROWS; r++) q->from_float(f + (size_t)r * K, pool + (size_t)r * row_bytes, K);
     int rc = 0;
     for (int64_t r = 0; r < rows && rc == 0; r++)
         rc = lp_gguf_writer_tensor_data(w, idx, pool + (size_t)(r % POOL_ROWS) * row_bytes, row_bytes);
     free(f);
-    free(bf);
     free(pool);
     return rc;
 }
@@ -164,17 +180,84 @@ static int write_gguf(const lp_hparams *hp, const char *recipe_name, const char 
     return rc;
 }
 
+typedef struct {
+    lp_sink *sink;
+    int t;
+    int64_t K, row0;
+    const float *pool;
+    uint8_t *out;
+    size_t row_bytes;
+} mlx_chunk;
+
+static void mlx_row_task(void *ctx, int task, int thread) {
+    (void)thread;
+    const mlx_chunk *c = ctx;
+    const int64_t row = c->row0 + task;
+    const float *src = c->pool + (size_t)(row % POOL_ROWS) * c->K;
+    c->sink->convert_row(c->sink->self, c->t, row, src, c->out + (size_t)task * c->row_bytes);
+}
+
+/* Tensor t of the plan through the sink, CHUNK rows at a time (converted on the pool). */
+static int feed_mlx_tensor(lp_sink *sink, lp_pool *pool, int t, const lp_plan_tensor *pt) {
+    enum { CHUNK = 1024 };
+    const int64_t K = pt->ne[0], rows = pt->ne[1] * (pt->ne[2] > 0 ? pt->ne[2] : 1);
+    mlx_chunk c = {sink, t, K, 0, random_rows(K, pt->n_dims == 1), NULL, sink->row_bytes(sink->self, t)};
+    c.out = lp_xmalloc(c.row_bytes * CHUNK + 1);
+    int rc = 0;
+    for (c.row0 = 0; c.row0 < rows && rc == 0; c.row0 += CHUNK) {
+        const int64_t n = rows - c.row0 < CHUNK ? rows - c.row0 : CHUNK;
+        lp_pool_run(pool, (int)n, mlx_row_task, &c);
+        rc = sink->write_rows(sink->self, t, c.row0, n, c.out);
+    }
+    if (rc == 0 && sink->end_tensor) rc = sink->end_tensor(sink->self, t);
+    free((void *)c.pool);
+    free(c.out);
+    return rc;
+}
+
+/* OUT_DIR gets config.json and the tokenizer first: it is the sink's source directory
+ * too (the sink rewrites config.json with the quantization sections and copies the
+ * tokenizer files onto themselves, atomically). */
+static int write_mlx(const lp_hparams *hp, json_t *cfg, const char *recipe_name, const char *tok_dir, const char *dir) {
+    const lp_mlx_recipe *recipe = lp_mlx_recipe_find(recipe_name);
+    if (!recipe) return lp_fail("--mlx %s: unknown MLX recipe", recipe_name);
+    char *cfg_path = lp_path_join(dir, "config.json");
+    int rc = lp_mkdir_p(dir) != 0 || json_dump_file(cfg, cfg_path, JSON_INDENT(2)) != 0 || copy_tokenizer(tok_dir, dir) != 0
+                 ? lp_fail("%s: cannot write config.json or the tokenizer", dir)
+                 : 0;
+    free(cfg_path);
+    lp_plan plan = {0};
+    lp_mlx_plan mplan = {0};
+    const lp_mlx_overrides none = {0, 0, 0};
+    if (rc == 0) rc = lp_plan_build(&plan, hp, lp_recipe_find("bf16"), present, (void *)hp);
+    if (rc == 0) rc = lp_mlx_plan_build(&mplan, hp, &plan, recipe, &none);
+    lp_sink sink = {0};
+    const lp_mlx_sink_args args = {.dir = dir, .source_dir = dir, .hp = hp, .plan = &mplan};
+    if (rc == 0) rc = lp_sink_mlx_create(&sink, &args);
+    lp_pool *pool = lp_pool_create(0);
+    for (int i = 0; i < plan.n && rc == 0; i++) rc = feed_mlx_tensor(&sink, pool, i, &plan.tensors[i]);
+    if (rc == 0) rc = sink.finish(sink.self);
+    if (rc == 0) printf("wrote %s: MLX %s, %.2f GB\n", dir, recipe->name, (double)lp_mlx_plan_bytes(&mplan) / 1e9);
+    if (sink.destroy) sink.destroy(sink.self);
+    lp_pool_free(pool);
+    lp_mlx_plan_free(&mplan);
+    lp_plan_free(&plan);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s CONFIG.json TOKENIZER_DIR OUT_DIR [--layers N]\n"
-                        "       %s CONFIG.json TOKENIZER_DIR OUT.gguf --gguf RECIPE [--layers N]\n", argv[0], argv[0]);
+                        "       %s CONFIG.json TOKENIZER_DIR OUT.gguf --gguf RECIPE [--layers N]\n"
+                        "       %s CONFIG.json TOKENIZER_DIR OUT_DIR --mlx RECIPE [--layers N]\n", argv[0], argv[0], argv[0]);
         return 2;
     }
-    const char *config = argv[1], *tok_dir = argv[2], *out = argv[3], *recipe = NULL;
+    const char *config = argv[1], *tok_dir = argv[2], *out = argv[3], *recipe = NULL, *mlx_recipe = NULL;
     int layers = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--layers") == 0) layers = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--gguf") == 0) recipe = argv[i + 1];
+        else if (strcmp(argv[i], "--mlx") == 0) mlx_recipe = argv[i + 1];
         else return fprintf(stderr, "%s: unknown option\n", argv[i]), 2;
     }
     json_t *cfg = json_load_file(config, 0, NULL);
@@ -183,6 +266,7 @@ int main(int argc, char **argv) {
     lp_hparams hp;
     if (lp_hparams_from_config(cfg, config, &hp) != 0) return fprintf(stderr, "%s\n", lp_errmsg()), 1;
     if (recipe) return write_gguf(&hp, recipe, tok_dir, out) == 0 ? 0 : (fprintf(stderr, "%s\n", lp_errmsg()), 1);
+    if (mlx_recipe) return write_mlx(&hp, cfg, mlx_recipe, tok_dir, out) == 0 ? 0 : (fprintf(stderr, "%s\n", lp_errmsg()), 1);
     if (lp_mkdir_p(out) != 0) return fprintf(stderr, "%s\n", lp_errmsg()), 1;
     lp_plan plan;
     if (lp_plan_build(&plan, &hp, lp_recipe_find("bf16"), present, &hp) != 0) return fprintf(stderr, "%s\n", lp_errmsg()), 1;

@@ -14,20 +14,10 @@
  * (~220 MB) even where the libraries are installed without a GPU. */
 bool lp_backend_cuda_available(void) { return lp_cuda_device_node_present("/dev") && lp_cuda_device_count() > 0; }
 
-/* MLX block types (ids >= LP_TYPE_COUNT) have CPU kernels only. */
-static bool has_cpu_only_weights(const lp_model *m) {
-    for (int r = 0; r < LP_T_COUNT; r++)
-        for (int l = 0; l < (lp_role_per_layer((lp_role)r) ? m->hp.n_layer : 1); l++) {
-            const lp_weight *w = lp_model_weight(m, (lp_role)r, l);
-            if (w && (unsigned)w->type >= LP_TYPE_COUNT) return true;
-        }
-    return false;
-}
-
 lp_engine *lp_backend_engine_create(const lp_model *m, const char *name, const lp_engine_params *p,
                                     const char **chosen) {
     bool want_cuda = strcmp(name, "cuda") == 0 ||
-                     (strcmp(name, "auto") == 0 && lp_backend_cuda_available() && !has_cpu_only_weights(m));
+                     (strcmp(name, "auto") == 0 && lp_backend_cuda_available());
     if (!want_cuda) {
         if (chosen) *chosen = "cpu";
         return lp_engine_create(m, p);

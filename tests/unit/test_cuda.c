@@ -2,11 +2,12 @@
  *
  * Every op runs on both backends with the same inputs (loaded through embed() of
  * an F32 table) and the outputs are compared: matmul of every weight type at
- * batch 1, 5 (GEMV) and 40 (cuBLAS), RMSNorm, rope (NEOX and NORM), attention
- * over two steps with GQA / sliding window / sinks / KV copy, SwiGLU, MoE. Then
- * tiny-qwen3 (the repo's HF checkpoint, and GGUFs from LP_CUDA_TEST_GGUF_DIR or
- * out/tiny when present): logits of a 64-token prompt and a 32-token greedy
- * continuation decoded one token at a time (which exercises graph replay).
+ * batch 1, 5 (GEMV) and 40 (cuBLAS), GGUF and MLX affine, RMSNorm, rope (NEOX and
+ * NORM), attention over two steps with GQA / sliding window / sinks / KV copy, SwiGLU,
+ * MoE (GGUF and MLX experts). Then tiny-qwen3 (the repo's HF checkpoint, GGUFs from
+ * LP_CUDA_TEST_GGUF_DIR or out/tiny when present, and MLX 4-bit / 3-bit directories
+ * converted here): logits of a 64-token prompt and a 32-token greedy continuation
+ * decoded one token at a time (which exercises graph replay).
  *
  * Without a device (CI) the GPU tests skip with a message; the creation test
  * checks the error path. The kernels themselves are also checked without a GPU
@@ -24,10 +25,14 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "test_util.h"
+
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
 #include "core/err.h"
 #include "core/fileio.h"
+#include "pipeline/pipeline.h"
+#include "quant/mlx_types.h"
 #include "quant/qtype.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
@@ -125,6 +130,18 @@ static owned_weight make_weight(lp_type type, int K, int M, int E, float scale) 
     return o;
 }
 
+/* Round the f32 scale and bias of every MLX block to bfloat16 values, as MLX files of
+ * bf16 models hold them: the CUDA backend then uploads its compact bf16-scale layout. */
+static owned_weight bf16_headers(owned_weight o) {
+    const size_t block = lp_qtype(o.w.type)->block_bytes, n = o.w.expert_bytes * (size_t)o.w.ne[2] / block;
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; k < 2; k++) {
+            float *f = (float *)((uint8_t *)o.data + i * block) + k;
+            *f = lp_bf16_to_f32(lp_f32_to_bf16(*f));
+        }
+    return o;
+}
+
 /* Load rows [first, first+n) of an F32 table into buffer i of both backends, as the
  * batch (pos/slot given); the table must be prepared. */
 static void pair_batch(pair *p, const lp_weight *table, int first, int n, const int32_t *pos, const int32_t *slot, int i) {
@@ -182,6 +199,19 @@ static void test_create(void **state) {
 
 static const lp_type matmul_types[] = {LP_TYPE_F32, LP_TYPE_F16, LP_TYPE_BF16, LP_TYPE_Q8_0, LP_TYPE_Q4_0, LP_TYPE_Q4_K,
                                        LP_TYPE_Q5_K, LP_TYPE_Q6_K, LP_TYPE_Q3_K, LP_TYPE_Q2_K, LP_TYPE_Q4_1, LP_TYPE_IQ4_NL};
+/* MLX (bits, group, bf16 scales): every width (one decoder each), every group size
+ * somewhere, 4 bits with both plane-B layouts (f32 scales from the quantizer, bf16). */
+static const int mlx_matmul_pairs[][3] = {{4, 64, 0}, {4, 64, 1}, {4, 32, 1}, {8, 32, 0}, {3, 32, 0},
+                                          {2, 128, 0}, {5, 64, 0}, {6, 128, 0}, {4, 128, 0}};
+enum { N_GGUF_MATMUL = sizeof matmul_types / sizeof matmul_types[0],
+       N_MATMUL = N_GGUF_MATMUL + sizeof mlx_matmul_pairs / sizeof mlx_matmul_pairs[0] };
+
+static owned_weight matmul_weight(int i, int K, int M) {
+    if (i < N_GGUF_MATMUL) return make_weight(matmul_types[i], K, M, 1, 0.5f);
+    const int *mp = mlx_matmul_pairs[i - N_GGUF_MATMUL];
+    owned_weight o = make_weight(lp_mlx_type(mp[0], mp[1]), K, M, 1, 0.5f);
+    return mp[2] ? bf16_headers(o) : o;
+}
 
 static void test_matmul(void **state) {
     (void)state;
@@ -199,11 +229,11 @@ static void test_matmul(void **state) {
     /* The backends key device copies by the lp_weight's address: every type gets its own
      * lp_weight objects, alive until the backends are freed (one reused local made every
      * type after F32 run the F32 device copy). */
-    enum { NTYPES = sizeof matmul_types / sizeof matmul_types[0] };
+    enum { NTYPES = N_MATMUL };
     owned_weight ws[NTYPES][2];
     for (size_t ti = 0; ti < NTYPES; ti++) {
-        const lp_type type = matmul_types[ti];
-        ws[ti][0] = make_weight(type, K, M, 1, 0.5f), ws[ti][1] = make_weight(type, K, M / 2, 1, 0.5f);
+        ws[ti][0] = matmul_weight((int)ti, K, M), ws[ti][1] = matmul_weight((int)ti, K, M / 2);
+        const lp_type type = ws[ti][0].w.type;
         owned_weight *w = &ws[ti][0], *w2 = &ws[ti][1];
         pair_prepare(&p, &w->w);
         pair_prepare(&p, &w2->w);
@@ -218,7 +248,8 @@ static void test_matmul(void **state) {
             const bool is_float = !lp_qtype(type)->quantized;
             const double bound = !is_float ? BOUND_QUANT : n > 32 && type != LP_TYPE_F32 ? BOUND_F16_GEMM : BOUND_EXACT;
             char what[64];
-            snprintf(what, sizeof what, "matmul %s n=%d", lp_qtype(type)->name, n);
+            snprintf(what, sizeof what, "matmul %s%s n=%d", lp_qtype(type)->name,
+                     ti >= N_GGUF_MATMUL && mlx_matmul_pairs[ti - N_GGUF_MATMUL][2] ? " (bf16 scales)" : "", n);
             pair_check(&p, 1, (size_t)n * M, bound, what);
             pair_check(&p, 2, (size_t)n * M / 2, bound, what);
         }
@@ -320,17 +351,18 @@ static void test_attention(void **state) {
     check_attention(LP_ROPE_NORM, 8, true);
 }
 
-static void test_moe(void **state) {
-    (void)state;
-    NEED_GPU();
+/* One MoE layer with gate/up of type gu and down of type dn, both routings; bf16: MLX
+ * gate/up with bfloat16 scales (the compact layout in expert mode). */
+static void check_moe(lp_type gu, lp_type dn, bool bf16) {
     /* E = 8: the router logits enter through an F32 table of E-element rows, and float
      * weight rows on the device must be multiples of 16 bytes (E = 6 was refused). */
     enum { D = 256, F = 256, E = 8, n = 5 };
     pair p;
     pair_init(&p, LP_ROPE_NEOX, 1, 2, 64, 64);
     owned_weight table = make_weight(LP_TYPE_F32, D, n, 1, 1.0f), logits = make_weight(LP_TYPE_F32, E, n, 1, 3.0f);
-    owned_weight gate = make_weight(LP_TYPE_Q4_K, D, F, E, 0.5f), up = make_weight(LP_TYPE_Q4_K, D, F, E, 0.5f);
-    owned_weight down = make_weight(LP_TYPE_Q6_K, F, D, E, 0.5f), bias = make_weight(LP_TYPE_F32, F, E, 1, 0.5f);
+    owned_weight gate = make_weight(gu, D, F, E, 0.5f), up = make_weight(gu, D, F, E, 0.5f);
+    if (bf16) gate = bf16_headers(gate), up = bf16_headers(up);
+    owned_weight down = make_weight(dn, F, D, E, 0.5f), bias = make_weight(LP_TYPE_F32, F, E, 1, 0.5f);
     bias.w.n_dims = 2;
     owned_weight *ws[] = {&table, &logits, &gate, &up, &down, &bias};
     for (size_t i = 0; i < 6; i++) pair_prepare(&p, &ws[i]->w);
@@ -345,10 +377,21 @@ static void test_moe(void **state) {
         lp_moe_params mp = {.gate = &gate.w, .up = &up.w, .down = &down.w, .gate_b = norm ? &bias.w : NULL,
                             .n_expert_used = 2, .norm_topk = norm, .swiglu_limit = norm ? 0.0f : 7.0f};
         for (int b = 0; b < 2; b++) p.be[b]->ops->moe(p.be[b], &mp, p.buf[b][0], p.buf[b][1], n, p.buf[b][2]);
-        pair_check(&p, 2, (size_t)n * D, BOUND_QUANT, norm ? "moe (norm_topk, bias)" : "moe (softmax all, clamped)");
+        char what[96];
+        snprintf(what, sizeof what, "moe %s/%s (%s)", lp_qtype(gu)->name, lp_qtype(dn)->name,
+                 norm ? "norm_topk, bias" : "softmax all, clamped");
+        pair_check(&p, 2, (size_t)n * D, BOUND_QUANT, what);
     }
     for (size_t i = 0; i < 6; i++) free(ws[i]->data);
     pair_free(&p);
+}
+
+static void test_moe(void **state) {
+    (void)state;
+    NEED_GPU();
+    check_moe(LP_TYPE_Q4_K, LP_TYPE_Q6_K, false);
+    check_moe(lp_mlx_type(4, 64), lp_mlx_type(8, 64), false); /* mlx-lm's switch_mlp experts */
+    check_moe(lp_mlx_type(4, 64), lp_mlx_type(3, 32), true);
 }
 
 /* ---- tiny-qwen3 end to end ---- */
@@ -476,10 +519,41 @@ static void test_tiny_qwen3(void **state) {
     free(ref);
 }
 
+/* MLX directories of tiny-qwen3 written by our pipeline (bf16 scales; 4-bit: the fast
+ * decoder and compact layout; 3-bit: the generic one, codes straddling words), beside the f32 GGUF whose CPU logits are the
+ * reference: same bounds as the quantized GGUFs. The CPU multiplies MLX weights with F32
+ * activations and CUDA's GEMV with int8 ones, which at 3-4 bits is small beside the
+ * weight error (8-bit, where it is not, is covered op by op in test_matmul). */
+static void test_tiny_qwen3_mlx(void **state) {
+    (void)state;
+    NEED_GPU();
+    char *out = test_tmpdir();
+    const char *mlx[] = {"4bit", "3bit"}, *gguf[] = {"f32"};
+    lp_convert_opts o = {.model = LP_SOURCE_DIR "/models/tiny-qwen3", .output_dir = out, .mlx = mlx, .n_mlx = 2,
+                         .gguf = gguf, .n_gguf = 1, .n_threads = 2, .quiet = true, .offline = true};
+    if (lp_pipeline_convert(&o) != 0) fail_msg("conversion: %s", lp_errmsg());
+    char *f32 = lp_xasprintf("%s/gguf/f32/tiny-qwen3-f32.gguf", out);
+    float *ref = check_model(f32, 0.02, NULL, true);
+    assert_non_null(ref);
+    for (int i = 0; i < 2; i++) {
+        char *dir = lp_xasprintf("%s/mlx/%s-pure", out, mlx[i]);
+        lp_model *m = lp_model_load(dir); /* check_model skips what does not load */
+        if (!m) fail_msg("%s: %s", dir, lp_errmsg());
+        lp_model_free(m);
+        free(check_model(dir, 0.3, ref, false));
+        free(dir);
+    }
+    free(ref);
+    free(f32);
+    test_rm_rf(out);
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create), cmocka_unit_test(test_matmul), cmocka_unit_test(test_rowwise),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_moe), cmocka_unit_test(test_tiny_qwen3),
+        cmocka_unit_test(test_tiny_qwen3_mlx),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

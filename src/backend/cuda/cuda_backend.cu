@@ -333,6 +333,16 @@ static bool same_tensor(const lpc_weight *e, const lp_weight *w) {
            e->E == (int)(w->n_dims > 2 && w->ne[2] > 0 ? w->ne[2] : 1) && e->host_data == weight_host_data(w);
 }
 
+/* The plane split of a host weight (elems per expert, E experts), NULL for types without
+ * a decoder (converted to F16): MLX weights whose scales and biases are all bfloat16
+ * values take the variant with bf16 plane B (fewer bytes per weight, same values). */
+static const lpc_plane_split *plane_split(const lp_weight *w, size_t elems, int E) {
+    const lpc_plane_split *sp = lpc_split_for((int)w->type, true);
+    for (int e = 0; sp && sp->b_bf16 && e < E; e++)
+        if (!lpc_split_fits(sp, expert_src(w, (size_t)e), elems / sp->block)) sp = lpc_split_for((int)w->type, false);
+    return sp;
+}
+
 static int cuda_prepare_weight(lp_backend *be, const lp_weight *w) {
     lp_cuda *c = (lp_cuda *)be;
     const lpc_weight *known = find_weight(c, w);
@@ -361,11 +371,16 @@ static int cuda_prepare_weight(lp_backend *be, const lp_weight *w) {
             return 0;
         }
     }
-    const lpc_plane_split *sp = lpc_find_split((int)w->type);
     const size_t elems = (size_t)e->K * e->M, stack = elems * e->E;
+    const lpc_plane_split *sp = plane_split(w, elems, e->E);
     int rc;
-    if (sp) {
-        e->type = (int)w->type;
+    if (sp && e->K % sp->block != 0) { /* the MLX loader guarantees whole groups; say so if not */
+        const int K = e->K;
+        free(e);
+        return lp_fail("cuda backend: %s weight rows of %d elements: need a multiple of %d", tr->name, K, sp->block);
+    }
+    if (sp) { /* GGUF K-quants and MLX affine: the plane split, no conversion */
+        e->type = sp->type;
         e->bpr = e->K / sp->block;
         const size_t blocks = stack / sp->block;
         e->expert_a = elems / sp->block * sp->a_len;
@@ -1140,7 +1155,7 @@ static double op_label(const lpc_op *op, char *buf, size_t cap) {
     if (op->kind != OP_MATMUL) return 0.0;
     for (int i = 0; i < op->count && (size_t)at < cap; i++) {
         const lpc_weight *w = op->w[i];
-        const lp_qtype_traits *q = lp_qtype((lp_type)w->type);
+        const lp_qtype_traits *q = lp_qtype((lp_type)(lpc_find_split(w->type) ? w->src_type : w->type));
         at += snprintf(buf + at, cap - (size_t)at, " %s %dx%d", q ? q->name : "?", w->M, w->K);
         bytes += (double)w->bytes / (w->E > 0 ? w->E : 1);
     }

@@ -14,11 +14,13 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <iterator>
 #include <vector>
 
 extern "C" {
 #include <cmocka.h>
 
+#include "quant/mlx_types.h"
 #include "quant/qtype.h"
 }
 
@@ -43,18 +45,35 @@ struct dev_weight {
     std::vector<float> ref; /* dequantized by the project's to_float */
 };
 
+/* Round the f32s of plane B of every block to bfloat16 values, as MLX files of bf16 models
+ * hold them: the weights the b_bf16 splits are for. */
+static void round_b_to_bf16(const lpc_plane_split *sp, uint8_t *raw, size_t n_blocks) {
+    for (size_t i = 0; i < n_blocks; i++)
+        for (int k = 0; k < sp->b_len; k += 4) {
+            uint8_t *p = raw + i * (size_t)sp->raw_bytes + sp->b_off + k;
+            float f;
+            memcpy(&f, p, 4);
+            f = lp_bf16_to_f32(lp_f32_to_bf16(f));
+            memcpy(p, &f, 4);
+        }
+}
+
+/* type: a kernel type (its host blocks are those of the split's src_type). */
 static dev_weight make_weight(int type, int M, int K, const std::vector<float> &w) {
     dev_weight d;
     d.type = type, d.K = K, d.M = M;
-    const lp_qtype_traits *tr = lp_qtype((lp_type)type);
-    d.row_bytes = lp_row_size((lp_type)type, K);
+    const lpc_plane_split *sp = lpc_find_split(type);
+    const lp_type src = (lp_type)(sp ? sp->src_type : type);
+    const lp_qtype_traits *tr = lp_qtype(src);
+    d.row_bytes = lp_row_size(src, K);
     std::vector<uint8_t> raw(d.row_bytes * M);
     for (int r = 0; r < M; r++) tr->from_float(w.data() + (size_t)r * K, raw.data() + r * d.row_bytes, K);
+    const size_t nb = sp ? (size_t)M * K / sp->block : 0;
+    if (sp && sp->b_bf16) round_b_to_bf16(sp, raw.data(), nb);
     d.ref.resize((size_t)M * K);
     for (int r = 0; r < M; r++) tr->to_float(raw.data() + r * d.row_bytes, d.ref.data() + (size_t)r * K, K);
-    const lpc_plane_split *sp = lpc_find_split(type);
     if (sp) {
-        size_t nb = (size_t)M * K / sp->block;
+        assert_true(lpc_split_fits(sp, raw.data(), nb));
         d.bpr = K / sp->block;
         d.a.resize(nb * sp->a_len);
         d.b.resize(nb * sp->b_stride);
@@ -74,7 +93,22 @@ struct q8_buf {
     float value(size_t i) const { return d[i / 32] * (float)q[i]; }
 };
 
-static const int quant_types[] = {LPC_Q4_K, LPC_Q5_K, LPC_Q6_K, LPC_Q3_K, LPC_Q2_K, LPC_Q8_0, LPC_Q4_0};
+static const int gguf_quant_types[] = {LPC_Q4_K, LPC_Q5_K, LPC_Q6_K, LPC_Q3_K, LPC_Q2_K, LPC_Q8_0, LPC_Q4_0};
+static const int mlx_bits[] = {2, 3, 4, 5, 6, 8}, mlx_groups[] = {32, 64, 128};
+
+/* The GGUF types, every MLX (bits, group) by the runtime's own ids, then the kernel-only
+ * bf16-scale variants. */
+static std::vector<int> all_quant_types(void) {
+    std::vector<int> t(std::begin(gguf_quant_types), std::end(gguf_quant_types));
+    for (int bits : mlx_bits)
+        for (int group : mlx_groups) t.push_back((int)lp_mlx_type(bits, group));
+    for (const lpc_plane_split &sp : lpc_plane_splits)
+        if (sp.b_bf16) t.push_back(sp.type);
+    return t;
+}
+static const std::vector<int> quant_types = all_quant_types();
+
+static bool is_mlx_kernel_type(int type) { return lp_type_is_mlx((lp_type)lpc_find_split(type)->src_type); }
 
 /* Block decoders through the dequant kernel equal the project's to_float. */
 static void test_dequant_matches_to_float(void **state) {
@@ -95,6 +129,102 @@ static void test_dequant_matches_to_float(void **state) {
                 if (fabsf(h - ref2) > 1e-3f * (1.0f + fabsf(ref2))) fail_msg("type %d f16 elem %d: %g vs %g", type, i, h, ref2);
             }
     }
+}
+
+/* The split table, the decoders and the runtime's traits describe each type alike, and
+ * the MLX ids here are mlx_types.c's. */
+struct split_check {
+    int hits = 0;
+    template <class T>
+    void run() {
+        const lpc_plane_split *sp = lpc_find_split(T::TYPE);
+        assert_non_null(sp);
+        const lp_qtype_traits *tr = lp_qtype((lp_type)sp->src_type);
+        assert_non_null(tr);
+        assert_int_equal(sp->type == sp->src_type, !sp->b_bf16); /* only variants have ids of their own */
+        assert_int_equal(sp->block, T::BLOCK);
+        assert_int_equal(sp->block, tr->block_size);
+        assert_int_equal(sp->raw_bytes, tr->block_bytes);
+        assert_int_equal(sp->a_len, T::A_BYTES);
+        assert_int_equal(sp->b_stride, T::B_BYTES);
+        assert_int_equal(T::BLOCK, T::SLICES * T::RUNS * 16); /* slices cover the block in runs of 16 */
+        hits++;
+    }
+};
+
+static void test_split_table(void **state) {
+    (void)state;
+    assert_int_equal(LPC_MLX_FIRST, LP_TYPE_MLX_FIRST);
+    assert_true(LPC_MLX_BF16_FIRST >= LP_TYPE_MLX_FIRST + LP_TYPE_MLX_COUNT);
+    for (int bits : mlx_bits)
+        for (int group : mlx_groups) assert_int_equal(lpc_mlx_type_id(bits, group), (int)lp_mlx_type(bits, group));
+    split_check c;
+    for (int type : quant_types) assert_true(lpc_dispatch_quant(type, c));
+    for (const lpc_plane_split &sp : lpc_plane_splits) assert_true(lpc_dispatch_quant(sp.type, c));
+    assert_int_equal(c.hits, (int)(quant_types.size() + sizeof lpc_plane_splits / sizeof lpc_plane_splits[0]));
+}
+
+/* A value with 11 significant bits (an f16's), or 8 (a bfloat16's): what MLX files hold. */
+static float short_rand(float scale, bool bf16) {
+    const float f = frand() * scale;
+    return bf16 ? lp_bf16_to_f32(lp_f32_to_bf16(f)) : lpc_h2f_soft(lpc_f2h_soft(f));
+}
+
+/* MLX blocks with random codes (every bit pattern is valid), short scales of either sign
+ * and biases up to 2^bits scales away, through every MLX split (bf16 plane B or not):
+ * dequantization via the slice decoders (both output types, rows gathered by id) equals
+ * to_float bit for bit. */
+static void test_mlx_decode_exact(void **state) {
+    (void)state;
+    const int M = 3, K = 384, ids[M] = {1, 2, 0};
+    for (const lpc_plane_split &sp : lpc_plane_splits) {
+        const lp_type t = (lp_type)sp.src_type;
+        if (!lp_type_is_mlx(t)) continue;
+        const int bits = lp_mlx_type_bits(t), group = lp_mlx_type_group(t);
+        const lp_qtype_traits *tr = lp_qtype(t);
+        const size_t row_bytes = lp_row_size(t, K), nb = (size_t)M * K / group;
+        std::vector<uint8_t> raw(row_bytes * M);
+        for (size_t b = 0; b < nb; b++) {
+            uint8_t *blk = raw.data() + b * tr->block_bytes;
+            const float scale = short_rand(0.05f, sp.b_bf16), bias = short_rand(fabsf(scale) * (float)(1 << bits), sp.b_bf16);
+            memcpy(blk, &scale, 4);
+            memcpy(blk + 4, &bias, 4);
+            for (int i = 8; i < (int)tr->block_bytes; i++) blk[i] = (uint8_t)(frand() * 128.0f + 128.0f);
+        }
+        std::vector<float> ref((size_t)M * K), out((size_t)M * K, NAN);
+        std::vector<uint16_t> out16((size_t)M * K);
+        for (int r = 0; r < M; r++) tr->to_float(raw.data() + r * row_bytes, ref.data() + (size_t)r * K, K);
+        std::vector<uint8_t> a(nb * sp.a_len), bp(nb * sp.b_stride);
+        assert_true(lpc_split_fits(&sp, raw.data(), nb));
+        lpc_repack(&sp, raw.data(), nb, a.data(), bp.data());
+        assert_true(lpc_dequant_rows<float>(0, sp.type, a.data(), bp.data(), 0, K / group, K, ids, 0, M, out.data()));
+        assert_true(lpc_dequant_rows<uint16_t>(0, sp.type, a.data(), bp.data(), 0, K / group, K, NULL, 0, M, out16.data()));
+        for (int r = 0; r < M; r++)
+            for (int i = 0; i < K; i++) {
+                const float want = ref[(size_t)ids[r] * K + i], got = out[(size_t)r * K + i];
+                if (got != want)
+                    fail_msg("mlx %d-bit g%d%s row %d elem %d: %.9g vs %.9g", bits, group, sp.b_bf16 ? " bf16" : "", r, i,
+                             got, want);
+                if (out16[(size_t)r * K + i] != lpc_f2h_soft(ref[(size_t)r * K + i]))
+                    fail_msg("mlx %d-bit g%d f16 row %d elem %d", bits, group, r, i);
+            }
+    }
+}
+
+/* The bf16 variant is chosen only where narrowing is exact. */
+static void test_mlx_bf16_choice(void **state) {
+    (void)state;
+    const lp_type t = lp_mlx_type(4, 64);
+    const lpc_plane_split *narrow = lpc_split_for(t, true), *plain = lpc_split_for(t, false);
+    assert_true(narrow && narrow->b_bf16 && plain && !plain->b_bf16 && plain->type == (int)t);
+    assert_ptr_equal(lpc_split_for(LPC_Q4_K, true), lpc_find_split(LPC_Q4_K)); /* no variant: the plain split */
+    std::vector<uint8_t> raw(3 * (size_t)plain->raw_bytes, 0);
+    const float ok = 0.5f, bad = 0.1f; /* 0.1 is not a bfloat16 value */
+    memcpy(&raw[plain->raw_bytes + 4], &ok, 4);
+    assert_true(lpc_split_fits(narrow, raw.data(), 3));
+    memcpy(&raw[2 * plain->raw_bytes + 4], &bad, 4);
+    assert_false(lpc_split_fits(narrow, raw.data(), 3));
+    assert_true(lpc_split_fits(plain, raw.data(), 3));
 }
 
 /* The activation quantizer is llama.cpp's x86 Q8_0 arithmetic: d = max|x|/127 rounded
@@ -122,14 +252,18 @@ static void test_quantize(void **state) {
 }
 
 /* GEMV of every quantized type, 1..11 columns, three problems in one launch, one of them
- * accumulating: exact against the dequantized weights times the dequantized codes. */
+ * accumulating: exact against the dequantized weights times the dequantized codes. The
+ * MLX types share one decoder per width, so besides MLX 4-bit g64 (both plane B
+ * layouts) they run 1 and 11 columns only (the 1- and 8-column kernels and the 4-column one for the last 3). */
 static void test_gemv_quant(void **state) {
     (void)state;
     const int Ms[3] = {5, 8, 3};
+    const std::vector<int> all_cols = {1, 2, 3, 5, 8, 11}, few_cols = {1, 11};
     for (int type : quant_types) {
+        const bool few = is_mlx_kernel_type(type) && lpc_find_split(type)->src_type != (int)lp_mlx_type(4, 64);
         /* K = 4352: 17 super-blocks, more slices than one batch of the batch-1 kernel */
         for (int K : {512, 4352})
-        for (int ncols : {1, 2, 3, 5, 8, 11}) {
+        for (int ncols : few ? few_cols : all_cols) {
             if (K > 512 && ncols > 2) continue;
             std::vector<dev_weight> ws;
             for (int pi = 0; pi < 3; pi++) ws.push_back(make_weight(type, Ms[pi], K, rand_vec((size_t)Ms[pi] * K, 0.5f)));
@@ -203,37 +337,52 @@ static void test_gemv_float(void **state) {
 }
 
 /* Expert mode: pair p uses expert sel[p] and x column p / x_div. */
+struct expert_offsets {
+    size_t M, bpr, a, b;
+    template <class T>
+    void run() {
+        a = M * bpr * T::A_BYTES;
+        b = M * bpr * T::B_BYTES;
+    }
+};
+
 static void test_gemv_experts(void **state) {
     (void)state;
     const int K = 256, M = 4, E = 3, pairs = 4, x_div = 2;
-    dev_weight w = make_weight(LPC_Q4_K, M * E, K, rand_vec((size_t)M * E * K, 1.0f));
-    std::vector<float> x = rand_vec((size_t)2 * K, 1.0f), y((size_t)pairs * M, NAN);
-    q8_buf xq(x.size());
-    lpc_quantize(0, x.data(), x.size(), xq.view());
-    const int sel[pairs] = {2, 0, 1, 2};
-    lpc_gemv_args p = {};
-    p.nprob = 1;
-    p.a[0] = w.a.data();
-    p.b[0] = w.b.data();
-    p.y[0] = y.data();
-    p.M[0] = M;
-    p.row0[1] = M;
-    p.K = K;
-    p.bpr = w.bpr;
-    p.ncols = 1;
-    p.xq = xq.view();
-    p.sel = sel;
-    p.x_div = x_div;
-    p.expert_a = (size_t)M * w.bpr * lpc_q4_K::A_BYTES;
-    p.expert_b = (size_t)M * w.bpr * lpc_q4_K::B_BYTES;
-    assert_true(lpc_gemv(0, LPC_Q4_K, p, pairs));
-    for (int pr = 0; pr < pairs; pr++)
-        for (int r = 0; r < M; r++) {
-            double ref = 0;
-            for (int k = 0; k < K; k++)
-                ref += (double)w.ref[((size_t)sel[pr] * M + r) * K + k] * xq.value((size_t)(pr / x_div) * K + k);
-            assert_true(fabs(y[(size_t)pr * M + r] - ref) < 1e-4);
-        }
+    for (int type : {(int)LPC_Q4_K, (int)lp_mlx_type(4, 64), lpc_split_for(lp_mlx_type(4, 64), true)->type,
+                     (int)lp_mlx_type(3, 32), (int)lp_mlx_type(8, 128)}) {
+        dev_weight w = make_weight(type, M * E, K, rand_vec((size_t)M * E * K, 1.0f));
+        std::vector<float> x = rand_vec((size_t)2 * K, 1.0f), y((size_t)pairs * M, NAN);
+        q8_buf xq(x.size());
+        lpc_quantize(0, x.data(), x.size(), xq.view());
+        const int sel[pairs] = {2, 0, 1, 2};
+        expert_offsets off = {(size_t)M, (size_t)w.bpr, 0, 0};
+        assert_true(lpc_dispatch_quant(type, off));
+        lpc_gemv_args p = {};
+        p.nprob = 1;
+        p.a[0] = w.a.data();
+        p.b[0] = w.b.data();
+        p.y[0] = y.data();
+        p.M[0] = M;
+        p.row0[1] = M;
+        p.K = K;
+        p.bpr = w.bpr;
+        p.ncols = 1;
+        p.xq = xq.view();
+        p.sel = sel;
+        p.x_div = x_div;
+        p.expert_a = off.a;
+        p.expert_b = off.b;
+        assert_true(lpc_gemv(0, type, p, pairs));
+        for (int pr = 0; pr < pairs; pr++)
+            for (int r = 0; r < M; r++) {
+                double ref = 0;
+                for (int k = 0; k < K; k++)
+                    ref += (double)w.ref[((size_t)sel[pr] * M + r) * K + k] * xq.value((size_t)(pr / x_div) * K + k);
+                const float got = y[(size_t)pr * M + r];
+                if (!(fabs(got - ref) < 1e-4)) fail_msg("type %d pair %d row %d: %g vs %g", type, pr, r, got, ref);
+            }
+    }
 }
 
 static void test_rmsnorm_swiglu_add(void **state) {
@@ -584,7 +733,9 @@ static void test_half_conversion(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_half_conversion),   cmocka_unit_test(test_dequant_matches_to_float),
+        cmocka_unit_test(test_half_conversion),   cmocka_unit_test(test_split_table),
+        cmocka_unit_test(test_mlx_decode_exact),  cmocka_unit_test(test_mlx_bf16_choice),
+        cmocka_unit_test(test_dequant_matches_to_float),
         cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
         cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),

@@ -350,12 +350,12 @@ template <class T>
 struct lpc_gemv1<T, true> {
     static bool fits(const lpc_gemv_args &p) { return p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K; }
     /* Shapes measured on the H100 with PDL (bench/cuda_gemv_bench.cu, Qwen3-8B
-     * matrices, TB/s): 4-/5-bit K-quants over 4096 columns want one row per warp and
+     * matrices, TB/s): 4-/5-bit types over 4096 columns want one row per warp and
      * 4 slices in flight (gate/up 2.37 vs 2.09 at two rows), over 12288 columns two
      * rows (down 2.13 vs 1.79); Q6_K two rows, 2 slices (4 spill; lm_head 3.0, the
      * copy bandwidth); Q8_0 4 slices except on the tall gate/up (2.93 vs 2.68 on q/o). */
     static void launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) {
-        if constexpr ((int)T::TYPE == LPC_Q4_K || (int)T::TYPE == LPC_Q5_K) {
+        if constexpr (T::A_BYTES * 8 == 4 * T::BLOCK || T::A_BYTES * 8 == 5 * T::BLOCK) { /* Q4_K, Q5_K, MLX 4-bit, Q4_0 */
             if (p.K <= 4096) return lpc_gemv1_launch<T, 1, 4, 8>(st, p, n_pairs);
         } else if constexpr ((int)T::TYPE == LPC_Q8_0) {
             if (p.row0[p.nprob] <= 8192) return lpc_gemv1_launch<T, 2, 4, 8>(st, p, n_pairs);

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef LPC_EMU
 #include "simt_emu.h"
@@ -77,6 +78,31 @@ LPC_HD uint16_t lpc_f2h(float f) { return lpc_f2h_soft(f); }
 __device__ __forceinline__ float lpc_h2f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ uint16_t lpc_f2h(float f) { return __half_as_ushort(__float2half_rn(f)); }
 #endif
+
+/* __byte_perm (PRMT): byte i of the result is byte (s >> 4i) & 7 of the pair y:x (x =
+ * bytes 0-3). One instruction on the GPU; the portable loop is the emulator's. Only the
+ * plain selector mode (bit 3 of each nibble clear) is used. */
+LPC_HD uint32_t lpc_prmt(uint32_t x, uint32_t y, uint32_t s) {
+#ifdef __CUDA_ARCH__
+    return __byte_perm(x, y, s);
+#else
+    const uint64_t yx = (uint64_t)y << 32 | x;
+    uint32_t r = 0;
+    for (int i = 0; i < 4; i++) r |= (uint32_t)((yx >> (8 * ((s >> (4 * i)) & 7))) & 0xffu) << (8 * i);
+    return r;
+#endif
+}
+
+/* Bits of a uint32 as a float (device intrinsic, memcpy elsewhere). */
+LPC_HD float lpc_u2f(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
 
 LPC_HD float lpc_bf2f(uint16_t h) {
     union { uint32_t u; float f; } cv;

@@ -1,12 +1,13 @@
-/* lpc_quant.cuh — the GPU's view of GGUF block types: how each type is split
- * into two planes at upload, and how one thread decodes one "slice" of a block.
+/* lpc_quant.cuh — the GPU's view of quantized block types (GGUF's, and the runtime's
+ * MLX affine blocks, see the MLX section): how each type is split into two planes at
+ * upload, and how one thread decodes one "slice" of a block.
  *
  * Planes. A GGUF block mixes quants with scales and is often not 16-byte sized
  * (Q6_K 210 B, Q8_0 34 B), which rules out 16-byte loads. At upload each block
- * is cut into plane A (the quant bytes, a multiple of 16 bytes) and plane B (the
- * rest: d, dmin, scales), each plane contiguous over all blocks of the weight.
+ * is cut into plane A (the quant bytes, a multiple of 16 bytes for GGUF types) and
+ * plane B (the rest: d, dmin, scales), each plane contiguous over all blocks of the weight.
  * No byte is re-encoded and nothing is added except padding of Q3_K's 14-byte
- * plane B to 16.
+ * plane B to 16 (MLX scales may be narrowed to bf16 where that is exact: see there).
  *
  * Slices. A slice is the part of a block one thread handles in one step: one
  * 16-byte load from plane A (two or three for Q6_K/Q8_0) giving RUNS runs of 16
@@ -24,12 +25,14 @@
 
 /* How a block splits into planes (host-side repack), one row per type. */
 typedef struct {
-    int type;        /* lp_type id */
+    int type;        /* kernel type: the lp_type id, or an LPC-only variant (MLX bf16 scales) */
+    int src_type;    /* lp_type of the host blocks it is cut from */
     int block;       /* elements per block */
     int raw_bytes;   /* GGUF block size */
     int a_off, a_len; /* plane A: bytes [a_off, a_off + a_len) of the block */
     int b_off, b_len; /* plane B: bytes [b_off, b_off + b_len) */
-    int b_stride;    /* plane B bytes per block (>= b_len, padded for aligned loads) */
+    int b_stride;    /* plane B bytes per block (>= b_len, padded for aligned loads; b_len / 2 if b_bf16) */
+    int b_bf16;      /* plane B keeps only the high (bfloat16) half of each f32 of [b_off, b_off + b_len) */
 } lpc_plane_split;
 
 enum { LPC_F32 = 0, LPC_F16 = 1, LPC_Q4_0 = 2, LPC_Q8_0 = 8, LPC_Q2_K = 10, LPC_Q3_K = 11, LPC_Q4_K = 12,
@@ -362,47 +365,230 @@ struct lpc_q4_0 : lpc_decoder<lpc_q4_0> {
     }
 };
 
-/* Plane splits for the host repack, indexed by search (8 rows). */
-static const lpc_plane_split lpc_plane_splits[] = {
-    {LPC_Q4_K, 256, 144, 16, 128, 0, 16, 16},
-    {LPC_Q5_K, 256, 176, 16, 160, 0, 16, 16},
-    {LPC_Q6_K, 256, 210, 0, 208, 208, 2, 2},
-    {LPC_Q3_K, 256, 110, 0, 96, 96, 14, 16},
-    {LPC_Q2_K, 256, 84, 0, 80, 80, 4, 4},
-    {LPC_Q8_0, 32, 34, 2, 32, 0, 2, 2},
-    {LPC_Q4_0, 32, 18, 2, 16, 0, 2, 2},
+/* ---- MLX affine (mlx_types.h): w = scale * q + bias per group of GROUP elements ----
+ *
+ * The runtime block is f32 scale | f32 bias | GROUP*BITS/8 code bytes (MLX's row bit
+ * stream unchanged: element i of the group at stream bit i*BITS). Plane A = the code
+ * bytes, plane B = scale | bias, so value = scale * q - minv with minv = -bias.
+ *
+ * Slice = 32 elements = BITS code words, whatever the width: 32 codes of BITS bits
+ * end exactly on a word boundary, every group is a whole number of slices, and no
+ * plane needs padding (3-bit g32 = 12 code bytes would waste a third of plane A if
+ * padded to 16). The price is the load width: slice s starts at byte 4*BITS*s, so
+ * 4 and 8 bits take 16-byte loads, 2 and 6 bits 8-byte loads and 3 and 5 bits 4-byte
+ * loads (lanes still read consecutive bytes, so a warp's loads stay coalesced; only
+ * the L1 sees more requests on the 3/5-bit widths, which are not the fast path).
+ *
+ * 8 bits: codes 0..255 do not fit dp4a's signed bytes. The decoder flips the top bit
+ * (byte = q - 128) and folds the offset into minv = -(bias + 128 * scale): exact in
+ * the GEMV's integer sums, and in dequantization whenever bias + 128*scale is exact
+ * in f32 (always for the bf16/f16 scales and biases of MLX files, up to 2^12 apart
+ * in magnitude); otherwise it is within one rounding of scale * q + bias. */
+enum { LPC_MLX_FIRST = 64 }; /* LP_TYPE_MLX_FIRST (checked against mlx_types.c by test_cuda_emu) */
+enum { LPC_MLX_BF16_FIRST = 128 }; /* kernel-only ids of the bf16-scale variants, past every lp_type */
+
+/* lp_mlx_type(bits, group): widths 2,3,4,5,6,8 x groups 32,64,128, group fastest. */
+constexpr int lpc_mlx_type_id(int bits, int group) {
+    return LPC_MLX_FIRST + (bits == 8 ? 5 : bits - 2) * 3 + (group == 32 ? 0 : group == 64 ? 1 : 2);
+}
+
+/* N consecutive words from p (4*N-byte aligned), with the widest loads that alignment allows. */
+template <int N>
+LPC_HD void lpc_load_words(const uint8_t *p, uint32_t (&w)[N]) {
+    if constexpr (N % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < N; i += 4) {
+            const uint4 q = lpc_load16(p + 4 * i);
+            w[i] = q.x, w[i + 1] = q.y, w[i + 2] = q.z, w[i + 3] = q.w;
+        }
+    } else if constexpr (N % 2 == 0) {
+#pragma unroll
+        for (int i = 0; i < N; i += 2) {
+            const uint2 q = lpc_load8(p + 4 * i);
+            w[i] = q.x, w[i + 1] = q.y;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < N; i++) w[i] = lpc_load4(p + 4 * i);
+    }
+}
+
+/* 32 BITS-wide codes (a slice's BITS words) -> 32 bytes in element order, 4 per word.
+ * Generic: every shift is a compile-time constant after unrolling; codes that straddle
+ * two words take bits from both. Specialised below for 4 and 8 bits. */
+template <int BITS>
+LPC_HD void lpc_mlx_unpack(const uint32_t (&w)[BITS], uint32_t (&v)[8]) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        uint32_t out = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int bit = (4 * j + i) * BITS, wi = bit / 32, sh = bit % 32;
+            uint32_t code = w[wi] >> sh;
+            if (sh + BITS > 32) code |= w[wi + 1] << (32 - sh);
+            out |= (code & ((1u << BITS) - 1)) << (8 * i);
+        }
+        v[j] = out;
+    }
+}
+
+/* 4 bits, the fast path: word j holds elements 8j..8j+7, element 8j+i in nibble i. The
+ * even nibbles (lo) and odd nibbles (hi) are masked into bytes, then two byte permutes
+ * interleave them back into element order: [lo0 hi0 lo1 hi1] and [lo2 hi2 lo3 hi3]. */
+template <>
+LPC_HD void lpc_mlx_unpack<4>(const uint32_t (&w)[4], uint32_t (&v)[8]) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const uint32_t lo = w[j] & LPC_LO4, hi = (w[j] >> 4) & LPC_LO4;
+        v[2 * j] = lpc_prmt(lo, hi, 0x5140);
+        v[2 * j + 1] = lpc_prmt(lo, hi, 0x7362);
+    }
+}
+
+/* 8 bits: bytes are already in element order; q - 128 as a signed byte (see above). */
+template <>
+LPC_HD void lpc_mlx_unpack<8>(const uint32_t (&w)[8], uint32_t (&v)[8]) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) v[j] = w[j] ^ 0x80808080u;
+}
+
+/* BF16 = 0: plane B = f32 scale | f32 bias (8 bytes). BF16 = 1, the compact variant for
+ * weights whose scales and biases are all bfloat16 values (MLX files of bf16 models,
+ * what our pipeline and mlx-lm write for Qwen3): plane B = their bf16 halves (4 bytes),
+ * 10% fewer bytes per weight at 4 bits, group 64 (4.5 instead of 5 bits: Q4_K's), the
+ * same values. Weights with f16 or f32 scales use the plain layout. */
+template <int BITS, int GROUP, int BF16 = 0>
+struct lpc_mlx : lpc_decoder<lpc_mlx<BITS, GROUP, BF16>> {
+    enum { TYPE = BF16 ? lpc_mlx_type_id(BITS, GROUP) - LPC_MLX_FIRST + LPC_MLX_BF16_FIRST : lpc_mlx_type_id(BITS, GROUP),
+           BLOCK = GROUP, SLICES = GROUP / 32, RUNS = 2, A_BYTES = GROUP * BITS / 8, B_BYTES = BF16 ? 4 : 8 };
+    struct raw {
+        uint32_t w[BITS];
+        uint32_t sb0, sb1; /* scale | bias: two bf16 halves of sb0, or two f32 */
+    };
+    LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &r) {
+        lpc_load_words<BITS>(A + 4 * BITS * s, r.w);
+        if constexpr (BF16) {
+            r.sb0 = lpc_load4(B), r.sb1 = 0;
+        } else {
+            const uint2 sb = lpc_load8(B);
+            r.sb0 = sb.x, r.sb1 = sb.y;
+        }
+    }
+    LPC_HD static void unpack(const raw &r, int s, lpc_slice<2> &o) {
+        uint32_t v[8];
+        lpc_mlx_unpack<BITS>(r.w, v);
+        const float scale = BF16 ? lpc_u2f(r.sb0 << 16) : lpc_u2f(r.sb0), bias = BF16 ? lpc_u2f(r.sb0 & 0xffff0000u) : lpc_u2f(r.sb1);
+        const float minv = BITS == 8 ? -(bias + 128.0f * scale) : -bias;
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            o.scale[q] = scale;
+            o.minv[q] = minv;
+            o.off[q] = 32 * s + 16 * q;
+#pragma unroll
+            for (int k = 0; k < 4; k++) o.v[q][k] = v[4 * q + k];
+        }
+    }
 };
 
+/* Plane split of an MLX type, from its decoder: codes after the 8-byte f32 scale | bias. */
+template <int BITS, int GROUP, int BF16>
+constexpr lpc_plane_split lpc_mlx_split() {
+    typedef lpc_mlx<BITS, GROUP, BF16> T;
+    return lpc_plane_split{T::TYPE, lpc_mlx_type_id(BITS, GROUP), GROUP, 8 + T::A_BYTES, 8, T::A_BYTES, 0, 8, T::B_BYTES, BF16};
+}
+
+/* Every MLX (bits, group) pair, once: X(bits, group); and those with a bf16-scale variant:
+ * 4 bits, the width that must be fast. Each entry is one more set of kernels (~1.6 s of
+ * nvcc, ~130 KB of SASS), so 8 bits (6% fewer bytes with bf16 scales at group 64) is
+ * left out for now; adding a pair here is all it takes. */
+#define LPC_MLX_PAIRS(X)                                                                                              \
+    X(2, 32) X(2, 64) X(2, 128) X(3, 32) X(3, 64) X(3, 128) X(4, 32) X(4, 64) X(4, 128) X(5, 32) X(5, 64) X(5, 128) \
+    X(6, 32) X(6, 64) X(6, 128) X(8, 32) X(8, 64) X(8, 128)
+#define LPC_MLX_BF16_PAIRS(X) X(4, 32) X(4, 64) X(4, 128)
+
+/* Plane splits for the host repack, indexed by search: GGUF types by hand, MLX from their decoders. */
+#define LPC_MLX_SPLIT_ROW(b, g) lpc_mlx_split<b, g, 0>(),
+#define LPC_MLX_BF16_SPLIT_ROW(b, g) lpc_mlx_split<b, g, 1>(),
+static const lpc_plane_split lpc_plane_splits[] = {
+    {LPC_Q4_K, LPC_Q4_K, 256, 144, 16, 128, 0, 16, 16, 0},
+    {LPC_Q5_K, LPC_Q5_K, 256, 176, 16, 160, 0, 16, 16, 0},
+    {LPC_Q6_K, LPC_Q6_K, 256, 210, 0, 208, 208, 2, 2, 0},
+    {LPC_Q3_K, LPC_Q3_K, 256, 110, 0, 96, 96, 14, 16, 0},
+    {LPC_Q2_K, LPC_Q2_K, 256, 84, 0, 80, 80, 4, 4, 0},
+    {LPC_Q8_0, LPC_Q8_0, 32, 34, 2, 32, 0, 2, 2, 0},
+    {LPC_Q4_0, LPC_Q4_0, 32, 18, 2, 16, 0, 2, 2, 0},
+    LPC_MLX_PAIRS(LPC_MLX_SPLIT_ROW)
+    LPC_MLX_BF16_PAIRS(LPC_MLX_BF16_SPLIT_ROW)
+};
+#undef LPC_MLX_SPLIT_ROW
+#undef LPC_MLX_BF16_SPLIT_ROW
+
+/* The split of kernel type `type`; NULL if it has none. */
 static inline const lpc_plane_split *lpc_find_split(int type) {
     for (size_t i = 0; i < sizeof lpc_plane_splits / sizeof lpc_plane_splits[0]; i++)
         if (lpc_plane_splits[i].type == type) return &lpc_plane_splits[i];
     return NULL;
 }
 
-/* Host: split n_blocks GGUF blocks into plane A (a_len bytes each) and plane B
- * (b_stride bytes each, zero padded). */
+/* Do the n_blocks host blocks at src suit split sp: for a b_bf16 split, every f32 of
+ * their plane B must be a bfloat16 value (low half zero), so that narrowing is exact. */
+static inline bool lpc_split_fits(const lpc_plane_split *sp, const uint8_t *src, size_t n_blocks) {
+    for (size_t i = 0; sp->b_bf16 && i < n_blocks; i++)
+        for (int k = 0; k < sp->b_len; k += 4) {
+            const uint8_t *f = src + i * (size_t)sp->raw_bytes + sp->b_off + k;
+            if (f[0] | f[1]) return false;
+        }
+    return true;
+}
+
+/* The split for host type src_type: with bf16, its bf16-scale variant when one exists
+ * (the caller checks lpc_split_fits), else the plain one; NULL if none. */
+static inline const lpc_plane_split *lpc_split_for(int src_type, bool bf16) {
+    const lpc_plane_split *plain = NULL;
+    for (const lpc_plane_split &sp : lpc_plane_splits) {
+        if (sp.src_type != src_type) continue;
+        if (sp.b_bf16 == (int)bf16) return &sp;
+        if (!sp.b_bf16) plain = &sp;
+    }
+    return plain;
+}
+
+/* Host: split n_blocks blocks into plane A (a_len bytes each) and plane B (b_stride
+ * bytes each, zero padded; with b_bf16 the high halves of plane B's f32s, little-endian). */
 static inline void lpc_repack(const lpc_plane_split *sp, const uint8_t *src, size_t n_blocks, uint8_t *a, uint8_t *b) {
     for (size_t i = 0; i < n_blocks; i++) {
         const uint8_t *blk = src + i * (size_t)sp->raw_bytes;
+        uint8_t *bb = b + i * (size_t)sp->b_stride;
         memcpy(a + i * (size_t)sp->a_len, blk + sp->a_off, (size_t)sp->a_len);
-        memcpy(b + i * (size_t)sp->b_stride, blk + sp->b_off, (size_t)sp->b_len);
-        if (sp->b_stride > sp->b_len) memset(b + i * (size_t)sp->b_stride + sp->b_len, 0, (size_t)(sp->b_stride - sp->b_len));
+        if (sp->b_bf16) {
+            for (int k = 0; k < sp->b_len / 4; k++) memcpy(bb + 2 * k, blk + sp->b_off + 4 * k + 2, 2);
+            continue;
+        }
+        memcpy(bb, blk + sp->b_off, (size_t)sp->b_len);
+        if (sp->b_stride > sp->b_len) memset(bb + sp->b_len, 0, (size_t)(sp->b_stride - sp->b_len));
     }
 }
 
-/* Calls F::template run<T>() with the slice decoder of a quantized type; false if none. */
+/* The quantized types with a slice decoder; dispatch runs F::template run<T>() for the
+ * one whose TYPE matches (false if none). Adding a type = adding it to this list. */
+template <class... Ts>
+struct lpc_type_list {
+    template <class F>
+    static bool dispatch(int type, F &f) {
+        return ((type == Ts::TYPE ? (f.template run<Ts>(), true) : false) || ...);
+    }
+};
+#define LPC_MLX_LIST_ITEM(b, g) , lpc_mlx<b, g>
+#define LPC_MLX_BF16_LIST_ITEM(b, g) , lpc_mlx<b, g, 1>
+typedef lpc_type_list<lpc_q4_K, lpc_q5_K, lpc_q6_K, lpc_q3_K, lpc_q2_K, lpc_q8_0, lpc_q4_0 LPC_MLX_PAIRS(LPC_MLX_LIST_ITEM)
+                          LPC_MLX_BF16_PAIRS(LPC_MLX_BF16_LIST_ITEM)>
+    lpc_quant_types;
+#undef LPC_MLX_LIST_ITEM
+#undef LPC_MLX_BF16_LIST_ITEM
+
 template <class F>
 inline bool lpc_dispatch_quant(int type, F &&f) {
-    switch (type) {
-    case LPC_Q4_K: f.template run<lpc_q4_K>(); return true;
-    case LPC_Q5_K: f.template run<lpc_q5_K>(); return true;
-    case LPC_Q6_K: f.template run<lpc_q6_K>(); return true;
-    case LPC_Q3_K: f.template run<lpc_q3_K>(); return true;
-    case LPC_Q2_K: f.template run<lpc_q2_K>(); return true;
-    case LPC_Q8_0: f.template run<lpc_q8_0>(); return true;
-    case LPC_Q4_0: f.template run<lpc_q4_0>(); return true;
-    default: return false;
-    }
+    return lpc_quant_types::dispatch(type, f);
 }
 
 #endif
