@@ -113,6 +113,16 @@ __device__ __forceinline__ void lpc_gemv_store(const lpc_gemv_args &p, const lpc
     }
 }
 
+/* Run q of a slice times 16 int8 activations xw (scale xd, xs = xd * their sum). */
+template <int RUNS>
+__device__ __forceinline__ float lpc_run_dot(const lpc_slice<RUNS> &sl, int q, uint4 xw, float xd, float xs) {
+    int sumi = __dp4a((int)sl.v[q][0], (int)xw.x, 0);
+    sumi = __dp4a((int)sl.v[q][1], (int)xw.y, sumi);
+    sumi = __dp4a((int)sl.v[q][2], (int)xw.z, sumi);
+    sumi = __dp4a((int)sl.v[q][3], (int)xw.w, sumi);
+    return sl.scale[q] * xd * (float)sumi - sl.minv[q] * xs;
+}
+
 /* Quantized weights: each warp takes LPC_GEMV_ROWS consecutive rows, so every
  * activation load (int8 codes, scales) serves that many weight rows: with one row
  * per warp the GEMVs issued about as many activation loads as weight loads and sat
@@ -160,13 +170,7 @@ __global__ void __launch_bounds__(128) lpc_gemv_q(lpc_gemv_args p) {
                 const uint4 xw = lpc_load16((const uint8_t *)(p.xq.q + e));
                 const float xd = __ldg(p.xq.d + e / 32), xs = __ldg(p.xq.s + e / 16);
 #pragma unroll
-                for (int i = 0; i < R; i++) {
-                    int sumi = __dp4a((int)sl[i].v[q][0], (int)xw.x, 0);
-                    sumi = __dp4a((int)sl[i].v[q][1], (int)xw.y, sumi);
-                    sumi = __dp4a((int)sl[i].v[q][2], (int)xw.z, sumi);
-                    sumi = __dp4a((int)sl[i].v[q][3], (int)xw.w, sumi);
-                    acc[i][c] += sl[i].scale[q] * xd * (float)sumi - sl[i].minv[q] * xs;
-                }
+                for (int i = 0; i < R; i++) acc[i][c] += lpc_run_dot(sl[i], q, xw, xd, xs);
             }
         }
     }
@@ -317,13 +321,7 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
                 const uint4 xw = xc[e16];
                 const float2 ds = xds[e16];
 #pragma unroll
-                for (int i = 0; i < R; i++) {
-                    int sumi = __dp4a((int)sl[i].v[q][0], (int)xw.x, 0);
-                    sumi = __dp4a((int)sl[i].v[q][1], (int)xw.y, sumi);
-                    sumi = __dp4a((int)sl[i].v[q][2], (int)xw.z, sumi);
-                    sumi = __dp4a((int)sl[i].v[q][3], (int)xw.w, sumi);
-                    acc[i][0] += sl[i].scale[q] * ds.x * (float)sumi - sl[i].minv[q] * ds.y;
-                }
+                for (int i = 0; i < R; i++) acc[i][0] += lpc_run_dot(sl[i], q, xw, ds.x, ds.y);
             }
         }
     }
