@@ -1417,7 +1417,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->use_graphs = !env_off("LP_CUDA_GRAPHS");
     c->use_fusion = !env_off("LP_CUDA_FUSE");
     const char *gm = getenv("LP_CUDA_GEMV_MAX_N");
-    c->gemv_max_n = gm && *gm ? atoi(gm) : LPC_GEMV_MAX_N;
+    c->gemv_max_n = gm && atoi(gm) > 0 ? atoi(gm) : LPC_GEMV_MAX_N; /* unset or not a positive count: default */
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
     if (c->prof.on) c->use_graphs = false; /* eager launches, an event after each op */
