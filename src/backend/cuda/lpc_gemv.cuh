@@ -270,6 +270,9 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
     __shared__ uint4 xc[LPC_X1_MAX_K / 16];    /* int8 codes, 16 per entry */
     __shared__ float2 xds[LPC_X1_MAX_K / 16];  /* per 16-element run: (d of its 32-group, d * sum of its codes) */
     lpc_launch_dependents();
+    /* Expert mode reads the routing kernel's expert ids to find its rows: no weight
+     * prefetch across the wait there (ids read early could be stale). */
+    if (p.sel) lpc_grid_wait();
     const int lane = threadIdx.x % 32;
     const int grow = (blockIdx.x * W + threadIdx.x / 32) * R;
     lpc_row_pick r[R];
@@ -291,7 +294,7 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
         }
         lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
     }
-    lpc_grid_wait(); /* launched PDL: the weights above are in flight; x is the previous kernel's */
+    if (!p.sel) lpc_grid_wait(); /* launched PDL: the weights above are in flight; x is the previous kernel's */
     const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
     for (int i = threadIdx.x; i < p.K / 16; i += W * 32) {
         xc[i] = lpc_load16((const uint8_t *)(p.xq.q + xoff) + 16 * (size_t)i);
