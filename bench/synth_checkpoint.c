@@ -265,8 +265,11 @@ int main(int argc, char **argv) {
     if (layers > 0) json_object_set_new(cfg, "num_hidden_layers", json_integer(layers));
     lp_hparams hp;
     if (lp_hparams_from_config(cfg, config, &hp) != 0) return fprintf(stderr, "%s\n", lp_errmsg()), 1;
-    if (recipe) return write_gguf(&hp, recipe, tok_dir, out) == 0 ? 0 : (fprintf(stderr, "%s\n", lp_errmsg()), 1);
-    if (mlx_recipe) return write_mlx(&hp, cfg, mlx_recipe, tok_dir, out) == 0 ? 0 : (fprintf(stderr, "%s\n", lp_errmsg()), 1);
+    if (recipe || mlx_recipe) {
+        const int rc = recipe ? write_gguf(&hp, recipe, tok_dir, out) : write_mlx(&hp, cfg, mlx_recipe, tok_dir, out);
+        json_decref(cfg);
+        return rc == 0 ? 0 : (fprintf(stderr, "%s\n", lp_errmsg()), 1);
+    }
     if (lp_mkdir_p(out) != 0) return fprintf(stderr, "%s\n", lp_errmsg()), 1;
     lp_plan plan;
     if (lp_plan_build(&plan, &hp, lp_recipe_find("bf16"), present, &hp) != 0) return fprintf(stderr, "%s\n", lp_errmsg()), 1;
