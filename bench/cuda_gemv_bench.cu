@@ -56,6 +56,11 @@ template <class T, int R, int U, int W>
 static void new_kernel(cudaStream_t st, const lpc_gemv_args &p) {
     lpc_gemv1_launch<T, R, U, W>(st, p, 0);
 }
+/* The production choice of shape for T (lpc_gemv1::launch). */
+template <class T>
+static void default_kernel(cudaStream_t st, const lpc_gemv_args &p) {
+    lpc_gemv1<T>::launch(st, p, 0);
+}
 static bool g_pdl; /* PDL for the x1 variants of this pass */
 
 template <class T>
@@ -64,7 +69,7 @@ static std::vector<variant> variants() {
             {"x1 R1 U4", new_kernel<T, 1, 4, 8>},
             {"x1 R2 U2", new_kernel<T, 2, 2, 8>},
             {"x1 R2 U4", new_kernel<T, 2, 4, 8>},
-            {"x1 default", lpc_gemv1<T>::launch_plain}};
+            {"x1 default", default_kernel<T>}};
 }
 
 template <class T>

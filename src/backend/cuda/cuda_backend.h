@@ -14,7 +14,9 @@
  * Environment switches (debugging): LP_CUDA_GRAPHS=0 (no CUDA graphs),
  * LP_CUDA_FUSE=0 (no op fusion; attention's combine is a separate launch again),
  * LP_CUDA_PROFILE=1 (eager steps with per-op GPU times, printed as a table when the
- * backend is destroyed). */
+ * backend is destroyed), LP_CUDA_PDL=0 (plain launches, no programmatic dependent
+ * launch); tuning: LP_CUDA_GEMV_MAX_N (batches up to this many rows use the GEMV
+ * kernels, larger ones GEMM; default 32). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 

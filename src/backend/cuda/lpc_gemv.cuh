@@ -229,7 +229,6 @@ __global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
     lpc_gemv_store<NC>(p, r, acc, lane);
 }
 
-
 /* ---- batch-1 GEMV: activations in shared memory, weight loads issued first ----
  *
  * Each warp owns R rows; each lane loads U slices of every row before using any
@@ -241,16 +240,6 @@ __global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
  * (the multi-column kernel issues as many activation loads as weight loads). */
 
 enum { LPC_X1_MAX_K = 16384 };
-
-/* Decoders that split their global loads from the unpacking (lpc_decoder). */
-template <class T, class = void>
-struct lpc_has_raw {
-    enum { value = 0 };
-};
-template <class T>
-struct lpc_has_raw<T, decltype(void(sizeof(typename T::raw)))> {
-    enum { value = 1 };
-};
 
 template <class T, int R, int U>
 __device__ __forceinline__ void lpc_gemv1_load(const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int s0, int S,
@@ -342,13 +331,9 @@ inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs)
     LPC_LAUNCH_PDL(kern, grid, dim3(W * 32), st, p);
 }
 
-template <class T, bool RAW = lpc_has_raw<T>::value>
-struct lpc_gemv1 {
-    static bool fits(const lpc_gemv_args &) { return false; }
-    static void launch(lpc_stream, const lpc_gemv_args &, int) {}
-};
+/* Every quantized decoder (lpc_decoder: load + unpack) has the batch-1 kernel. */
 template <class T>
-struct lpc_gemv1<T, true> {
+struct lpc_gemv1 {
     static bool fits(const lpc_gemv_args &p) { return p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K; }
     /* Shapes measured on the H100 with PDL (bench/cuda_gemv_bench.cu, Qwen3-8B
      * matrices, TB/s): 4-/5-bit types over 4096 columns want one row per warp and
@@ -363,7 +348,6 @@ struct lpc_gemv1<T, true> {
         }
         lpc_gemv1_launch<T, 2, 2, 8>(st, p, n_pairs);
     }
-    static void launch_plain(lpc_stream st, const lpc_gemv_args &p) { launch(st, p, 0); }
 };
 
 /* Launch for one weight type: columns in chunks of 8, the kernel's NC the next power of two. */
