@@ -13,6 +13,7 @@
 #   bash bench/cuda_device.sh fast profile   # ~3 min: models written directly (no bf16, no
 #                                            # K-quant search), per-op GPU time table
 #   bash bench/cuda_device.sh gemv           # ~2 min: the decode GEMV variants alone
+#   bash bench/cuda_device.sh fast nsys      # kernel durations and gaps of graph decode
 # Precisions: LP_BENCH_PRECISIONS (default "q4_k_m q8_0 mlx-4bit"): GGUF recipes, and
 # mlx-<MLX recipe> for an MLX directory (mlx-4bit: 4 bits, group 64, bf16 scales: mlx-lm's
 # default), always written directly by synth_checkpoint --mlx (also after `synth`).
@@ -181,6 +182,22 @@ ncu_gemv() {
     "$OUTDIR/ncu.txt" | head -120
 }
 
+# Nsight Systems over batch-1 decode with graphs (kernels inside graphs traced one by
+# one): per-kernel totals and the GPU trace (start, duration) for gap analysis.
+nsys_decode() {
+  [ -x build/bench_cuda ] || build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  local f nsys
+  nsys="$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)"
+  [ -n "$nsys" ] || { echo "nsys not found"; return 0; }
+  f="$(model_path "${LP_NSYS_PRECISION:-q4_k_m}")"
+  "$nsys" profile -o /tmp/lp-nsys --force-overwrite true --cuda-graph-trace=node -t cuda build/bench_cuda "$f" \
+    --depths "${LP_NSYS_DEPTH:-512}" --gen 48 --prefill "" --streams "" --copy-gib 1 2>&1 | tail -8
+  "$nsys" stats -q -r cuda_gpu_kern_sum --format csv /tmp/lp-nsys.nsys-rep >"$OUTDIR/nsys-kern.csv" 2>/dev/null || true
+  "$nsys" stats -q -r cuda_gpu_trace --format csv /tmp/lp-nsys.nsys-rep | gzip >"$OUTDIR/nsys-trace.csv.gz" || true
+  head -30 "$OUTDIR/nsys-kern.csv" | cut -c1-220
+}
+
 # The decode GEMV variants alone (bench/cuda_gemv_bench.cu): GB/s per shape and type.
 gemv_bench() {
   mkdir -p build
@@ -217,6 +234,7 @@ for stage in "$@"; do
     fast) synth_fast ;;
     profile) profile ;;
     ncu) ncu_gemv ;;
+    nsys) nsys_decode ;;
     gemv) gemv_bench ;;
     bench) bench ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;

@@ -15,8 +15,10 @@
  * LP_CUDA_FUSE=0 (no op fusion; attention's combine is a separate launch again),
  * LP_CUDA_PROFILE=1 (eager steps with per-op GPU times, printed as a table when the
  * backend is destroyed), LP_CUDA_PDL=0 (plain launches, no programmatic dependent
- * launch); tuning: LP_CUDA_GEMV_MAX_N (batches up to this many rows use the GEMV
- * kernels, larger ones GEMM; default 32). */
+ * launch, which is otherwise on for batch-1 steps), LP_CUDA_DROP=kind,... (timing
+ * experiments: those op kinds are skipped, results are wrong); tuning:
+ * LP_CUDA_GEMV_MAX_N (batches up to this many rows use the GEMV kernels, larger ones
+ * GEMM; default 8). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 
