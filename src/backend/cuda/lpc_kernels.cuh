@@ -106,47 +106,14 @@ inline bool lpc_dequant_rows(lpc_stream st, int type, const uint8_t *a, const ui
 
 /* ---- row-wise ops ---- */
 
-__device__ __forceinline__ float lpc_block_sum(float v, float *red) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
-    v = lpc_warp_sum(v);
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    float t = 0.0f;
-    for (int w = 0; w < n_warps; w++) t += red[w];
-    __syncthreads();
-    return t;
-}
-
 /* out[r] = x[r] * 1/sqrt(mean(x^2) + eps) * w; q8 shadow of out when emit (D % 32 == 0).
- * One block per row; each thread keeps its EPT elements (i = tid + k * blockDim) in
- * registers, so the row is read once with every load in flight together: a loop
- * of dependent load -> reduce -> store rounds made this latency-bound (19 us for
- * one 4096 row on the H100). A warp's elements for a given k are 32 consecutive
- * values, as lpc_q8_emit needs. */
+ * One block per row (lpc_rmsnorm_row). */
 template <int EPT>
 __global__ void __launch_bounds__(1024) lpc_rmsnorm_kernel(const float *x, const float *w, int D, float eps, float *out,
                                                            int emit, lpc_q8 o) {
-    __shared__ float red[32];
     LPC_PDL_ENTRY();
-    const float *xr = x + (size_t)blockIdx.x * D;
-    float v[EPT], ss = 0.0f;
-#pragma unroll
-    for (int k = 0; k < EPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        v[k] = i < D ? xr[i] : 0.0f;
-        ss += v[k] * v[k];
-    }
-    ss = lpc_block_sum(ss, red);
-    const float scale = 1.0f / sqrtf(ss / (float)D + eps);
-    float *orow = out + (size_t)blockIdx.x * D;
-#pragma unroll
-    for (int k = 0; k < EPT; k++) {
-        const int i0 = k * blockDim.x, i = threadIdx.x + i0;
-        if (i0 >= D) break; /* uniform: whole warps (D % 32 == 0 when emitting) leave together */
-        const float y = i < D ? w[i] * (v[k] * scale) : 0.0f;
-        if (i < D) orow[i] = y;
-        if (emit && i < D) lpc_q8_emit(y, (size_t)blockIdx.x * D + (i & ~31), threadIdx.x % 32, o); /* warp-uniform */
-    }
+    const size_t r0 = (size_t)blockIdx.x * D;
+    lpc_rmsnorm_row<EPT>(x + r0, w, D, eps, out + r0, emit, o, r0);
 }
 
 /* Rows of up to 32768 elements. */
