@@ -110,12 +110,12 @@ typedef struct {
 enum { LPC_NORM_TAIL_MAX = 8192 }; /* row length the tail handles (32 per thread, 256 threads) */
 
 /* Called by every thread of every block after its rows are stored. The last block to
- * count in normalises x[0, D): each block publishes its stores (__threadfence)
- * before counting itself in, as the attention merge. Not inlined: one copy for all
+ * count in normalises x[0, D): the threads that stored publish their stores
+ * (__threadfence) before the block counts itself in, as the attention merge. Not inlined: one copy for all
  * the GEMV instantiations. */
-__device__ __noinline__ void lpc_norm_tail_run(const float *x, int D, lpc_norm_tail n) {
+__device__ LPC_NOINLINE void lpc_norm_tail_run(const float *x, int D, lpc_norm_tail n) {
     __shared__ int last;
-    __threadfence();
+    if (threadIdx.x % 32 == 0) __threadfence(); /* the writers: lane 0 of each warp (lpc_gemv_store) */
     __syncthreads();
     if (threadIdx.x == 0) {
         last = atomicAdd(n.counter, 1u) == gridDim.x * gridDim.y - 1;
