@@ -5,10 +5,10 @@
  * value) to the step's op list, and the list runs at the next read() or sync().
  * Holding the whole list first buys three things:
  *   - fusion: a matmul followed by a residual add writes straight into the
- *     residual, and at batch 1 its last block runs the RMSNorm that follows; a
- *     per-head RMSNorm followed by rope is one kernel, and q's and k's such ops run
- *     inside attention's KV-store kernel; the op that produces a matmul's input also
- *     writes its int8 copy for the GEMV (LP_CUDA_NOFUSE leaves any of these out);
+ *     residual; a per-head RMSNorm followed by rope is one kernel, and q's and k's
+ *     such ops run inside attention's KV-store kernel; the op that produces a
+ *     matmul's input also writes its int8 copy for the GEMV (LP_CUDA_NOFUSE leaves
+ *     any of these out);
  *   - CUDA graphs: every kernel reads the step's tokens/positions/slots from
  *     device memory, so a list equal to an earlier one (byte for byte) replays
  *     that list's graph: one launch per decode step instead of ~400;
@@ -64,8 +64,8 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_NORM_TAIL, FUSE_EMIT, FUSE_COUNT };
-static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "normtail", "emit"};
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -102,8 +102,6 @@ typedef struct {
     int skip;            /* fused into another op */
     lpc_head_xform head[2]; /* attention: q's and k's per-head ops, done by its kv-store kernel */
     int keep_k;          /* attention with k's op folded in: the F32 k is read later, write it too */
-    int norm_op;         /* matmul: 1 + index of the RMSNorm its last block runs (norm_tail) */
-    int by_gemv;         /* RMSNorm run by the preceding matmul's tail: no launch of its own */
 } lpc_op;
 
 typedef struct {
@@ -153,7 +151,7 @@ typedef struct {
     int recent_next;
     unsigned long long clock;
     /* scratch */
-    lpc_scratch attn_part, attn_cnt, gemv_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq;
+    lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq;
     lpc_profile prof; /* LP_CUDA_PROFILE=1 */
 } lp_cuda;
 
@@ -792,35 +790,6 @@ static void attn_counters(lp_cuda *c, size_t count) {
     if (p && c->attn_cnt.bytes != had) cuda_ok(c, cudaMemsetAsync(p, 0, c->attn_cnt.bytes, c->st), "attention counters");
 }
 
-/* Does the matmul run the batch-1 GEMV kernel (the one with the norm tail)? */
-static bool runs_gemv1(const lp_cuda *c, const lpc_op *mm) {
-    return mm->kind == OP_MATMUL && mm->n == 1 && mm->n <= c->gemv_max_n && !c->cfg.f32_activations &&
-           quantized_weight(mm->w[0]) && lpc_gemv1_fits(mm->w[0]->K, mm->n);
-}
-
-/* A batch-1 residual matmul (acc_into) whose next op is an RMSNorm of that residual:
- * the matmul's last block runs the norm (lpc_norm_tail), one launch fewer per norm
- * (two per layer). The norm op stays in the list for the dataflow (its output and
- * int8 shadow are still its own), marked by_gemv. Counters as attention's. */
-static void norm_tail(lp_cuda *c, int i) {
-    lpc_op *mm = &c->ops[i];
-    if (!runs_gemv1(c, mm) || mm->count != 1 || !mm->acc_into) return;
-    int j = i + 1;
-    while (j < c->n_ops && c->ops[j].skip) j++;
-    if (j == c->n_ops) return;
-    lpc_op *nm = &c->ops[j];
-    const lpc_weight *w = nm->w[0];
-    if (nm->kind != OP_RMSNORM || nm->rope_heads || nm->x[0] != mm->acc_into || nm->n != 1 || !w || w->K != mm->w[0]->M ||
-        w->K % 32 || w->K > LPC_NORM_TAIL_MAX)
-        return;
-    const size_t had = c->gemv_cnt.bytes;
-    void *p = scratch(c, &c->gemv_cnt, (size_t)c->n_ops * sizeof(unsigned));
-    if (!p) return;
-    if (c->gemv_cnt.bytes != had) cuda_ok(c, cudaMemsetAsync(p, 0, c->gemv_cnt.bytes, c->st), "norm counters");
-    mm->norm_op = j + 1;
-    nm->by_gemv = 1;
-}
-
 static bool fuse_on(const lp_cuda *c, int f) { return c->use_fusion && !(c->no_fuse >> f & 1); }
 
 static void plan(lp_cuda *c) {
@@ -856,8 +825,6 @@ static void plan(lp_cuda *c) {
         if (fuse_on(c, FUSE_HEADS)) fuse_heads(c, i);
         if (fuse_on(c, FUSE_FOLD)) attn_counters(c, (size_t)ops[i].n * c->cfg.n_head_kv);
     }
-    if (fuse_on(c, FUSE_NORM_TAIL))
-        for (int i = 0; i < c->n_ops; i++) norm_tail(c, i);
     for (int i = 0; i < c->n_ops; i++) {
         lpc_op *mm = &ops[i];
         if (mm->kind == OP_MOE) q8_of(c, mm->x[0]);
@@ -950,17 +917,6 @@ static void exec_gemm(lp_cuda *c, const lpc_weight *w, int expert, const lp_bbuf
     }
 }
 
-/* The RMSNorm that matmul op's last block runs (plan: norm_tail). */
-static void set_norm_tail(lp_cuda *c, const lpc_op *op, lpc_norm_tail *t) {
-    const lpc_op *nm = &c->ops[op->norm_op - 1];
-    t->w = (const float *)nm->w[0]->a;
-    t->out = nm->y[0]->d;
-    t->eps = nm->f0;
-    t->emit = nm->emit_q8;
-    t->o = nm->emit_q8 ? nm->y[0]->q8 : no_q8();
-    t->counter = (unsigned *)c->gemv_cnt.p + (op - c->ops);
-}
-
 static void exec_matmul(lp_cuda *c, const lpc_op *op) {
     const int n = op->n;
     bool done[LPC_MAX_PROB] = {false, false, false, false};
@@ -1004,7 +960,6 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
             p.row0[k + 1] = p.row0[k] + wj->M;
             done[j] = true;
         }
-        if (op->norm_op) set_norm_tail(c, op, &p.norm);
         if (!lpc_gemv(c->st, w->type, p, 0)) set_err(c, "cuda backend: no GEMV kernel for type %d", w->type);
     }
 }
@@ -1239,13 +1194,12 @@ static double op_label(const lpc_op *op, char *buf, size_t cap) {
         at += snprintf(buf + at, cap - (size_t)at, " %s %dx%d", q ? q->name : "?", w->M, w->K);
         bytes += (double)w->bytes / (w->E > 0 ? w->E : 1);
     }
-    if (op->acc_into && (size_t)at < cap) at += snprintf(buf + at, cap - (size_t)at, " +res");
-    if (op->norm_op && (size_t)at < cap) snprintf(buf + at, cap - (size_t)at, " +norm");
+    if (op->acc_into && (size_t)at < cap) snprintf(buf + at, cap - (size_t)at, " +res");
     return bytes;
 }
 
 /* Launches kernels of its own (not fused into another op, not dropped by LP_CUDA_DROP). */
-static bool runs_alone(const lp_cuda *c, const lpc_op *op) { return !op->skip && !op->by_gemv && !(c->drop_ops >> op->kind & 1); }
+static bool runs_alone(const lp_cuda *c, const lpc_op *op) { return !op->skip && !(c->drop_ops >> op->kind & 1); }
 
 static void exec_all(lp_cuda *c, bool check_each) {
     lpc_profile *pf = &c->prof;
@@ -1450,7 +1404,7 @@ static void cuda_destroy(lp_backend *be) {
         free(w);
     }
     free(c->wmap);
-    lpc_scratch *s[] = {&c->attn_part, &c->attn_cnt, &c->gemv_cnt, &c->x16, &c->w16, &c->moe_sel,
+    lpc_scratch *s[] = {&c->attn_part, &c->attn_cnt, &c->x16, &c->w16, &c->moe_sel,
                         &c->moe_wt,    &c->moe_g,    &c->moe_u, &c->moe_d, &c->moe_gq};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) scratch_free(s[i]);
     if (c->k_cache) cudaFree(c->k_cache);

@@ -304,44 +304,6 @@ static void test_gemv_quant(void **state) {
     }
 }
 
-/* The batch-1 GEMV's RMSNorm tail: y (the residual) += W x, then the last block
- * normalises y into out with its int8 shadow; twice in a row, so the counter must come back to zero (graph replays).
- * M = 4160 takes the 32-per-thread row. */
-static void test_gemv_norm_tail(void **state) {
-    (void)state;
-    const struct {
-        int type, M, K;
-    } cases[] = {{LPC_Q4_K, 96, 512}, {LPC_Q6_K, 160, 512}, {LPC_Q8_0, 4160, 256}};
-    for (const auto &cs : cases) {
-        const int M = cs.M, K = cs.K;
-        dev_weight w = make_weight(cs.type, M, K, rand_vec((size_t)M * K, 0.5f));
-        std::vector<float> x = rand_vec(K, 2.0f), y = rand_vec(M, 3.0f), nw = rand_vec(M, 1.0f), out(M, NAN);
-        q8_buf xq(K), oq(M);
-        lpc_quantize(0, x.data(), K, xq.view());
-        unsigned counter = 0;
-        lpc_gemv_args p = {};
-        p.nprob = 1, p.K = K, p.bpr = w.bpr, p.ncols = 1, p.xq = xq.view();
-        p.a[0] = w.a.data(), p.b[0] = w.b.data(), p.y[0] = y.data(), p.M[0] = M, p.row0[1] = M, p.accumulate[0] = 1;
-        p.norm = lpc_norm_tail{nw.data(), out.data(), 1e-6f, 1, oq.view(), &counter};
-        for (int rep = 0; rep < 2; rep++) {
-            assert_true(lpc_gemv(0, cs.type, p, 0));
-            assert_int_equal(counter, 0);
-            double ss = 0;
-            for (int i = 0; i < M; i++) ss += (double)y[i] * y[i];
-            const double scale = 1.0 / sqrt(ss / M + 1e-6);
-            for (int i = 0; i < M; i++) {
-                const double ref = nw[i] * (y[i] * scale);
-                if (!(fabs(out[i] - ref) <= 1e-5 * (1 + fabs(ref)))) fail_msg("type %d M %d: out[%d] %g vs %g", cs.type, M, i, out[i], ref);
-            }
-            q8_buf rq(M); /* the shadow is out's own */
-            lpc_quantize(0, out.data(), M, rq.view());
-            for (int i = 0; i < M; i++) assert_int_equal(oq.q[i], rq.q[i]);
-            for (int i = 0; i < M / 32; i++) assert_true(oq.d[i] == rq.d[i]);
-            std::fill(out.begin(), out.end(), NAN);
-        }
-    }
-}
-
 /* F32/F16/BF16 weights with F32 activations. */
 static void test_gemv_float(void **state) {
     (void)state;
@@ -784,7 +746,7 @@ int main(void) {
         cmocka_unit_test(test_mlx_decode_exact),  cmocka_unit_test(test_mlx_bf16_choice),
         cmocka_unit_test(test_dequant_matches_to_float),
         cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
-        cmocka_unit_test(test_gemv_norm_tail),    cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
+        cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
         cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
         cmocka_unit_test(test_moe_routing),

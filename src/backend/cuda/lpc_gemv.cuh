@@ -52,7 +52,7 @@ inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) 
     LPC_LAUNCH_PDL(lpc_quantize_kernel, dim3((unsigned)((warps + 7) / 8)), dim3(256), st, x, count, o);
 }
 
-/* ---- RMSNorm of one row: the standalone kernel's body and the batch-1 GEMV's tail ---- */
+/* ---- RMSNorm of one row (with the int8 shadow of its output) ---- */
 
 __device__ __forceinline__ float lpc_block_sum(float v, float *red) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
@@ -71,8 +71,7 @@ __device__ __forceinline__ float lpc_block_sum(float v, float *red) {
  * once with every load in flight together: a loop of dependent load -> reduce ->
  * store rounds made this latency-bound (19 us for one 4096 row on the H100). A
  * warp's elements for a given k are 32 consecutive values, as lpc_q8_emit needs.
- * xr is read through L2 (__ldcg): the GEMV's tail reads a row that other blocks of
- * its grid wrote. In place (orow == xr) is fine: every read precedes the block sum. */
+ * In place (orow == xr) is fine: every read precedes the block sum. */
 template <int EPT>
 __device__ __forceinline__ void lpc_rmsnorm_row(const float *xr, const float *w, int D, float eps, float *orow, int emit,
                                                 lpc_q8 o, size_t q8_base) {
@@ -81,7 +80,7 @@ __device__ __forceinline__ void lpc_rmsnorm_row(const float *xr, const float *w,
 #pragma unroll
     for (int k = 0; k < EPT; k++) {
         const int i = threadIdx.x + k * blockDim.x;
-        v[k] = i < D ? __ldcg(xr + i) : 0.0f;
+        v[k] = i < D ? xr[i] : 0.0f;
         ss += v[k] * v[k];
     }
     ss = lpc_block_sum(ss, red);
@@ -94,40 +93,6 @@ __device__ __forceinline__ void lpc_rmsnorm_row(const float *xr, const float *w,
         if (i < D) orow[i] = y;
         if (emit && i < D) lpc_q8_emit(y, q8_base + (i & ~31), threadIdx.x % 32, o); /* warp-uniform */
     }
-}
-
-/* An RMSNorm over the output row of a batch-1 GEMV that accumulates into it (the
- * residual): run by the GEMV's last block instead of a launch of its own. */
-typedef struct {
-    const float *w; /* norm weight [M of problem 0]; NULL: no norm */
-    float *out;
-    float eps;
-    int emit; /* also the int8 shadow o of out */
-    lpc_q8 o;
-    unsigned *counter; /* zero between launches; the last block resets it */
-} lpc_norm_tail;
-
-enum { LPC_NORM_TAIL_MAX = 8192 }; /* row length the tail handles (32 per thread, 256 threads) */
-
-/* Called by every thread of every block after its rows are stored. The last block to
- * count in normalises x[0, D): the threads that stored publish their stores
- * (__threadfence) before the block counts itself in, as the attention merge. Not inlined: one copy for all
- * the GEMV instantiations. */
-__device__ LPC_NOINLINE void lpc_norm_tail_run(const float *x, int D, lpc_norm_tail n) {
-    __shared__ int last;
-    if (threadIdx.x % 32 == 0) __threadfence(); /* the writers: lane 0 of each warp (lpc_gemv_store) */
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        last = atomicAdd(n.counter, 1u) == gridDim.x * gridDim.y - 1;
-        if (last) *n.counter = 0; /* every block has counted: nobody else touches it */
-    }
-    __syncthreads();
-    if (!last) return; /* block-uniform */
-    __threadfence();
-    if (D <= 16 * (int)blockDim.x)
-        lpc_rmsnorm_row<16>(x, n.w, D, n.eps, n.out, n.emit, n.o, 0);
-    else
-        lpc_rmsnorm_row<32>(x, n.w, D, n.eps, n.out, n.emit, n.o, 0);
 }
 
 /* ---- GEMV: y[c][row] (+)= W[row] . x[c] for up to LPC_MAX_PROB weights sharing x ---- */
@@ -152,7 +117,6 @@ typedef struct {
     const int *sel;
     int x_div;
     size_t expert_a, expert_b; /* bytes between experts in plane A / B */
-    lpc_norm_tail norm;        /* batch-1 kernel only: RMSNorm of y[0] after the GEMV */
 } lpc_gemv_args;
 
 /* Which problem a warp's global row belongs to, without indexing the parameter arrays
@@ -410,7 +374,6 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
     }
     __syncthreads();
     if (active) lpc_gemv1_rows<T, R, U>(p, r, n_rows, A, B, S, w, xc, xds);
-    if (p.norm.w) lpc_norm_tail_run(p.y[0], p.M[0], p.norm); /* every thread: it synchronises the block */
 }
 
 /* The batch-1 kernel's shape: R rows per warp, U slices per lane in flight, W warps. */

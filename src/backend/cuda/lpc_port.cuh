@@ -137,13 +137,6 @@ __device__ __forceinline__ float lpc_warp_max(float v) {
     return v;
 }
 
-/* A device function compiled once rather than inlined into every caller. */
-#ifdef LPC_EMU
-#define LPC_NOINLINE __attribute__((noinline))
-#else
-#define LPC_NOINLINE __noinline__
-#endif
-
 /* Programmatic dependent launch (sm_90+). A kernel launched with LPC_LAUNCH_PDL may
  * start while the previous kernel in the stream is still running: everything before
  * its lpc_grid_wait() must read only data no earlier kernel writes (weights), and
