@@ -3,7 +3,7 @@
  * enough copies that L2 (50 MB on an H100) cannot hold them, achieved weight GB/s, and
  * every variant's output against the production kernel's. Two parts:
  *   x1   batch-1 decode: the GEMV variants (`bench/cuda_device.sh gemv`);
- *   mma  16/32/64 columns: the GEMV in passes of 8 columns (the reference) against the
+ *   mma  8/16/32/64 columns: the GEMV in passes of 8 columns (the reference) against the
  *        int8 MMA kernel with the backend's split-K choice and without splits.
  * Usage: cuda_gemv_bench [x1|mma] (default both). Standalone (nvcc + the kernel
  * headers), no lpcore. */
@@ -217,7 +217,7 @@ static void run_shape(const char *tname, int M, int K, cudaStream_t st) {
     lpc_pdl_enabled() = false;
 }
 
-/* ---- mma: 16-64 columns, GEMV passes against the MMA kernel ---- */
+/* ---- mma: 8-64 columns, GEMV passes against the MMA kernel ---- */
 
 /* Split-K workspace for the biggest launch of a shape: partials and zeroed counters. */
 struct mma_ws {
@@ -271,7 +271,7 @@ static void x1_type(const char *tname, cudaStream_t st) {
 
 template <class T>
 static void mma_type(const char *tname, cudaStream_t st) {
-    for (int n : {16, 32, 64})
+    for (int n : {8, 16, 32, 64}) /* 8: one GEMV pass, where the backend switches (LP_CUDA_GEMV_MAX_N) */
         for (auto &s : shapes) run_batched<T>(tname, s[0], s[1], n, st);
 }
 
