@@ -14,6 +14,8 @@
 #   bash bench/cuda_device.sh fast profile   # ~3 min: models written directly (no bf16, no
 #                                            # K-quant search), per-op GPU time table
 #   bash bench/cuda_device.sh gemv           # ~2 min: the decode GEMV variants alone
+#   bash bench/cuda_device.sh fast mma       # ~6 min: the int8 MMA kernel alone (8-64 columns), then
+#                                            # q4_k_m batched decode x16/x32/x64 with it and without
 #   bash bench/cuda_device.sh fast nsys      # kernel durations and gaps of graph decode
 # Precisions: LP_BENCH_PRECISIONS (default "q4_k_m q8_0 mlx-4bit"): GGUF recipes, and
 # mlx-<MLX recipe> for an MLX directory (mlx-4bit: 4 bits, group 64, bf16 scales: mlx-lm's
@@ -206,11 +208,34 @@ nsys_decode() {
   head -30 "$OUTDIR/nsys-kern.csv" | cut -c1-220
 }
 
-# The decode GEMV variants alone (bench/cuda_gemv_bench.cu): GB/s per shape and type.
-gemv_bench() {
+gemv_bench_build() {
   mkdir -p build
   [ -x build/cuda_gemv_bench ] || nvcc -std=c++17 -O3 -arch=sm_90 -Isrc bench/cuda_gemv_bench.cu -o build/cuda_gemv_bench
-  build/cuda_gemv_bench | tee "$OUTDIR/gemv.log"
+}
+
+# The decode GEMV variants alone (bench/cuda_gemv_bench.cu): GB/s per shape and type.
+gemv_bench() {
+  gemv_bench_build
+  build/cuda_gemv_bench x1 | tee "$OUTDIR/gemv.log"
+}
+
+# The int8 MMA kernel: alone against the GEMV at 8-64 columns (cuda_gemv_bench mma), then
+# batched decode of LP_MMA_PRECISIONS (default q4_k_m; needs `fast` or `synth` first) at
+# 16/32/64 streams with it (LP_CUDA_MMA_MAX_N=64) and with the path it replaces (0: F16
+# tiles + cuBLAS above LP_CUDA_GEMV_MAX_N).
+mma_bench() {
+  gemv_bench_build
+  build/cuda_gemv_bench mma | tee "$OUTDIR/mma.log"
+  [ -x build/bench_cuda ] || build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  local p f v
+  for p in ${LP_MMA_PRECISIONS:-q4_k_m}; do
+    f="$(model_path "$p")"
+    for v in 64 0; do
+      LP_CUDA_MMA_MAX_N=$v build/bench_cuda "$f" --label "$p LP_CUDA_MMA_MAX_N=$v" --depths "" --prefill "" \
+        --streams 16,32,64 --copy-gib 1 2>&1 | tee "$OUTDIR/mma-streams-$p-$v.log"
+    done
+  done
 }
 
 bench() {
@@ -232,7 +257,7 @@ json.dump({'backend': 'cuda', 'runs': runs}, open(os.path.join(d, 'cuda.json'), 
 EOF
 }
 
-[ $# -gt 0 ] || { sed -n 2,20p "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,22p "$0"; exit 2; }
 for stage in "$@"; do
   case "$stage" in
     prepare) prepare; exit 0 ;;
@@ -244,6 +269,7 @@ for stage in "$@"; do
     ncu) ncu_gemv ;;
     nsys) nsys_decode ;;
     gemv) gemv_bench ;;
+    mma) mma_bench ;;
     bench) bench ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

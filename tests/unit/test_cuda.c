@@ -2,7 +2,8 @@
  *
  * Every op runs on both backends with the same inputs (loaded through embed() of
  * an F32 table) and the outputs are compared: matmul of every weight type at
- * batch 1, 5 (GEMV) and 40 (cuBLAS), GGUF and MLX affine, RMSNorm, rope (NEOX and
+ * batch 1, 5 (GEMV) and 40 (quantized: int8 MMA; float: cuBLAS), GGUF and MLX affine,
+ * the MMA kernel split along K and replayed in a graph, RMSNorm, rope (NEOX and
  * NORM), attention over two steps with GQA / sliding window / sinks / KV copy, SwiGLU,
  * MoE (GGUF and MLX experts). Then tiny-qwen3 (the repo's HF checkpoint, GGUFs from
  * LP_CUDA_TEST_GGUF_DIR or out/tiny when present, and MLX 4-bit / 3-bit directories
@@ -256,6 +257,52 @@ static void test_matmul(void **state) {
     }
     pair_free(&p);
     for (size_t ti = 0; ti < NTYPES; ti++) free(ws[ti][0].data), free(ws[ti][1].data);
+    free(table.data);
+}
+
+/* The int8 MMA kernel where its row tiles are split along K (K 4096, 4 row tiles: the
+ * partials merged by each tile's last block) at 24 and 64 columns, run three times (eager,
+ * captured, replayed: the split counters must be back at zero each time), and with
+ * LP_CUDA_MMA_MAX_N=0 the same batch through cuBLAS for comparison. */
+static void test_matmul_mma(void **state) {
+    (void)state;
+    NEED_GPU();
+    enum { K = 4096, M = 300, NMAX = 64 };
+    const lp_type types[5] = {LP_TYPE_Q4_K, LP_TYPE_Q6_K, LP_TYPE_Q8_0, LP_TYPE_Q3_K, lp_mlx_type(4, 64)};
+    owned_weight table = make_weight(LP_TYPE_F32, K, NMAX, 1, 1.0f);
+    int32_t pos[NMAX], slot[NMAX];
+    for (int i = 0; i < NMAX; i++) pos[i] = i, slot[i] = 0;
+    for (int off = 0; off < 2; off++) {
+        if (off) setenv("LP_CUDA_MMA_MAX_N", "0", 1); /* read at backend creation */
+        pair p;
+        pair_init(&p, LP_ROPE_NEOX, 1, 2, 64, 64);
+        unsetenv("LP_CUDA_MMA_MAX_N");
+        pair_prepare(&p, &table.w);
+        pair_alloc(&p, 0, (size_t)NMAX * K);
+        pair_alloc(&p, 1, (size_t)NMAX * M);
+        pair_alloc(&p, 2, (size_t)NMAX * M / 2);
+        owned_weight ws[5][2];
+        for (int ti = 0; ti < 5; ti++) {
+            const lp_type type = types[ti];
+            ws[ti][0] = make_weight(type, K, M, 1, 0.5f), ws[ti][1] = make_weight(type, K, M / 2, 1, 0.5f);
+            pair_prepare(&p, &ws[ti][0].w);
+            pair_prepare(&p, &ws[ti][1].w);
+            for (int n = 24; n <= 64; n += 40)
+                for (int rep = 0; rep < 3; rep++) {
+                    pair_batch(&p, &table.w, 0, n, pos, slot, 0);
+                    for (int b = 0; b < 2; b++) {
+                        lp_matmul_args a[2] = {{&ws[ti][0].w, -1, p.buf[b][0], p.buf[b][1]}, {&ws[ti][1].w, -1, p.buf[b][0], p.buf[b][2]}};
+                        p.be[b]->ops->matmul(p.be[b], 2, a, n);
+                    }
+                    char what[64];
+                    snprintf(what, sizeof what, "%s %s n=%d #%d", off ? "gemm" : "mma", lp_qtype(type)->name, n, rep);
+                    pair_check(&p, 1, (size_t)n * M, BOUND_QUANT, what);
+                    pair_check(&p, 2, (size_t)n * M / 2, BOUND_QUANT, what);
+                }
+        }
+        pair_free(&p);
+        for (int ti = 0; ti < 5; ti++) free(ws[ti][0].data), free(ws[ti][1].data);
+    }
     free(table.data);
 }
 
@@ -578,7 +625,8 @@ static void test_small_qwen3(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_create), cmocka_unit_test(test_matmul), cmocka_unit_test(test_rowwise),
+        cmocka_unit_test(test_create), cmocka_unit_test(test_matmul), cmocka_unit_test(test_matmul_mma),
+        cmocka_unit_test(test_rowwise),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_moe), cmocka_unit_test(test_tiny_qwen3),
         cmocka_unit_test(test_tiny_qwen3_mlx), cmocka_unit_test(test_small_qwen3),
     };

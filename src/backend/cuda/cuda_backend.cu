@@ -14,10 +14,11 @@
  *     that list's graph: one launch per decode step instead of ~400;
  *   - a signature check: any difference (batch size, rows, weights) falls back
  *     to capturing or launching eagerly, never to a stale graph.
- * Matmul: n <= gemv_max_n rows (LP_CUDA_GEMV_MAX_N, default LPC_GEMV_MAX_N) use the
- * fused dequantize-GEMV kernels; larger
- * batches (prefill) dequantize weight tiles to F16 and call cuBLAS (F32 weights:
- * SGEMM, F16: no conversion). */
+ * Matmul (matmul_path): n <= gemv_max_n rows (LP_CUDA_GEMV_MAX_N, default
+ * LPC_GEMV_MAX_N) use the fused dequantize-GEMV kernels; quantized weights up to
+ * mma_max_n rows (LP_CUDA_MMA_MAX_N, default LPC_MMA_MAX_N) the int8 tensor-core kernel
+ * (lpc_mma.cuh) on the same int8 shadow; larger batches (prefill) dequantize weight
+ * tiles to F16 and call cuBLAS (F32 weights: SGEMM, F16: no conversion). */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -38,6 +39,8 @@ extern "C" {
 enum {
     LPC_GEMV_MAX_N = 8,            /* rows of a batch still done by GEMV: one pass over the weights; at 32
                                       streams GEMV (4 passes) ran 846 tok/s, cuBLAS tiles 1376 (H100) */
+    LPC_MMA_MAX_N = 64,            /* rows of a batch done by the int8 MMA kernel on quantized weights (not
+                                      measured yet: see NOTES.md) */
     LPC_GRAPH_CACHE = 4,           /* graphs kept (decode, batched decode, prefill chunk, ...) */
     LPC_RECENT = 8,                /* signatures remembered: a second sighting is captured */
 };
@@ -120,6 +123,7 @@ typedef struct {
     lp_backend base;
     int device, n_sm;
     int gemv_max_n;      /* batches up to this many rows run the GEMV kernels, larger ones GEMM */
+    int mma_max_n;       /* ... or up to this many, quantized weights, the int8 MMA kernel (0: never) */
     char name[256];
     cudaStream_t st;
     cublasHandle_t blas;
@@ -151,7 +155,7 @@ typedef struct {
     int recent_next;
     unsigned long long clock;
     /* scratch */
-    lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq;
+    lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq, mma_part, mma_cnt;
     lpc_profile prof; /* LP_CUDA_PROFILE=1 */
 } lp_cuda;
 
@@ -730,6 +734,16 @@ static bool touches(const lpc_op *op, const lp_bbuf *b) {
 
 static bool quantized_weight(const lpc_weight *w) { return w && lpc_find_split(w->type) != NULL; }
 
+typedef enum { MM_GEMV, MM_MMA, MM_GEMM } mm_path;
+
+/* Which kernels multiply n activation rows with weight w. */
+static mm_path matmul_path(const lp_cuda *c, int n, const lpc_weight *w) {
+    const bool quant = quantized_weight(w);
+    if (quant && c->cfg.f32_activations) return MM_GEMM; /* reference math: F32 activations */
+    if (n <= c->gemv_max_n) return MM_GEMV;
+    return quant && n <= c->mma_max_n ? MM_MMA : MM_GEMM;
+}
+
 /* Elements an emit-capable producer writes from the start of its output, or 0 when
  * it cannot write the int8 shadow (rows not a multiple of 32 elements). */
 static size_t emit_extent(const lp_cuda *c, const lpc_op *op) {
@@ -790,6 +804,14 @@ static void attn_counters(lp_cuda *c, size_t count) {
     if (p && c->attn_cnt.bytes != had) cuda_ok(c, cudaMemsetAsync(p, 0, c->attn_cnt.bytes, c->st), "attention counters");
 }
 
+/* Zeroed split-K counters for the MMA kernel (at least `count`), allocated at planning like
+ * the attention's; every launch leaves them at zero. */
+static void mma_counters(lp_cuda *c, size_t count) {
+    const size_t had = c->mma_cnt.bytes;
+    void *p = scratch(c, &c->mma_cnt, count * sizeof(unsigned));
+    if (p && c->mma_cnt.bytes != had) cuda_ok(c, cudaMemsetAsync(p, 0, c->mma_cnt.bytes, c->st), "MMA counters");
+}
+
 static bool fuse_on(const lp_cuda *c, int f) { return c->use_fusion && !(c->no_fuse >> f & 1); }
 
 static void plan(lp_cuda *c) {
@@ -828,9 +850,12 @@ static void plan(lp_cuda *c) {
     for (int i = 0; i < c->n_ops; i++) {
         lpc_op *mm = &ops[i];
         if (mm->kind == OP_MOE) q8_of(c, mm->x[0]);
-        if (mm->kind != OP_MATMUL || mm->n > c->gemv_max_n) continue;
+        if (mm->kind != OP_MATMUL) continue;
+        int mma_rows = 0; /* of all its MMA problems: a bound on any one launch's */
         for (int k = 0; k < mm->count; k++) {
-            if (!quantized_weight(mm->w[k])) continue;
+            const mm_path path = matmul_path(c, mm->n, mm->w[k]);
+            if (path == MM_MMA) mma_rows += mm->w[k]->M;
+            if (path == MM_GEMM || !quantized_weight(mm->w[k])) continue;
             lp_bbuf *x = mm->x[k];
             q8_of(c, x);
             if (!fuse_on(c, FUSE_EMIT)) continue;
@@ -846,6 +871,7 @@ static void plan(lp_cuda *c) {
                 break;
             }
         }
+        if (mma_rows) mma_counters(c, (size_t)lpc_mma_tiles(mma_rows, mm->n));
     }
 }
 
@@ -917,12 +943,24 @@ static void exec_gemm(lp_cuda *c, const lpc_weight *w, int expert, const lp_bbuf
     }
 }
 
+/* The int8 MMA kernel on problems p (one weight type), split along K where its row tiles
+ * cannot fill the GPU; the counters come from plan(), the partials from scratch. */
+static void exec_mma(lp_cuda *c, int type, const lpc_gemv_args *p) {
+    const int rows = p->row0[p->nprob];
+    lpc_mma_split sp = {NULL, (unsigned *)c->mma_cnt.p, lpc_mma_splits(rows, p->ncols, p->K, c->n_sm)};
+    if (sp.splits > 1) {
+        const size_t floats = lpc_mma_part_floats(lpc_mma_tiles(rows, p->ncols), sp.splits);
+        sp.part = sp.counters ? (float *)scratch(c, &c->mma_part, floats * sizeof(float)) : NULL;
+        if (!sp.part) sp.splits = 1;
+    }
+    if (!lpc_mma(c->st, type, *p, sp)) set_err(c, "cuda backend: no MMA kernel for type %d", type);
+}
+
 static void exec_matmul(lp_cuda *c, const lpc_op *op) {
     const int n = op->n;
     bool done[LPC_MAX_PROB] = {false, false, false, false};
     for (int i = 0; i < op->count; i++) {
-        /* prefill, and quantized weights in f32_activations mode (reference math): GEMM */
-        if (n <= c->gemv_max_n && !(c->cfg.f32_activations && quantized_weight(op->w[i]))) continue;
+        if (matmul_path(c, n, op->w[i]) != MM_GEMM) continue;
         exec_gemm(c, op->w[i], op->expert[i], op->x[i], n, op->acc_into ? op->acc_into->d : op->y[i]->d, op->acc_into != NULL);
         done[i] = true;
     }
@@ -960,7 +998,10 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
             p.row0[k + 1] = p.row0[k] + wj->M;
             done[j] = true;
         }
-        if (!lpc_gemv(c->st, w->type, p, 0)) set_err(c, "cuda backend: no GEMV kernel for type %d", w->type);
+        if (matmul_path(c, n, w) == MM_MMA)
+            exec_mma(c, w->type, &p);
+        else if (!lpc_gemv(c->st, w->type, p, 0))
+            set_err(c, "cuda backend: no GEMV kernel for type %d", w->type);
     }
 }
 
@@ -1404,8 +1445,8 @@ static void cuda_destroy(lp_backend *be) {
         free(w);
     }
     free(c->wmap);
-    lpc_scratch *s[] = {&c->attn_part, &c->attn_cnt, &c->x16, &c->w16, &c->moe_sel,
-                        &c->moe_wt,    &c->moe_g,    &c->moe_u, &c->moe_d, &c->moe_gq};
+    lpc_scratch *s[] = {&c->attn_part, &c->attn_cnt, &c->x16,   &c->w16,   &c->moe_sel,  &c->moe_wt,
+                        &c->moe_g,     &c->moe_u,    &c->moe_d, &c->moe_gq, &c->mma_part, &c->mma_cnt};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) scratch_free(s[i]);
     if (c->k_cache) cudaFree(c->k_cache);
     if (c->v_cache) cudaFree(c->v_cache);
@@ -1431,6 +1472,14 @@ static const lp_backend_ops cuda_ops = {
 static bool env_off(const char *name) {
     const char *v = getenv(name);
     return v && (strcmp(v, "0") == 0 || strcmp(v, "off") == 0);
+}
+
+/* A count >= 0 from the environment; def when unset or not a count. */
+static int env_count(const char *name, int def) {
+    const char *v = getenv(name);
+    char *end;
+    const long n = v ? strtol(v, &end, 10) : -1;
+    return v && *v && *end == 0 && n >= 0 && n <= 1 << 20 ? (int)n : def;
 }
 
 extern "C" int lp_cuda_device_count(void) {
@@ -1460,6 +1509,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->use_fusion = !env_off("LP_CUDA_FUSE");
     const char *gm = getenv("LP_CUDA_GEMV_MAX_N");
     c->gemv_max_n = gm && atoi(gm) > 0 ? atoi(gm) : LPC_GEMV_MAX_N; /* unset or not a positive count: default */
+    c->mma_max_n = env_count("LP_CUDA_MMA_MAX_N", LPC_MMA_MAX_N);
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
     if (c->prof.on) c->use_graphs = false; /* eager launches, an event after each op */
@@ -1479,6 +1529,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     snprintf(c->name, sizeof c->name, "%s", prop.name);
     c->n_sm = prop.multiProcessorCount;
     c->pdl = prop.major >= 9 && !env_off("LP_CUDA_PDL");
+    if (prop.major < 8) c->mma_max_n = 0; /* mma.sync with s8 m16n8k16/k32 is sm_80+ */
     c->drop_ops = drop_mask(getenv("LP_CUDA_DROP"));
     c->no_fuse = name_mask(getenv("LP_CUDA_NOFUSE"), fuse_names, FUSE_COUNT);
     /* a fixed workspace keeps cuBLAS from allocating inside graph captures */

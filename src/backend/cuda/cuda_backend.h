@@ -19,7 +19,9 @@
  * launch, which is otherwise on for batch-1 steps), LP_CUDA_DROP=kind,... (timing
  * experiments: those op kinds are skipped, results are wrong); tuning:
  * LP_CUDA_GEMV_MAX_N (batches up to this many rows use the GEMV kernels, larger ones
- * GEMM; default 8). */
+ * the MMA kernel or GEMM; default 8), LP_CUDA_MMA_MAX_N (batches above that and up to
+ * this many rows multiply quantized weights with the int8 tensor-core kernel, larger
+ * ones GEMM with F16 tiles; default 64, 0 turns the MMA kernel off; sm_80 and newer). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 

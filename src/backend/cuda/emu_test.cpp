@@ -385,6 +385,181 @@ static void test_gemv_experts(void **state) {
     }
 }
 
+/* ---- int8 tensor-core matmul (lpc_mma.cuh) ---- */
+
+/* 4 int8 at p, p + stride, ... as one little-endian word. */
+static uint32_t pack4(const int8_t *p, int stride) {
+    uint32_t w = 0;
+    for (int i = 0; i < 4; i++) w |= (uint32_t)(uint8_t)p[i * stride] << (8 * i);
+    return w;
+}
+
+/* Each warp: D = A . B + C for its own A (16 x 16H, row-major), B (16H x 8, row-major
+ * here) and C (16 x 8), the fragments built from the PTX ISA's formulas (written out
+ * here, apart from the kernel's use of them). */
+template <int H>
+static void mma_frag_kernel(const int8_t *A, const int8_t *B, const int *C, int *D) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    A += warp * 16 * 16 * H, B += warp * 16 * H * 8, C += warp * 128, D += warp * 128;
+    uint32_t a[2 * H], b[H];
+    for (int h = 0; h < H; h++) {
+        a[2 * h] = pack4(A + g * 16 * H + 16 * h + 4 * t, 1);           /* row g, k = 16h + 4t .. +3 */
+        a[2 * h + 1] = pack4(A + (g + 8) * 16 * H + 16 * h + 4 * t, 1); /* row g + 8 */
+        b[h] = pack4(B + (16 * h + 4 * t) * 8 + g, 8);                   /* column g, k = 16h + 4t .. +3 */
+    }
+    int c[4];
+    for (int i = 0; i < 4; i++) c[i] = C[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2];
+    lpc_mma_s8(c, a, b);
+    for (int i = 0; i < 4; i++) D[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = c[i];
+}
+
+/* The emulated mma.sync (k16 and k32) against a plain integer matmul, two warps with
+ * different operands; extreme codes included (-128 * -128 sums). */
+static void test_mma_fragments(void **state) {
+    (void)state;
+    for (int H = 1; H <= 2; H++) {
+        const int KD = 16 * H, warps = 2;
+        std::vector<int8_t> A((size_t)warps * 16 * KD), B((size_t)warps * KD * 8);
+        std::vector<int> C((size_t)warps * 128), D(C.size(), 0x7fffffff);
+        for (auto &v : A) v = (int8_t)(frand() * 128.0f);
+        for (auto &v : B) v = (int8_t)(frand() * 128.0f);
+        for (auto &v : C) v = (int)(frand() * 100000.0f);
+        A[3] = B[5] = -128;
+        const int8_t *pa = A.data(), *pb = B.data();
+        const int *pc = C.data();
+        int *pd = D.data();
+        if (H == 1) LPC_LAUNCH(mma_frag_kernel<1>, dim3(1), dim3(32 * warps), 0, pa, pb, pc, pd);
+        else LPC_LAUNCH(mma_frag_kernel<2>, dim3(1), dim3(32 * warps), 0, pa, pb, pc, pd);
+        for (int w = 0; w < warps; w++)
+            for (int r = 0; r < 16; r++)
+                for (int n = 0; n < 8; n++) {
+                    int ref = C[w * 128 + r * 8 + n];
+                    for (int k = 0; k < KD; k++) ref += A[(size_t)w * 16 * KD + r * KD + k] * B[(size_t)w * KD * 8 + k * 8 + n];
+                    if (D[w * 128 + r * 8 + n] != ref) fail_msg("k%d warp %d D[%d][%d] = %d, want %d", KD, w, r, n, D[w * 128 + r * 8 + n], ref);
+                }
+    }
+}
+
+/* The kernel's assumptions about each decoder, checked on random blocks: the slices of a
+ * k-step cover exactly its LPC_MMA_KT elements; PAIRED: both runs of each 32-group share
+ * scale and minv; ZERO >= 0: minv == ZERO * scale, and bytes < 128 so lpc_sub_bytes gives
+ * byte - ZERO. */
+struct mma_kind_check {
+    int hits = 0;
+    template <class T>
+    void run() {
+        typedef lpc_mma_kind<T> kind;
+        typedef lpc_mma_shape<T> S;
+        const int M = 2, K = 512;
+        dev_weight w = make_weight(T::TYPE, M, K, rand_vec((size_t)M * K, 1.0f));
+        for (int r = 0; r < M; r++) {
+            std::vector<int> seen(K, 0);
+            std::vector<float> sc(K / 16), mn(K / 16);
+            for (int gs = 0; gs < w.bpr * T::SLICES; gs++) {
+                const int blk = gs / T::SLICES, ks = gs / S::SPK;
+                lpc_slice<T::RUNS> sl;
+                T::decode(w.a.data() + ((size_t)r * w.bpr + blk) * T::A_BYTES, w.b.data() + ((size_t)r * w.bpr + blk) * T::B_BYTES,
+                          gs % T::SLICES, sl);
+                for (int q = 0; q < T::RUNS; q++) {
+                    const int e = blk * T::BLOCK + sl.off[q];
+                    if (e % 16 || e / LPC_MMA_KT != ks) fail_msg("type %d slice %d run %d at %d: outside k-step %d", T::TYPE, gs, q, e, ks);
+                    seen[e]++;
+                    sc[e / 16] = sl.scale[q], mn[e / 16] = sl.minv[q];
+                    if (kind::ZERO < 0) continue;
+                    if (sl.minv[q] != (float)kind::ZERO * sl.scale[q]) fail_msg("type %d: minv %g != %d * %g", T::TYPE, sl.minv[q], kind::ZERO, sl.scale[q]);
+                    for (int k = 0; k < 4; k++) {
+                        const uint32_t v = sl.v[q][k], z = lpc_sub_bytes(v, kind::ZERO);
+                        for (int i = 0; i < 4; i++) {
+                            const int byte = (int)((v >> (8 * i)) & 0xff);
+                            if (kind::ZERO > 0 && byte >= 128) fail_msg("type %d: byte %d >= 128 with ZERO %d", T::TYPE, byte, kind::ZERO);
+                            if (kind::ZERO > 0 && (int)(int8_t)(z >> (8 * i)) != byte - kind::ZERO) fail_msg("type %d: lpc_sub_bytes", T::TYPE);
+                        }
+                    }
+                }
+            }
+            for (int e = 0; e < K; e += 16) assert_int_equal(seen[e], 1);
+            for (int j = 0; kind::PAIRED && j < K / 16; j += 2)
+                if (sc[j] != sc[j + 1] || mn[j] != mn[j + 1]) fail_msg("type %d row %d group %d: runs differ in scale", T::TYPE, r, j / 2);
+        }
+        hits++;
+    }
+};
+
+static void test_mma_kinds(void **state) {
+    (void)state;
+    mma_kind_check c;
+    for (const lpc_plane_split &sp : lpc_plane_splits) assert_true(lpc_dispatch_quant(sp.type, c));
+    assert_int_equal(c.hits, (int)(sizeof lpc_plane_splits / sizeof lpc_plane_splits[0]));
+}
+
+/* The MMA kernel on problems of Ms rows sharing x (the middle one accumulating), ncols
+ * columns, `splits` K splits (blocks in a shuffled order then): against the dequantized
+ * weights times the dequantized codes in double, the GEMV test's bound; split counters
+ * back at zero. */
+static void run_mma_case(int type, std::vector<int> Ms, int K, int ncols, int splits) {
+    const int np = (int)Ms.size();
+    std::vector<dev_weight> ws;
+    for (int pi = 0; pi < np; pi++) ws.push_back(make_weight(type, Ms[pi], K, rand_vec((size_t)Ms[pi] * K, 0.5f)));
+    std::vector<float> x = rand_vec((size_t)ncols * K, 2.0f);
+    x[3] = 40.0f; /* an outlier: one column's codes mostly small */
+    q8_buf xq((size_t)ncols * K);
+    lpc_quantize(0, x.data(), x.size(), xq.view());
+    std::vector<std::vector<float>> y(np);
+    lpc_gemv_args p = {};
+    p.nprob = np, p.K = K, p.bpr = ws[0].bpr, p.ncols = ncols, p.xq = xq.view();
+    for (int pi = 0; pi < np; pi++) {
+        y[pi].assign((size_t)ncols * Ms[pi], pi == 1 ? 0.25f : NAN);
+        p.a[pi] = ws[pi].a.data(), p.b[pi] = ws[pi].b.data(), p.y[pi] = y[pi].data();
+        p.M[pi] = Ms[pi], p.row0[pi + 1] = p.row0[pi] + Ms[pi], p.accumulate[pi] = pi == 1;
+    }
+    const int tiles = lpc_mma_tiles(p.row0[np], ncols);
+    std::vector<float> part(lpc_mma_part_floats(tiles, splits), NAN);
+    std::vector<unsigned> counters(tiles, 0);
+    const lpc_mma_split sp = {part.data(), counters.data(), splits};
+    emu::block_order_seed() = splits > 1 ? 0x3c6ef372u + (uint64_t)K : 0;
+    assert_true(lpc_mma(0, type, p, sp));
+    emu::block_order_seed() = 0;
+    for (unsigned v : counters) assert_int_equal(v, 0);
+    for (int pi = 0; pi < np; pi++)
+        for (int c = 0; c < ncols; c++)
+            for (int r = 0; r < Ms[pi]; r++) {
+                double ref = pi == 1 ? 0.25 : 0.0, mag = 0;
+                for (int k = 0; k < K; k++) {
+                    ref += (double)ws[pi].ref[(size_t)r * K + k] * xq.value((size_t)c * K + k);
+                    mag += fabs((double)ws[pi].ref[(size_t)r * K + k] * x[(size_t)c * K + k]);
+                }
+                const float got = y[pi][(size_t)c * Ms[pi] + r];
+                if (!(fabs(got - ref) <= 1e-5 * (mag + 1.0)))
+                    fail_msg("mma type %d K %d ncols %d splits %d prob %d row %d col %d: %g vs %g", type, K, ncols, splits, pi, r, c, got,
+                             ref);
+            }
+}
+
+/* The fast-path types (Q4_K, Q5_K, Q6_K, Q8_0, MLX 4-bit g64 in both plane-B layouts)
+ * over batch widths 1..70 (two column tiles), K up to 4096, row counts that are no
+ * multiple of the 128-row tile (three problems, one straddling a tile edge), with and
+ * without K splits; every other type once (small). */
+static void test_mma_quant(void **state) {
+    (void)state;
+    const int mlx4 = (int)lp_mlx_type(4, 64), mlx4_bf16 = lpc_split_for(lp_mlx_type(4, 64), true)->type;
+    struct mma_case {
+        int type, K, ncols, splits;
+        std::vector<int> Ms;
+    };
+    const std::vector<mma_case> cases = {
+        {LPC_Q4_K, 512, 9, 1, {70, 100, 20}},  {LPC_Q4_K, 4096, 64, 3, {150}},   {LPC_Q4_K, 256, 1, 1, {129}},
+        {LPC_Q5_K, 1024, 33, 2, {40, 130}},    {LPC_Q6_K, 1024, 33, 1, {70, 100, 20}}, {LPC_Q6_K, 2048, 64, 4, {130}},
+        {LPC_Q8_0, 1024, 64, 1, {140}},        {LPC_Q8_0, 2880, 9, 2, {33, 20}}, /* K tail: 2880 = 22.5 k-steps */
+        {mlx4, 1024, 70, 1, {90, 60}},         {mlx4_bf16, 512, 33, 2, {130}},   {LPC_Q3_K, 512, 9, 2, {100, 50}},
+        {(int)lp_mlx_type(3, 32), 512, 9, 1, {130}},
+    };
+    for (const mma_case &mc : cases) run_mma_case(mc.type, mc.Ms, mc.K, mc.ncols, mc.splits);
+    for (int type : quant_types) {
+        const lpc_plane_split *sp = lpc_find_split(type);
+        run_mma_case(type, {140}, sp->block == 256 ? 256 : 384, 9, 1);
+    }
+}
+
 static void test_rmsnorm_swiglu_add(void **state) {
     (void)state;
     for (int D : {64, 96, 100, 1024, 2880, 4096, 9024}) { /* 9024: the 32-per-thread kernel */
@@ -749,7 +924,8 @@ int main(void) {
         cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
         cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_moe_routing),
+        cmocka_unit_test(test_moe_routing),       cmocka_unit_test(test_mma_fragments),
+        cmocka_unit_test(test_mma_kinds),         cmocka_unit_test(test_mma_quant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,13 +3,15 @@
  * Written against lpc_port.cuh only, so the same source runs on the GPU (nvcc)
  * and on the CPU emulator (simt_emu.h) in the tests. Launchers take a stream and
  * launch asynchronously; the caller checks cudaGetLastError. The decode GEMVs
- * and the int8 activation shadow they read live in lpc_gemv.cuh. */
+ * and the int8 activation shadow they read live in lpc_gemv.cuh, the int8 tensor-core
+ * matmul for wider batches in lpc_mma.cuh. */
 #ifndef LPC_KERNELS_CUH
 #define LPC_KERNELS_CUH
 
 #include <math.h>
 
 #include "lpc_gemv.cuh"
+#include "lpc_mma.cuh"
 
 /* ---- dequantization of whole rows (embedding lookup; F16 tiles for cuBLAS) ---- */
 

@@ -49,6 +49,7 @@ struct fiber {
     ucontext_t ctx;
     dim3 tid;
     int linear, state;
+    unsigned gathers; /* warp_gather calls so far: picks the buffer of the next one */
     std::vector<char> stack;
 };
 
@@ -58,6 +59,7 @@ struct block_state {
     dim3 bid, grid, block;
     int cur;
     uint64_t slot[32][32]; /* [warp][lane] shuffle exchange */
+    unsigned char wide[2][32][32][32]; /* [buffer][warp][lane] warp_gather exchange */
     std::function<void()> body;
 };
 
@@ -133,6 +135,7 @@ __attribute__((noinline)) inline void start_fibers(block_state *b) {
         f.linear = i;
         f.tid = dim3(i % b->block.x, (i / b->block.x) % b->block.y, i / (b->block.x * b->block.y));
         f.state = RUN;
+        f.gathers = 0;
         f.stack.resize(256 * 1024);
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = f.stack.data();
@@ -193,6 +196,22 @@ inline T exchange(T v, int src) {
     memcpy(&out, &b->slot[warp][src & 31], sizeof out);
     park(WBAR);
     return out;
+}
+
+/* Every lane's v, in lane order, to every lane of the warp: 32 shuffles in one warp
+ * barrier (the emulator's mma.sync gathers the fragments it needs with it; a barrier costs
+ * ~20 us here, so one per mma instead of a dozen keeps the MMA tests short). Two buffers
+ * used in turn: a lane can refill buffer b only after the next call's barrier, which every
+ * lane reaches only once done reading b, so one barrier per call suffices. */
+template <class T>
+inline void warp_gather(const T &v, T (&all)[32]) {
+    static_assert(sizeof(T) <= 32, "gather of up to 32 bytes per lane");
+    block_state *b = cur_block();
+    fiber &f = me();
+    const int warp = f.linear / 32, lane = f.linear % 32, buf = f.gathers++ & 1;
+    memcpy(b->wide[buf][warp][lane], &v, sizeof v);
+    park(WBAR);
+    for (int i = 0; i < 32; i++) memcpy(&all[i], b->wide[buf][warp][i], sizeof v);
 }
 
 } // namespace emu
