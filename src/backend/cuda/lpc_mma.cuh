@@ -365,9 +365,8 @@ __device__ __forceinline__ void lpc_mma_store(const lpc_gemv_args &p, const lpc_
     }
 }
 
-/* grid (row tiles, column tiles, splits), LPC_MMA_THREADS threads. */
 template <class T>
-__global__ void __launch_bounds__(LPC_MMA_THREADS, 2) lpc_mma_q(lpc_gemv_args p, lpc_mma_split sp) {
+__device__ __forceinline__ void lpc_mma_body(const lpc_gemv_args &p, const lpc_mma_split &sp) {
     typedef lpc_mma_shape<T> S;
     __shared__ lpc_mma_smem<S::NJ> sm;
     lpc_launch_dependents();
@@ -394,6 +393,18 @@ __global__ void __launch_bounds__(LPC_MMA_THREADS, 2) lpc_mma_q(lpc_gemv_args p,
         lpc_mma_step<T>(sm, lpc_imin(LPC_MMA_KT, p.K - ks * LPC_MMA_KT), ntiles, tid / 32, tid % 32, acc);
     }
     lpc_mma_store(p, sp, ntiles, tid, acc);
+}
+
+/* grid (row tiles, column tiles, splits), LPC_MMA_THREADS threads. The body is compiled
+ * for sm_80+ only (the backend never launches it below): the compute_75 PTX of the
+ * build would be 28 kernels of dead code. */
+template <class T>
+__global__ void __launch_bounds__(LPC_MMA_THREADS, 2) lpc_mma_q(lpc_gemv_args p, lpc_mma_split sp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();
+#else
+    lpc_mma_body<T>(p, sp);
+#endif
 }
 
 /* ---- launch ---- */
