@@ -3,11 +3,12 @@
 # in stages that fit the device tool's 10-minute commands.
 #
 # Here (dev box, once):   bench/cuda_device.sh prepare
-#   fills out/cuda-carry (~3 MB) with the Qwen3-8B config, the Qwen3 tokenizer and
-#   the Debian packages (jansson, cmocka, pcre2, utf8proc: dev + runtime) the device
-#   may lack. The tiny-qwen3 GGUFs are made on the device (they would not fit the
-#   64 MiB the device tool carries).
-# On the device (carry: ["out/cuda-carry"]):
+#   fills out/cuda-carry (~15 MB) with the Qwen3-8B config, the Qwen3 tokenizer, the
+#   small-qwen3 reference logits and the Debian packages (jansson, cmocka, pcre2,
+#   utf8proc: dev + runtime) the device may lack, and out/small with a Q6_K GGUF of
+#   small-qwen3 (27 MB). The tiny-qwen3 GGUFs are made on the device; the two carries
+#   and the tree stay under the 64 MiB the device tool sends.
+# On the device (carry: ["out/cuda-carry", "out/small"]):
 #   bash bench/cuda_device.sh build test     # ~4 min: build, kernel + backend tests
 #   bash bench/cuda_device.sh synth bench    # ~8 min: Qwen3-8B-shaped q4_k_m/q8_0, benchmark
 #   bash bench/cuda_device.sh fast profile   # ~3 min: models written directly (no bf16, no
@@ -64,6 +65,10 @@ prepare() {
   rm -rf "$CARRY"; mkdir -p "$CARRY/tokenizer" "$CARRY/debs"
   cp "$fix/configs/Qwen3-8B.config.json" "$CARRY/"
   cp "$fix"/qwen3-tokenizer/* "$CARRY/tokenizer/"
+  mkdir -p "$CARRY/refs" && cp "$fix"/refs/small-qwen3.json "$fix"/refs/small-qwen3.logits64.f32 "$CARRY/refs/"
+  # small-qwen3 (63 MB of bf16) travels as a Q6_K GGUF (27 MB; carry out/small too)
+  rm -rf out/small && build/llama-pajamas-quant convert --model "$fix/models/small-qwen3" --output out/small \
+    --precision q6_k >/dev/null
   (cd "$CARRY/debs" && apt-get download libjansson-dev libjansson4 libcmocka-dev libcmocka0 libpcre2-dev libpcre2-8-0 \
      libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2)
   du -sh "$CARRY"
@@ -133,6 +138,9 @@ run_tests() {
   build/test_cuda_emu 2>&1 | tail -3
   [ -d out/tiny/gguf ] || build/llama-pajamas-quant convert --model models/tiny-qwen3 --output out/tiny \
     --precision f32,q8_0,q4_k_m,q6_k >/dev/null
+  local small
+  small="$(ls out/small/gguf/*/*.gguf 2>/dev/null | head -1)"
+  [ -n "$small" ] && export LP_CUDA_TEST_SMALL_GGUF="$PWD/$small"
   LP_CUDA_TEST_GGUF_DIR="$PWD/out/tiny" build/test_cuda 2>&1 | tee "$OUTDIR/test_cuda.log" | grep -vE '^\[ (RUN|  *OK) ' | tail -60
 }
 

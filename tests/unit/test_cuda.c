@@ -446,8 +446,12 @@ static void test_moe(void **state) {
 
 enum { NPROMPT = 64, NGEN = 32 };
 
-static void prompt_tokens(int32_t *tok, int V) {
-    json_t *refs = json_load_file(LP_FIXTURES_DIR "/refs/tiny-qwen3.json", 0, NULL);
+/* The 64 tokens of refs/<fixture>.json (the HF reference logits are theirs); without the
+ * file, deterministic pseudo-random ones. */
+static void prompt_tokens(const char *fixture, int32_t *tok, int V) {
+    char *path = lp_xasprintf("%s/refs/%s.json", LP_FIXTURES_DIR, fixture);
+    json_t *refs = json_load_file(path, 0, NULL);
+    free(path);
     const json_t *arr = refs ? json_object_get(json_object_get(refs, "logits"), "tokens") : NULL;
     for (int i = 0; i < NPROMPT; i++)
         tok[i] = arr && json_array_size(arr) == NPROMPT ? (int32_t)json_integer_value(json_array_get(arr, (size_t)i))
@@ -492,7 +496,7 @@ static void logit_diff(const float *a, const float *b, size_t count, double *max
  * (tiny-qwen3 q8_0 forks at token 9 while CUDA is the closer of the two to the f32
  * logits); there top-1 must agree at >= 60 of the 64 prompt positions. Returns the
  * CPU logits when keep is set (caller frees). */
-static float *check_model(const char *path, double bound, const float *ref, bool keep) {
+static float *check_model(const char *path, const char *fixture, double bound, const float *ref, bool keep) {
     lp_model *m = lp_model_load(path);
     if (!m) {
         printf("  %s: not found, skipped (%s)\n", path, lp_errmsg());
@@ -502,7 +506,7 @@ static float *check_model(const char *path, double bound, const float *ref, bool
     const size_t count = (size_t)NPROMPT * V;
     int32_t prompt[NPROMPT], gen[2][NGEN];
     float *logits[2];
-    prompt_tokens(prompt, V);
+    prompt_tokens(fixture, prompt, V);
     for (int b = 0; b < 2; b++) {
         lp_engine_params ep = {.n_ctx = 256, .n_slots = 2, .n_threads = 2};
         lp_engine *e = b == 0 ? lp_engine_create(m, &ep) : lp_engine_create_with_backend(m, lp_backend_cuda_create(0), &ep);
@@ -543,7 +547,7 @@ static void test_tiny_qwen3(void **state) {
     (void)state;
     NEED_GPU();
     /* HF BF16 weights: decode GEMV in F32 math, prefill GEMM with F16 activations */
-    free(check_model(LP_SOURCE_DIR "/models/tiny-qwen3", 0.05, NULL, false));
+    free(check_model(LP_SOURCE_DIR "/models/tiny-qwen3", "tiny-qwen3", 0.05, NULL, false));
     const char *dir = getenv("LP_CUDA_TEST_GGUF_DIR");
     char base[1024];
     snprintf(base, sizeof base, "%s", dir ? dir : LP_SOURCE_DIR "/out/tiny");
@@ -561,7 +565,7 @@ static void test_tiny_qwen3(void **state) {
             printf("  %s: absent, skipped\n", path);
             continue;
         }
-        float *cpu = check_model(path, files[i].bound, i == 0 ? NULL : ref, i == 0);
+        float *cpu = check_model(path, "tiny-qwen3", files[i].bound, i == 0 ? NULL : ref, i == 0);
         if (i == 0) ref = cpu;
     }
     free(ref);
@@ -581,14 +585,14 @@ static void test_tiny_qwen3_mlx(void **state) {
                          .gguf = gguf, .n_gguf = 1, .n_threads = 2, .quiet = true, .offline = true};
     if (lp_pipeline_convert(&o) != 0) fail_msg("conversion: %s", lp_errmsg());
     char *f32 = lp_xasprintf("%s/gguf/f32/tiny-qwen3-f32.gguf", out);
-    float *ref = check_model(f32, 0.02, NULL, true);
+    float *ref = check_model(f32, "tiny-qwen3", 0.02, NULL, true);
     assert_non_null(ref);
     for (int i = 0; i < 2; i++) {
         char *dir = lp_xasprintf("%s/mlx/%s-pure", out, mlx[i]);
         lp_model *m = lp_model_load(dir); /* check_model skips what does not load */
         if (!m) fail_msg("%s: %s", dir, lp_errmsg());
         lp_model_free(m);
-        free(check_model(dir, 0.3, ref, false));
+        free(check_model(dir, "tiny-qwen3", 0.3, ref, false));
         free(dir);
     }
     free(ref);
@@ -597,12 +601,35 @@ static void test_tiny_qwen3_mlx(void **state) {
     free(out);
 }
 
+/* small-qwen3 (fixtures/models, 63 MB of bf16: more than a GPU machine is sent, so a
+ * GGUF of it, LP_CUDA_TEST_SMALL_GGUF, made by bench/cuda_device.sh prepare): both
+ * backends against the HF reference logits of refs/small-qwen3, CUDA no further from
+ * them than the CPU (the rule of the quantized tiny-qwen3 files). */
+static void test_small_qwen3(void **state) {
+    (void)state;
+    NEED_GPU();
+    const char *path = getenv("LP_CUDA_TEST_SMALL_GGUF");
+    if (!path) {
+        printf("  LP_CUDA_TEST_SMALL_GGUF unset: skipped\n");
+        skip();
+    }
+    size_t len = 0;
+    float *hf = (float *)lp_read_file(LP_FIXTURES_DIR "/refs/small-qwen3.logits64.f32", &len);
+    lp_model *m = lp_model_load(path);
+    if (!m) fail_msg("%s: %s", path, lp_errmsg());
+    const size_t want = (size_t)NPROMPT * m->hp.n_vocab * sizeof(float);
+    lp_model_free(m);
+    if (!hf || len != want) fail_msg("refs/small-qwen3.logits64.f32: missing or not 64 x n_vocab floats");
+    free(check_model(path, "small-qwen3", 0.3, hf, false));
+    free(hf);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create), cmocka_unit_test(test_matmul), cmocka_unit_test(test_matmul_mma),
         cmocka_unit_test(test_rowwise),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_moe), cmocka_unit_test(test_tiny_qwen3),
-        cmocka_unit_test(test_tiny_qwen3_mlx),
+        cmocka_unit_test(test_tiny_qwen3_mlx), cmocka_unit_test(test_small_qwen3),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

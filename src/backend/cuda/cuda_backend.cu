@@ -7,7 +7,8 @@
  *   - fusion: a matmul followed by a residual add writes straight into the
  *     residual; a per-head RMSNorm followed by rope is one kernel, and q's and k's
  *     such ops run inside attention's KV-store kernel; the op that produces a
- *     matmul's input also writes its int8 copy for the GEMV;
+ *     matmul's input also writes its int8 copy for the GEMV (LP_CUDA_NOFUSE leaves
+ *     any of these out);
  *   - CUDA graphs: every kernel reads the step's tokens/positions/slots from
  *     device memory, so a list equal to an earlier one (byte for byte) replays
  *     that list's graph: one launch per decode step instead of ~400;
@@ -64,6 +65,10 @@ typedef struct {
     size_t bytes;
     bool alias; /* storage owned by another entry */
 } lpc_weight;
+
+/* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -127,6 +132,7 @@ typedef struct {
     bool use_graphs, use_fusion;
     bool pdl;            /* device and LP_CUDA_PDL allow programmatic dependent launch */
     unsigned drop_ops;   /* LP_CUDA_DROP: op kinds not run (timing experiments; wrong results) */
+    unsigned no_fuse;    /* LP_CUDA_NOFUSE: FUSE_* fusions left out (measuring each one) */
     lp_backend_config cfg;
     float *d_inv_freq;
     uint16_t *k_cache, *v_cache;
@@ -806,9 +812,11 @@ static void mma_counters(lp_cuda *c, size_t count) {
     if (p && c->mma_cnt.bytes != had) cuda_ok(c, cudaMemsetAsync(p, 0, c->mma_cnt.bytes, c->st), "MMA counters");
 }
 
+static bool fuse_on(const lp_cuda *c, int f) { return c->use_fusion && !(c->no_fuse >> f & 1); }
+
 static void plan(lp_cuda *c) {
     lpc_op *ops = c->ops;
-    if (c->use_fusion) {
+    if (fuse_on(c, FUSE_RES))
         for (int i = 0; i + 1 < c->n_ops; i++) {
             lpc_op *mm = &ops[i], *add = &ops[i + 1];
             /* matmul -> add(x, y): accumulate into x when y is dead afterwards */
@@ -819,6 +827,7 @@ static void plan(lp_cuda *c) {
                 add->skip = 1;
             }
         }
+    if (fuse_on(c, FUSE_NORM_ROPE))
         for (int i = 0; i < c->n_ops; i++) {
             lpc_op *nm = &ops[i];
             /* per-head RMSNorm in place, later rope of the same buffer, untouched in between */
@@ -833,11 +842,10 @@ static void plan(lp_cuda *c) {
                 if (touches(rp, nm->x[0]) || rp->kind == OP_BATCH) break;
             }
         }
-        for (int i = 0; i < c->n_ops; i++) {
-            if (ops[i].kind != OP_ATTN) continue;
-            fuse_heads(c, i);
-            attn_counters(c, (size_t)ops[i].n * c->cfg.n_head_kv);
-        }
+    for (int i = 0; i < c->n_ops; i++) {
+        if (ops[i].kind != OP_ATTN) continue;
+        if (fuse_on(c, FUSE_HEADS)) fuse_heads(c, i);
+        if (fuse_on(c, FUSE_FOLD)) attn_counters(c, (size_t)ops[i].n * c->cfg.n_head_kv);
     }
     for (int i = 0; i < c->n_ops; i++) {
         lpc_op *mm = &ops[i];
@@ -850,7 +858,7 @@ static void plan(lp_cuda *c) {
             if (path == MM_GEMM || !quantized_weight(mm->w[k])) continue;
             lp_bbuf *x = mm->x[k];
             q8_of(c, x);
-            if (!c->use_fusion) continue;
+            if (!fuse_on(c, FUSE_EMIT)) continue;
             for (int j = i - 1; j >= 0; j--) {
                 lp_bbuf *rd[8], *wr[8];
                 int n_wr;
@@ -1055,13 +1063,14 @@ static void exec_attention(lp_cuda *c, const lpc_op *op) {
     a.nsplit = n_split(c, n);
     a.window = op->i2;
     a.scale = op->f0;
-    a.part = (float *)scratch(c, &c->attn_part, (size_t)n * n_head * a.nsplit * (hd + 2) * sizeof(float));
+    a.min_chunk = LPC_ATTN_MIN_CHUNK;
+    a.part = (float *)scratch(c, &c->attn_part, (size_t)n * n_head * a.nsplit * (hd + LPC_ATTN_PART_HEAD) * sizeof(float));
     if (!a.part) return;
     a.sinks = op->w2[0] ? (const float *)op->w2[0]->a : NULL;
     a.out = op->y[0]->d;
     a.emit = op->emit_q8;
     a.o = op->emit_q8 ? op->y[0]->q8 : no_q8();
-    a.counters = c->use_fusion ? (unsigned *)c->attn_cnt.p : NULL; /* zeroed by plan() */
+    a.counters = fuse_on(c, FUSE_FOLD) ? (unsigned *)c->attn_cnt.p : NULL; /* zeroed by plan() */
     lpc_attention(c->st, a, n, hd);
 }
 
@@ -1189,17 +1198,25 @@ static const char *op_name(int kind) {
     return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) ? names[kind] : "?";
 }
 
+/* Bit k set for each names[k] in the comma-separated list. */
+static unsigned name_mask(const char *list, const char *const *names, int n) {
+    unsigned mask = 0;
+    for (const char *s = list; s && *s;) {
+        const size_t len = strcspn(s, ",");
+        for (int k = 0; k < n; k++)
+            if (strlen(names[k]) == len && !strncmp(s, names[k], len)) mask |= 1u << k;
+        s += len + (s[len] == ',');
+    }
+    return mask;
+}
+
 /* LP_CUDA_DROP=rmsnorm,swiglu,...: a mask of op kinds (op_name) left out of every
  * step. Results are wrong: it measures what an op kind costs inside the graph, where
  * per-kernel timers cannot look. */
 static unsigned drop_mask(const char *list) {
-    unsigned mask = 0;
-    for (const char *s = list; s && *s;) {
-        const size_t len = strcspn(s, ",");
-        for (int k = 0; k <= OP_KV_COPY; k++)
-            if (strlen(op_name(k)) == len && !strncmp(s, op_name(k), len)) mask |= 1u << k;
-        s += len + (s[len] == ',');
-    }
+    const char *names[OP_KV_COPY + 1];
+    for (int k = 0; k <= OP_KV_COPY; k++) names[k] = op_name(k);
+    const unsigned mask = name_mask(list, names, OP_KV_COPY + 1);
     if (mask) fprintf(stderr, "cuda backend: LP_CUDA_DROP=%s: those ops are not run, results are wrong\n", list);
     return mask;
 }
@@ -1222,6 +1239,9 @@ static double op_label(const lpc_op *op, char *buf, size_t cap) {
     return bytes;
 }
 
+/* Launches kernels of its own (not fused into another op, not dropped by LP_CUDA_DROP). */
+static bool runs_alone(const lp_cuda *c, const lpc_op *op) { return !op->skip && !(c->drop_ops >> op->kind & 1); }
+
 static void exec_all(lp_cuda *c, bool check_each) {
     lpc_profile *pf = &c->prof;
     int n_ev = 0;
@@ -1231,14 +1251,14 @@ static void exec_all(lp_cuda *c, bool check_each) {
     lpc_pdl_enabled() = c->pdl && c->n_batch == 1;
     if (pf->on) cudaEventRecord(lpc_prof_event(pf, n_ev++), c->st);
     for (int i = 0; i < c->n_ops && !c->err[0]; i++) {
-        if (c->ops[i].skip || (c->drop_ops >> c->ops[i].kind & 1)) continue;
+        if (!runs_alone(c, &c->ops[i])) continue;
         exec_op(c, &c->ops[i]);
         if (check_each) cuda_ok(c, cudaGetLastError(), "kernel launch");
         if (pf->on) cudaEventRecord(lpc_prof_event(pf, n_ev++), c->st);
     }
     if (!pf->on || n_ev < 2 || !cuda_ok(c, cudaEventSynchronize(pf->ev[n_ev - 1]), "profile")) return;
     for (int i = 0, k = 1; i < c->n_ops && k < n_ev; i++) {
-        if (c->ops[i].skip || (c->drop_ops >> c->ops[i].kind & 1)) continue;
+        if (!runs_alone(c, &c->ops[i])) continue;
         float ms = 0.0f;
         cudaEventElapsedTime(&ms, pf->ev[k - 1], pf->ev[k]);
         char label[LPC_PROF_LABEL];
@@ -1511,6 +1531,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->pdl = prop.major >= 9 && !env_off("LP_CUDA_PDL");
     if (prop.major < 8) c->mma_max_n = 0; /* mma.sync with s8 m16n8k16/k32 is sm_80+ */
     c->drop_ops = drop_mask(getenv("LP_CUDA_DROP"));
+    c->no_fuse = name_mask(getenv("LP_CUDA_NOFUSE"), fuse_names, FUSE_COUNT);
     /* a fixed workspace keeps cuBLAS from allocating inside graph captures */
     const size_t ws = (size_t)32 << 20;
     c->blas_ws = dev_alloc(c, ws, "cuBLAS workspace");

@@ -730,18 +730,19 @@ static void test_heads_fused(void **state) {
 
 /* The combine as lpc_attn_combine_kernel computed it before it became lpc_attn_merge:
  * per element, splits in order, sinks first in the denominator. */
-static float combine_ref(const float *part, int nsplit, int hd, int row, int n_head, const float *sinks, int d) {
+static float combine_ref(const float *part, int nsplit, int live, int hd, int row, int n_head, const float *sinks, int d) {
     const int h = row % n_head;
-    const float *base = part + (size_t)row * nsplit * (hd + 2);
+    const int stride = hd + LPC_ATTN_PART_HEAD;
+    const float *base = part + (size_t)row * nsplit * stride;
     float M = sinks ? sinks[h] : -INFINITY;
-    for (int s = 0; s < nsplit; s++) M = fmaxf(M, base[(size_t)s * (hd + 2)]);
+    for (int s = 0; s < live; s++) M = fmaxf(M, base[(size_t)s * stride]);
     float L = sinks ? expf(sinks[h] - M) : 0.0f, acc = 0.0f;
-    for (int s = 0; s < nsplit; s++) {
-        const float ms = base[(size_t)s * (hd + 2)];
+    for (int s = 0; s < live; s++) {
+        const float ms = base[(size_t)s * stride];
         if (ms == -INFINITY) continue;
         const float w = expf(ms - M);
-        L += w * base[(size_t)s * (hd + 2) + 1];
-        acc += w * base[(size_t)s * (hd + 2) + 2 + d];
+        L += w * base[(size_t)s * stride + 1];
+        acc += w * base[(size_t)s * stride + LPC_ATTN_PART_HEAD + d];
     }
     return acc / L;
 }
@@ -752,10 +753,12 @@ static float combine_ref(const float *part, int nsplit, int hd, int row, int n_h
  * replay), which must be back at zero after each launch. */
 static void check_folded_combine(lpc_attn_args a, int n, int hd, const std::vector<float> &sep, const q8_buf &sep_q) {
     const size_t count = (size_t)n * a.n_head * hd;
-    std::vector<float> part_sep(a.part, a.part + (size_t)n * a.n_head * a.nsplit * (hd + 2));
+    std::vector<float> part_sep(a.part, a.part + (size_t)n * a.n_head * a.nsplit * (hd + LPC_ATTN_PART_HEAD));
     for (size_t row = 0; row < (size_t)n * a.n_head; row++)
         for (int d = 0; d < hd; d++) {
-            const float ref = combine_ref(part_sep.data(), a.nsplit, hd, (int)row, a.n_head, a.sinks, d);
+            const int t = (int)row / a.n_head, len = a.pos[t] - (a.window > 0 ? std::max(0, a.pos[t] - a.window + 1) : 0) + 1;
+            const int live = a.min_chunk ? std::max(1, std::min(a.nsplit, (len + a.min_chunk - 1) / a.min_chunk)) : a.nsplit;
+            const float ref = combine_ref(part_sep.data(), a.nsplit, live, hd, (int)row, a.n_head, a.sinks, d);
             if (!same_bits(&ref, &sep[row * hd + d], 4))
                 fail_msg("combine row %zu d %d: %a vs old %a", row, d, sep[row * hd + d], ref);
         }
@@ -779,7 +782,8 @@ static void check_folded_combine(lpc_attn_args a, int n, int hd, const std::vect
 /* Attention: keys/values of two slots stored over two steps, GQA, several splits,
  * a sliding window and sinks; against a double-precision reference over the same
  * F16-rounded cache. */
-static void run_attention_case(int hd, int n_head, int n_kv, int nsplit, int window, bool sinks, int len0 = 70) {
+static void run_attention_case(int hd, int n_head, int n_kv, int nsplit, int window, bool sinks, int len0 = 70,
+                               int min_chunk = 0) {
     const int n_ctx = len0 + 10, n_slots = 2, G = n_head / n_kv;
     std::vector<uint16_t> kc((size_t)n_slots * n_kv * n_ctx * hd, 0x7e00), vc(kc.size(), 0x7e00); /* NaN: unwritten */
     std::vector<float> kref(kc.size()), vref(kc.size());
@@ -804,11 +808,12 @@ static void run_attention_case(int hd, int n_head, int n_kv, int nsplit, int win
             }
         if (step == 0) continue;
         std::vector<float> q = rand_vec((size_t)n * n_head * hd, 1.0f), out(q.size(), NAN), sink = rand_vec(n_head, 2.0f);
-        std::vector<float> part((size_t)n * n_head * nsplit * (hd + 2), NAN);
+        std::vector<float> part((size_t)n * n_head * nsplit * (hd + LPC_ATTN_PART_HEAD), NAN);
         q8_buf o(out.size());
         lpc_attn_args a = {};
         a.q = q.data(), a.kc = kc.data(), a.vc = vc.data(), a.pos = pos.data(), a.slot = slot.data(), a.part = part.data();
         a.n_ctx = n_ctx, a.n_head = n_head, a.n_kv = n_kv, a.G = G, a.nsplit = nsplit, a.window = window;
+        a.min_chunk = min_chunk;
         a.scale = 1.0f / sqrtf((float)hd);
         a.sinks = sinks ? sink.data() : NULL, a.out = out.data(), a.emit = 1, a.o = o.view();
         lpc_attention(0, a, n, hd); /* split + combine launch */
@@ -849,6 +854,10 @@ static void test_attention(void **state) {
     run_attention_case(32, 4, 2, 1, 0, false, 600); /* several tiles per warp: online-softmax rescaling */
     run_attention_case(128, 16, 4, 5, 0, false, 700); /* Qwen3's head_dim and GQA 4, five splits */
     run_attention_case(256, 4, 2, 2, 100, true, 300); /* one V row per step, window */
+    /* live splits: 64-position minimum, so the tokens (pos 700/701 in slot 0, 40 and 5
+     * in slot 1) use 11, 1 and 1 of 16 splits; the rest exit without counting in */
+    run_attention_case(128, 16, 4, 16, 0, false, 700, 64);
+    run_attention_case(64, 8, 2, 8, 32, true, 300, 32); /* window 32: one live split */
 }
 
 static void test_moe_routing(void **state) {

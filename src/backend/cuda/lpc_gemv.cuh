@@ -52,6 +52,49 @@ inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) 
     LPC_LAUNCH_PDL(lpc_quantize_kernel, dim3((unsigned)((warps + 7) / 8)), dim3(256), st, x, count, o);
 }
 
+/* ---- RMSNorm of one row (with the int8 shadow of its output) ---- */
+
+__device__ __forceinline__ float lpc_block_sum(float v, float *red) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+    v = lpc_warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int w = 0; w < n_warps; w++) t += red[w];
+    __syncthreads();
+    return t;
+}
+
+/* orow = xr * 1/sqrt(mean(xr^2) + eps) * w over D elements, by the whole block; the
+ * int8 shadow of orow at element q8_base of o when emit (D % 32 == 0). Each thread
+ * keeps its EPT elements (i = tid + k * blockDim) in registers, so the row is read
+ * once with every load in flight together: a loop of dependent load -> reduce ->
+ * store rounds made this latency-bound (19 us for one 4096 row on the H100). A
+ * warp's elements for a given k are 32 consecutive values, as lpc_q8_emit needs.
+ * In place (orow == xr) is fine: every read precedes the block sum. */
+template <int EPT>
+__device__ __forceinline__ void lpc_rmsnorm_row(const float *xr, const float *w, int D, float eps, float *orow, int emit,
+                                                lpc_q8 o, size_t q8_base) {
+    __shared__ float red[32];
+    float v[EPT], ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        v[k] = i < D ? xr[i] : 0.0f;
+        ss += v[k] * v[k];
+    }
+    ss = lpc_block_sum(ss, red);
+    const float scale = 1.0f / sqrtf(ss / (float)D + eps);
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i0 = k * blockDim.x, i = threadIdx.x + i0;
+        if (i0 >= D) break; /* uniform: whole warps (D % 32 == 0 when emitting) leave together */
+        const float y = i < D ? w[i] * (v[k] * scale) : 0.0f;
+        if (i < D) orow[i] = y;
+        if (emit && i < D) lpc_q8_emit(y, q8_base + (i & ~31), threadIdx.x % 32, o); /* warp-uniform */
+    }
+}
+
 /* ---- GEMV: y[c][row] (+)= W[row] . x[c] for up to LPC_MAX_PROB weights sharing x ---- */
 
 enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8, LPC_GEMV_ROWS = 2 /* per warp, quantized */ };
@@ -241,6 +284,9 @@ __global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
 
 enum { LPC_X1_MAX_K = 16384 };
 
+/* Columns and row length the batch-1 kernel takes (every quantized type has it). */
+inline bool lpc_gemv1_fits(int K, int ncols) { return ncols == 1 && K % 32 == 0 && K <= LPC_X1_MAX_K; }
+
 template <class T, int R, int U>
 __device__ __forceinline__ void lpc_gemv1_load(const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int s0, int S,
                                                typename T::raw (&w)[U][R]) {
@@ -252,6 +298,40 @@ __device__ __forceinline__ void lpc_gemv1_load(const uint8_t *const (&A)[R], con
 #pragma unroll
         for (int i = 0; i < R; i++) T::load(A[i] + (size_t)blk * T::A_BYTES, B[i] + (size_t)blk * T::B_BYTES, s % T::SLICES, w[u][i]);
     }
+}
+
+/* The batch-1 kernel's main loop over a warp's R rows, first slices already in w. */
+template <class T, int R, int U>
+__device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc_row_pick (&r)[R], int n_rows,
+                                               const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int S,
+                                               typename T::raw (&w)[U][R], const uint4 *xc, const float2 *xds) {
+    const int lane = threadIdx.x % 32;
+    float acc[R][1];
+#pragma unroll
+    for (int i = 0; i < R; i++) acc[i][0] = 0.0f;
+    for (int s0 = 0; s0 < S; s0 += 32 * U) {
+        if (s0) lpc_gemv1_load<T, R, U>(A, B, s0 + lane, S, w);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int s = s0 + 32 * u + lane;
+            if (s >= S) break;
+            const int blk = s / T::SLICES, si = s % T::SLICES;
+            lpc_slice<T::RUNS> sl[R];
+#pragma unroll
+            for (int i = 0; i < R; i++) T::unpack(w[u][i], si, sl[i]);
+#pragma unroll
+            for (int q = 0; q < T::RUNS; q++) {
+                const int e16 = (blk * T::BLOCK + sl[0].off[q]) / 16; /* same offsets in every row */
+                const uint4 xw = xc[e16];
+                const float2 ds = xds[e16];
+#pragma unroll
+                for (int i = 0; i < R; i++) acc[i][0] += lpc_run_dot(sl[i], q, xw, ds.x, ds.y);
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++)
+        if (i < n_rows) lpc_gemv_store<1>(p, r[i], acc[i], lane); /* warp-uniform */
 }
 
 template <class T, int R, int U, int W>
@@ -293,33 +373,7 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
         xds[i] = ds;
     }
     __syncthreads();
-    if (!active) return;
-    float acc[R][1];
-#pragma unroll
-    for (int i = 0; i < R; i++) acc[i][0] = 0.0f;
-    for (int s0 = 0; s0 < S; s0 += 32 * U) {
-        if (s0) lpc_gemv1_load<T, R, U>(A, B, s0 + lane, S, w);
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int s = s0 + 32 * u + lane;
-            if (s >= S) break;
-            const int blk = s / T::SLICES, si = s % T::SLICES;
-            lpc_slice<T::RUNS> sl[R];
-#pragma unroll
-            for (int i = 0; i < R; i++) T::unpack(w[u][i], si, sl[i]);
-#pragma unroll
-            for (int q = 0; q < T::RUNS; q++) {
-                const int e16 = (blk * T::BLOCK + sl[0].off[q]) / 16; /* same offsets in every row */
-                const uint4 xw = xc[e16];
-                const float2 ds = xds[e16];
-#pragma unroll
-                for (int i = 0; i < R; i++) acc[i][0] += lpc_run_dot(sl[i], q, xw, ds.x, ds.y);
-            }
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < R; i++)
-        if (i < n_rows) lpc_gemv_store<1>(p, r[i], acc[i], lane); /* warp-uniform */
+    if (active) lpc_gemv1_rows<T, R, U>(p, r, n_rows, A, B, S, w, xc, xds);
 }
 
 /* The batch-1 kernel's shape: R rows per warp, U slices per lane in flight, W warps. */
@@ -334,7 +388,7 @@ inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs)
 /* Every quantized decoder (lpc_decoder: load + unpack) has the batch-1 kernel. */
 template <class T>
 struct lpc_gemv1 {
-    static bool fits(const lpc_gemv_args &p) { return p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K; }
+    static bool fits(const lpc_gemv_args &p) { return lpc_gemv1_fits(p.K, p.ncols); }
     /* Shapes measured on the H100 with PDL (bench/cuda_gemv_bench.cu, Qwen3-8B
      * matrices, TB/s): 4-/5-bit types over 4096 columns want one row per warp and
      * 4 slices in flight (gate/up 2.37 vs 2.09 at two rows), over 12288 columns two

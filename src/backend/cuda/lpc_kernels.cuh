@@ -108,47 +108,14 @@ inline bool lpc_dequant_rows(lpc_stream st, int type, const uint8_t *a, const ui
 
 /* ---- row-wise ops ---- */
 
-__device__ __forceinline__ float lpc_block_sum(float v, float *red) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
-    v = lpc_warp_sum(v);
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    float t = 0.0f;
-    for (int w = 0; w < n_warps; w++) t += red[w];
-    __syncthreads();
-    return t;
-}
-
 /* out[r] = x[r] * 1/sqrt(mean(x^2) + eps) * w; q8 shadow of out when emit (D % 32 == 0).
- * One block per row; each thread keeps its EPT elements (i = tid + k * blockDim) in
- * registers, so the row is read once with every load in flight together: a loop
- * of dependent load -> reduce -> store rounds made this latency-bound (19 us for
- * one 4096 row on the H100). A warp's elements for a given k are 32 consecutive
- * values, as lpc_q8_emit needs. */
+ * One block per row (lpc_rmsnorm_row). */
 template <int EPT>
 __global__ void __launch_bounds__(1024) lpc_rmsnorm_kernel(const float *x, const float *w, int D, float eps, float *out,
                                                            int emit, lpc_q8 o) {
-    __shared__ float red[32];
     LPC_PDL_ENTRY();
-    const float *xr = x + (size_t)blockIdx.x * D;
-    float v[EPT], ss = 0.0f;
-#pragma unroll
-    for (int k = 0; k < EPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        v[k] = i < D ? xr[i] : 0.0f;
-        ss += v[k] * v[k];
-    }
-    ss = lpc_block_sum(ss, red);
-    const float scale = 1.0f / sqrtf(ss / (float)D + eps);
-    float *orow = out + (size_t)blockIdx.x * D;
-#pragma unroll
-    for (int k = 0; k < EPT; k++) {
-        const int i0 = k * blockDim.x, i = threadIdx.x + i0;
-        if (i0 >= D) break; /* uniform: whole warps (D % 32 == 0 when emitting) leave together */
-        const float y = i < D ? w[i] * (v[k] * scale) : 0.0f;
-        if (i < D) orow[i] = y;
-        if (emit && i < D) lpc_q8_emit(y, (size_t)blockIdx.x * D + (i & ~31), threadIdx.x % 32, o); /* warp-uniform */
-    }
+    const size_t r0 = (size_t)blockIdx.x * D;
+    lpc_rmsnorm_row<EPT>(x + r0, w, D, eps, out + r0, emit, o, r0);
 }
 
 /* Rows of up to 32768 elements. */
@@ -352,8 +319,9 @@ typedef struct {
     const float *q;              /* [n][n_head][hd] */
     const uint16_t *kc, *vc;     /* this layer's cache */
     const int *pos, *slot;       /* [n] */
-    float *part;                 /* [n * n_head][nsplit][hd + 2]: m, l, acc */
+    float *part;                 /* [n * n_head][nsplit][hd + 4]: m, l, 2 pad, acc (16-byte aligned) */
     int n_ctx, n_head, n_kv, G, nsplit, window;
+    int min_chunk;               /* positions per split at least (0: always nsplit splits) */
     float scale;
     const float *sinks;          /* [n_head] or NULL */
     float *out;                  /* [n][n_head][hd] */
@@ -363,23 +331,59 @@ typedef struct {
                                     block per (token, kv head) merges; NULL: a combine launch */
 } lpc_attn_args;
 
-enum { LPC_ATTN_MAX_SPLIT = 64 };
+enum {
+    LPC_ATTN_MAX_SPLIT = 64,
+    LPC_ATTN_MIN_CHUNK = 128, /* positions per split at least, in decode */
+    LPC_ATTN_PART_HEAD = 4,   /* floats before a partial's acc */
+};
 
-/* Output rows row0 .. row0+nr-1 (nr <= GM; row = token * n_head + head) from their nsplit
- * partials, by the whole block (hd % 32 == 0: whole warps over 32 consecutive elements, as
- * the int8 shadow needs). Each row's split maxima and weights are staged in shared memory
- * once, then every element sums over the splits in split order with sinks first in the
- * denominator: the arithmetic of a per-element merge, so the folded and the separate
- * combine give the same bits. Partials are read through L2 (__ldcg): in the folded
- * combine, blocks on other SMs wrote them during this launch. */
+/* Splits that token t uses: nsplit is fixed per graph (sized for the longest context),
+ * the live length decides how many carry work, at least min_chunk positions each, so
+ * a short context is not spread over 64 splits of a few positions (512 blocks, and a
+ * 64-way merge) when 4 do. Blocks of the other splits exit at once. */
+__device__ __forceinline__ int lpc_attn_live_splits(const lpc_attn_args &p, int t) {
+    const int pos = p.pos[t];
+    const int first = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+    const int len = pos - first + 1;
+    return p.min_chunk > 0 ? lpc_imax(1, lpc_imin(p.nsplit, (len + p.min_chunk - 1) / p.min_chunk)) : p.nsplit;
+}
+
+/* The int8 shadow (lpc_q8_emit's codes, scales and sums, bit for bit) of 4 consecutive
+ * elements per lane, elements e0 .. e0+3 (e0 % 4 == 0): 8 lanes per 32-element group.
+ * Every lane of the warp calls it; lanes with !store (whole 8-lane groups) write nothing. */
+__device__ __forceinline__ void lpc_q8_emit4(float4 v, size_t e0, bool store, lpc_q8 o) {
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+    for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(LPC_FULL_MASK, amax, m));
+    const float d = lpc_h2f(lpc_f2h(amax / 127.0f)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int q0 = (int)rintf(v.x * id), q1 = (int)rintf(v.y * id), q2 = (int)rintf(v.z * id), q3 = (int)rintf(v.w * id);
+    int sum = q0 + q1 + q2 + q3;
+#pragma unroll
+    for (int m = 1; m < 4; m <<= 1) sum += __shfl_xor_sync(LPC_FULL_MASK, sum, m); /* the 16-element run */
+    if (!store) return;
+    const uint32_t packed = (uint32_t)(q0 & 0xff) | (uint32_t)(q1 & 0xff) << 8 | (uint32_t)(q2 & 0xff) << 16 | (uint32_t)q3 << 24;
+    *(uint32_t *)(o.q + e0) = packed;
+    if (e0 % 32 == 0) o.d[e0 / 32] = d;
+    if (e0 % 16 == 0) o.s[e0 / 16] = d * (float)sum;
+}
+
+/* Output rows row0 .. row0+nr-1 (nr <= GM; row = token * n_head + head) from their first
+ * S partials, by the whole block (hd % 32 == 0). Each row's split maxima and weights are
+ * staged in shared memory once, then every element sums over the splits in split order
+ * with sinks first in the denominator: the arithmetic of a per-element merge, so the
+ * folded and the separate combine give the same bits. A thread takes 4 consecutive
+ * elements (one 16-byte load per split: the 64-split merge of Qwen3's 4 heads x 128 was
+ * 256 dependent-ish 4-byte loads per thread). Partials are read through L2 (__ldcg): in
+ * the folded combine, blocks on other SMs wrote them during this launch. */
 template <int GM>
-__device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, int row0, int nr) {
+__device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, int row0, int nr, int S) {
     __shared__ float ms[GM][LPC_ATTN_MAX_SPLIT], ls[GM][LPC_ATTN_MAX_SPLIT], ws[GM][LPC_ATTN_MAX_SPLIT], Mr[GM], Lr[GM];
-    const int S = p.nsplit, stride = hd + 2;
-    const float *part = p.part + (size_t)row0 * S * stride; /* [nr][S][stride] */
+    const int stride = hd + LPC_ATTN_PART_HEAD, lane = threadIdx.x % 32;
+    const float *part = p.part + (size_t)row0 * p.nsplit * stride; /* [nr][nsplit][stride] */
     for (int i = threadIdx.x; i < nr * S; i += blockDim.x) {
-        ms[i / S][i % S] = __ldcg(part + (size_t)i * stride);
-        ls[i / S][i % S] = __ldcg(part + (size_t)i * stride + 1);
+        const float *ps = part + ((size_t)(i / S) * p.nsplit + i % S) * stride;
+        ms[i / S][i % S] = __ldcg(ps);
+        ls[i / S][i % S] = __ldcg(ps + 1);
     }
     __syncthreads();
     if ((int)threadIdx.x < nr) {
@@ -402,16 +406,25 @@ __device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, i
         Lr[r] = L;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < nr * hd; i += blockDim.x) {
-        const int r = i / hd, d = i % hd;
-        const size_t row = (size_t)row0 + r;
-        float acc = 0.0f;
+    const int per_row = hd / 4, n4 = nr * per_row;
+    for (int base = (int)threadIdx.x - lane; base < n4; base += blockDim.x) { /* warp-uniform: the shadow's shuffles */
+        const int i = base + lane;
+        const bool ok = i < n4;
+        const int r = ok ? i / per_row : 0, d = 4 * (i % per_row);
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (ok) {
+            const float *pr = part + (size_t)r * p.nsplit * stride + LPC_ATTN_PART_HEAD + d;
 #pragma unroll 4
-        for (int s = 0; s < S; s++)
-            if (ms[r][s] != -INFINITY) acc += ws[r][s] * __ldcg(part + ((size_t)r * S + s) * stride + 2 + d);
-        const float v = acc / Lr[r];
-        p.out[row * hd + d] = v;
-        if (p.emit) lpc_q8_emit(v, row * hd + (d & ~31), d % 32, p.o);
+            for (int s = 0; s < S; s++) {
+                if (ms[r][s] == -INFINITY) continue;
+                const float4 v = __ldcg((const float4 *)(pr + (size_t)s * stride));
+                const float w = ws[r][s];
+                acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
+            }
+            acc.x /= Lr[r], acc.y /= Lr[r], acc.z /= Lr[r], acc.w /= Lr[r];
+            *(float4 *)(p.out + ((size_t)row0 + r) * hd + d) = acc;
+        }
+        if (p.emit) lpc_q8_emit4(acc, ((size_t)row0 + r) * hd + d, ok, p.o);
     }
 }
 
@@ -421,19 +434,19 @@ __device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, i
  * counting itself in; the last one resets the counter for the next launch (graph replays
  * run the same kernel on the same counters), fences, then reads everyone's partials. */
 template <int GM>
-__device__ __forceinline__ void lpc_attn_fold(const lpc_attn_args &p, int hd, int t, int kvh) {
+__device__ __forceinline__ void lpc_attn_fold(const lpc_attn_args &p, int hd, int t, int kvh, int S) {
     __shared__ int last;
     unsigned *cnt = p.counters + (size_t)t * p.n_kv + kvh;
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
-        last = atomicAdd(cnt, 1u) == (unsigned)p.nsplit - 1;
+        last = atomicAdd(cnt, 1u) == (unsigned)S - 1;
         if (last) *cnt = 0; /* every block of this (t, kvh) has counted: nobody else touches it */
     }
     __syncthreads();
     if (!last) return; /* block-uniform */
     __threadfence();
-    lpc_attn_merge<GM>(p, hd, t * p.n_head + kvh * p.G, p.G);
+    lpc_attn_merge<GM>(p, hd, t * p.n_head + kvh * p.G, p.G, S);
 }
 
 /* One block per (token, kv head, split): the G query heads sharing the kv head, over
@@ -458,8 +471,9 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
     const int t = blockIdx.x / p.n_kv, kvh = blockIdx.x % p.n_kv, sp = blockIdx.y, G = p.G;
     const int pos = p.pos[t], slot = p.slot[t];
     const int first = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
-    const int len = pos - first + 1;
-    const int chunk = ((len + p.nsplit - 1) / p.nsplit + 31) & ~31;
+    const int len = pos - first + 1, live = lpc_attn_live_splits(p, t);
+    if (sp >= live) return; /* block-uniform; never counted in (the merge waits for `live`) */
+    const int chunk = ((len + live - 1) / live + 31) & ~31;
     const int beg = first + sp * chunk, end = lpc_imin(beg + chunk, pos + 1);
     for (int i = threadIdx.x; i < G * HD; i += blockDim.x)
         qs[i / HD][i % HD] = p.q[((size_t)t * p.n_head + kvh * G + i / HD) * HD + i % HD] * p.scale;
@@ -566,9 +580,9 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
         }
         __syncthreads();
     }
-    for (int i = threadIdx.x; i < G * (HD + 2); i += blockDim.x) {
-        const int g = i / (HD + 2), k = i % (HD + 2);
-        float *dst = p.part + (((size_t)t * p.n_head + kvh * G + g) * p.nsplit + sp) * (HD + 2);
+    for (int i = threadIdx.x; i < G * (HD + LPC_ATTN_PART_HEAD); i += blockDim.x) {
+        const int g = i / (HD + LPC_ATTN_PART_HEAD), k = i % (HD + LPC_ATTN_PART_HEAD);
+        float *dst = p.part + (((size_t)t * p.n_head + kvh * G + g) * p.nsplit + sp) * (HD + LPC_ATTN_PART_HEAD);
         const float M = fmaxf(fmaxf(red_m[0][g], red_m[1][g]), fmaxf(red_m[2][g], red_m[3][g]));
         if (k == 0) {
             dst[0] = M;
@@ -577,15 +591,17 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
             for (int w = 0; w < 4; w++)
                 if (red_m[w][g] != -INFINITY) L += red_l[w][g] * __expf(red_m[w][g] - M);
             dst[1] = L;
-        } else {
-            dst[k] = M == -INFINITY ? 0.0f : acc_s[g][k - 2];
+        } else if (k >= LPC_ATTN_PART_HEAD) {
+            dst[k] = M == -INFINITY ? 0.0f : acc_s[g][k - LPC_ATTN_PART_HEAD];
         }
     }
-    if (p.counters) lpc_attn_fold<GM>(p, HD, t, kvh); /* every block gets here: no early exit above */
+    if (p.counters) lpc_attn_fold<GM>(p, HD, t, kvh, live); /* every live block gets here */
 }
 
 /* The unfolded combine (LP_CUDA_FUSE=0): one block of hd threads per output row. */
-__global__ void lpc_attn_combine_kernel(lpc_attn_args p, int hd) { lpc_attn_merge<1>(p, hd, blockIdx.x, 1); }
+__global__ void lpc_attn_combine_kernel(lpc_attn_args p, int hd) {
+    lpc_attn_merge<1>(p, hd, blockIdx.x, 1, lpc_attn_live_splits(p, blockIdx.x / p.n_head));
+}
 
 template <int HD>
 inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
