@@ -68,8 +68,8 @@ struct bench_weight {
             if ((int)T::TYPE >= LPC_MLX_BF16_FIRST) /* bf16 scale | bias: both 2^-7 */
                 fix_scales<<<1024, 256, 0, st>>>(B[c], (size_t)M * bpr, T::B_BYTES, 2, 0x3c00);
             else /* f16 d (and dmin): 2^-7 */
-                fix_scales<<<1024, 256, 0, st>>>(B[c], (size_t)M * bpr, T::B_BYTES, (int)T::TYPE == LPC_Q4_K || (int)T::TYPE == LPC_Q5_K ? 2 : 1,
-                                                 0x2000);
+                fix_scales<<<1024, 256, 0, st>>>(B[c], (size_t)M * bpr, T::B_BYTES,
+                                                 (int)T::TYPE == LPC_Q4_K || (int)T::TYPE == LPC_Q5_K ? 2 : 1, 0x2000);
         }
     }
     ~bench_weight() {
@@ -126,7 +126,10 @@ static std::vector<float> run_once(cudaStream_t st, lpc_gemv_args p, size_t n_ou
 
 static double rel_err(const std::vector<float> &got, const std::vector<float> &ref) {
     double err = 0, mag = 0;
-    for (size_t i = 0; i < ref.size(); i++) err = std::max(err, (double)fabsf(got[i] - ref[i])), mag = std::max(mag, (double)fabsf(ref[i]));
+    for (size_t i = 0; i < ref.size(); i++) {
+        err = std::max(err, (double)fabsf(got[i] - ref[i]));
+        mag = std::max(mag, (double)fabsf(ref[i]));
+    }
     return mag > 0 ? err / mag : err;
 }
 
@@ -257,8 +260,8 @@ static void run_batched(const char *tname, int M, int K, int ncols, cudaStream_t
         const std::vector<float> got = run_once(st, p, (size_t)ncols * M, v.launch);
         const double us = graph_us(st, w, p, v.launch);
         if (&v == &vs[0]) ref = got, ref_us = us;
-        printf("%-5s %6d x %-6d n=%-3d %-12s %8.2f us %7.0f GB/s  x%.2f  rel.err %.1e\n", tname, M, K, ncols, v.name, us, w.bytes / us / 1e3,
-               ref_us / us, rel_err(got, ref));
+        printf("%-5s %6d x %-6d n=%-3d %-12s %8.2f us %7.0f GB/s  x%.2f  rel.err %.1e\n", tname, M, K, ncols, v.name, us,
+               w.bytes / us / 1e3, ref_us / us, rel_err(got, ref));
     }
 }
 

@@ -291,7 +291,8 @@ static void test_matmul_mma(void **state) {
                 for (int rep = 0; rep < 3; rep++) {
                     pair_batch(&p, &table.w, 0, n, pos, slot, 0);
                     for (int b = 0; b < 2; b++) {
-                        lp_matmul_args a[2] = {{&ws[ti][0].w, -1, p.buf[b][0], p.buf[b][1]}, {&ws[ti][1].w, -1, p.buf[b][0], p.buf[b][2]}};
+                        lp_matmul_args a[2] = {{&ws[ti][0].w, -1, p.buf[b][0], p.buf[b][1]},
+                                               {&ws[ti][1].w, -1, p.buf[b][0], p.buf[b][2]}};
                         p.be[b]->ops->matmul(p.be[b], 2, a, n);
                     }
                     char what[64];

@@ -435,7 +435,8 @@ static void test_mma_fragments(void **state) {
                 for (int n = 0; n < 8; n++) {
                     int ref = C[w * 128 + r * 8 + n];
                     for (int k = 0; k < KD; k++) ref += A[(size_t)w * 16 * KD + r * KD + k] * B[(size_t)w * KD * 8 + k * 8 + n];
-                    if (D[w * 128 + r * 8 + n] != ref) fail_msg("k%d warp %d D[%d][%d] = %d, want %d", KD, w, r, n, D[w * 128 + r * 8 + n], ref);
+                    const int got = D[w * 128 + r * 8 + n];
+                    if (got != ref) fail_msg("k%d warp %d D[%d][%d] = %d, want %d", KD, w, r, n, got, ref);
                 }
     }
 }
@@ -462,24 +463,27 @@ struct mma_kind_check {
                           gs % T::SLICES, sl);
                 for (int q = 0; q < T::RUNS; q++) {
                     const int e = blk * T::BLOCK + sl.off[q];
-                    if (e % 16 || e / LPC_MMA_KT != ks) fail_msg("type %d slice %d run %d at %d: outside k-step %d", T::TYPE, gs, q, e, ks);
+                    if (e % 16 || e / LPC_MMA_KT != ks)
+                        fail_msg("type %d slice %d run %d at %d: outside k-step %d", T::TYPE, gs, q, e, ks);
                     seen[e]++;
                     sc[e / 16] = sl.scale[q], mn[e / 16] = sl.minv[q];
                     if (kind::ZERO < 0) continue;
-                    if (sl.minv[q] != (float)kind::ZERO * sl.scale[q]) fail_msg("type %d: minv %g != %d * %g", T::TYPE, sl.minv[q], kind::ZERO, sl.scale[q]);
-                    for (int k = 0; k < 4; k++) {
+                    if (sl.minv[q] != (float)kind::ZERO * sl.scale[q])
+                        fail_msg("type %d: minv %g != %d * %g", T::TYPE, sl.minv[q], kind::ZERO, sl.scale[q]);
+                    for (int k = 0; k < 4 && kind::ZERO > 0; k++) {
                         const uint32_t v = sl.v[q][k], z = lpc_sub_bytes(v, kind::ZERO);
                         for (int i = 0; i < 4; i++) {
                             const int byte = (int)((v >> (8 * i)) & 0xff);
-                            if (kind::ZERO > 0 && byte >= 128) fail_msg("type %d: byte %d >= 128 with ZERO %d", T::TYPE, byte, kind::ZERO);
-                            if (kind::ZERO > 0 && (int)(int8_t)(z >> (8 * i)) != byte - kind::ZERO) fail_msg("type %d: lpc_sub_bytes", T::TYPE);
+                            if (byte >= 128) fail_msg("type %d: byte %d >= 128 with ZERO %d", T::TYPE, byte, kind::ZERO);
+                            if ((int)(int8_t)(z >> (8 * i)) != byte - kind::ZERO) fail_msg("type %d: lpc_sub_bytes", T::TYPE);
                         }
                     }
                 }
             }
             for (int e = 0; e < K; e += 16) assert_int_equal(seen[e], 1);
             for (int j = 0; kind::PAIRED && j < K / 16; j += 2)
-                if (sc[j] != sc[j + 1] || mn[j] != mn[j + 1]) fail_msg("type %d row %d group %d: runs differ in scale", T::TYPE, r, j / 2);
+                if (sc[j] != sc[j + 1] || mn[j] != mn[j + 1])
+                    fail_msg("type %d row %d group %d: runs differ in scale", T::TYPE, r, j / 2);
         }
         hits++;
     }
@@ -530,8 +534,8 @@ static void run_mma_case(int type, std::vector<int> Ms, int K, int ncols, int sp
                 }
                 const float got = y[pi][(size_t)c * Ms[pi] + r];
                 if (!(fabs(got - ref) <= 1e-5 * (mag + 1.0)))
-                    fail_msg("mma type %d K %d ncols %d splits %d prob %d row %d col %d: %g vs %g", type, K, ncols, splits, pi, r, c, got,
-                             ref);
+                    fail_msg("mma type %d K %d ncols %d splits %d prob %d row %d col %d: %g vs %g", type, K, ncols, splits, pi, r, c,
+                             got, ref);
             }
 }
 

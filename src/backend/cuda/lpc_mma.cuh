@@ -27,7 +27,7 @@
  * T::unpack, as the GEMV) into shared memory as int8 plus (scale, minv) per row and
  * 16 or 32 elements, and copies 64 x 128 activation codes plus (d, xs); the next step's
  * global loads are issued before the current step's mma, so they are in flight during it.
- * Shared memory ~35-40 KB, 2 blocks per SM. Row tiles fewer than 2 per SM (the 4096-row
+ * Shared memory 34-40 KB, 2 blocks per SM. Row tiles fewer than 2 per SM (the 4096-row
  * matrices of an 8B model: 32 tiles on 132 SMs) are split along K: each of S blocks
  * writes its partial tile, and the last to finish (atomic counter per tile, as the
  * attention merge) adds them in split order (deterministic) and stores y.
@@ -62,8 +62,9 @@ inline void lpc_mma_emu(int (&c)[4], const uint32_t (&a)[2 * H], const uint32_t 
     for (int i = 0; i < 4; i++) {
         const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
         int sum = c[i];
+        /* A[row][16h + 4tq ..] is in lane 4 (row % 8) + tq, B[16h + 4tq ..][col] in lane 4 col + tq */
         for (int h = 0; h < H; h++)
-            for (int tq = 0; tq < 4; tq++) /* k = 16h + 4tq .. +3 lives in lane 4*row' + tq / 4*col + tq */
+            for (int tq = 0; tq < 4; tq++)
                 sum = __dp4a((int)all[4 * (row % 8) + tq].a[2 * h + row / 8], (int)all[4 * col + tq].b[h], sum);
         c[i] = sum;
     }
@@ -96,8 +97,12 @@ __device__ __forceinline__ void lpc_mma_s8_16x8x32(int (&c)[4], const uint32_t (
 }
 
 /* The k-depth the kernel steps by (16 or 32): one wrapper per depth, same arguments. */
-__device__ __forceinline__ void lpc_mma_s8(int (&c)[4], const uint32_t (&a)[2], const uint32_t (&b)[1]) { lpc_mma_s8_16x8x16(c, a, b[0]); }
-__device__ __forceinline__ void lpc_mma_s8(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) { lpc_mma_s8_16x8x32(c, a, b); }
+__device__ __forceinline__ void lpc_mma_s8(int (&c)[4], const uint32_t (&a)[2], const uint32_t (&b)[1]) {
+    lpc_mma_s8_16x8x16(c, a, b[0]);
+}
+__device__ __forceinline__ void lpc_mma_s8(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    lpc_mma_s8_16x8x32(c, a, b);
+}
 
 /* ---- per-type traits (see the top): the default is right for every decoder ---- */
 
@@ -253,7 +258,7 @@ __device__ __forceinline__ void lpc_mma_load_x(const lpc_gemv_args &p, int tid, 
         if (eid >= LPC_MMA_BN * S::NJ || k >= p.K) continue;
         const size_t e = lpc_mma_xcol(p, eid / S::NJ) + k;
         float xs = 0.0f; /* ZERO types have no minv term */
-        if (lpc_mma_kind<T>::ZERO < 0) xs = S::SS == 32 ? __ldg(p.xq.s + e / 16) + __ldg(p.xq.s + e / 16 + 1) : __ldg(p.xq.s + e / 16);
+        if (lpc_mma_kind<T>::ZERO < 0) xs = __ldg(p.xq.s + e / 16) + (S::SS == 32 ? __ldg(p.xq.s + e / 16 + 1) : 0.0f);
         st.xds[i] = float2{__ldg(p.xq.d + e / 32), xs};
     }
 }
@@ -327,7 +332,8 @@ __device__ __forceinline__ void lpc_mma_store(const lpc_gemv_args &p, const lpc_
 #pragma unroll
         for (int nt = 0; nt < LPC_MMA_NT; nt++)
             if (nt < ntiles)
-                part[((size_t)blockIdx.z * LPC_MMA_NT + nt) * LPC_MMA_THREADS + tid] = float4{acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]};
+                part[((size_t)blockIdx.z * LPC_MMA_NT + nt) * LPC_MMA_THREADS + tid] =
+                    float4{acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]};
         __threadfence();
         __syncthreads();
         if (tid == 0) {
@@ -365,9 +371,8 @@ __device__ __forceinline__ void lpc_mma_store(const lpc_gemv_args &p, const lpc_
     }
 }
 
-/* grid (row tiles, column tiles, splits), LPC_MMA_THREADS threads. */
 template <class T>
-__global__ void __launch_bounds__(LPC_MMA_THREADS, 2) lpc_mma_q(lpc_gemv_args p, lpc_mma_split sp) {
+__device__ __forceinline__ void lpc_mma_body(const lpc_gemv_args &p, const lpc_mma_split &sp) {
     typedef lpc_mma_shape<T> S;
     __shared__ lpc_mma_smem<S::NJ> sm;
     lpc_launch_dependents();
@@ -396,6 +401,18 @@ __global__ void __launch_bounds__(LPC_MMA_THREADS, 2) lpc_mma_q(lpc_gemv_args p,
     lpc_mma_store(p, sp, ntiles, tid, acc);
 }
 
+/* grid (row tiles, column tiles, splits), LPC_MMA_THREADS threads. The body is compiled
+ * for sm_80+ only (the backend never launches it below): the compute_75 PTX of the
+ * build would be 28 kernels of dead code. */
+template <class T>
+__global__ void __launch_bounds__(LPC_MMA_THREADS, 2) lpc_mma_q(lpc_gemv_args p, lpc_mma_split sp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();
+#else
+    lpc_mma_body<T>(p, sp);
+#endif
+}
+
 /* ---- launch ---- */
 
 inline int lpc_mma_tiles(int rows, int ncols) {
@@ -422,8 +439,8 @@ struct lpc_mma_launch {
     lpc_mma_split sp;
     template <class T>
     void run() {
-        const dim3 grid((unsigned)((p.row0[p.nprob] + LPC_MMA_BM - 1) / LPC_MMA_BM), (unsigned)((p.ncols + LPC_MMA_BN - 1) / LPC_MMA_BN),
-                        (unsigned)sp.splits);
+        const dim3 grid((unsigned)((p.row0[p.nprob] + LPC_MMA_BM - 1) / LPC_MMA_BM),
+                        (unsigned)((p.ncols + LPC_MMA_BN - 1) / LPC_MMA_BN), (unsigned)sp.splits);
         auto kern = lpc_mma_q<T>;
         LPC_LAUNCH_PDL(kern, grid, dim3(LPC_MMA_THREADS), st, p, sp);
     }
