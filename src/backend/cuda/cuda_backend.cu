@@ -1482,6 +1482,14 @@ static int env_count(const char *name, int def) {
     return v && *v && *end == 0 && n >= 0 && n <= 1 << 20 ? (int)n : def;
 }
 
+/* The MMA kernels need mma.sync with s8 (sm_80+) in the image this device runs: the
+ * module carries sm_90 code and compute_75 PTX, and a GPU other than sm_90 (Ampere, Ada,
+ * Blackwell) JIT-compiles the PTX, whose MMA body traps. ptxVersion says which it got. */
+static bool mma_runs_here(void) {
+    cudaFuncAttributes fa;
+    return cudaFuncGetAttributes(&fa, lpc_mma_q<lpc_q4_K>) == cudaSuccess && fa.ptxVersion >= 80;
+}
+
 extern "C" int lp_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -1529,7 +1537,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     snprintf(c->name, sizeof c->name, "%s", prop.name);
     c->n_sm = prop.multiProcessorCount;
     c->pdl = prop.major >= 9 && !env_off("LP_CUDA_PDL");
-    if (prop.major < 8) c->mma_max_n = 0; /* mma.sync with s8 m16n8k16/k32 is sm_80+ */
+    if (!mma_runs_here()) c->mma_max_n = 0;
     c->drop_ops = drop_mask(getenv("LP_CUDA_DROP"));
     c->no_fuse = name_mask(getenv("LP_CUDA_NOFUSE"), fuse_names, FUSE_COUNT);
     /* a fixed workspace keeps cuBLAS from allocating inside graph captures */
