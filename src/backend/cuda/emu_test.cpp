@@ -251,55 +251,65 @@ static void test_quantize(void **state) {
     }
 }
 
+/* Problems of Ms rows of one quantized type sharing an activation of ncols columns (the
+ * second one accumulating onto 0.25), as the GEMV and MMA launchers take them, and the
+ * exact check of their outputs against the dequantized weights times the dequantized
+ * codes in double. outlier: one large activation (a column whose codes are mostly small). */
+struct quant_probs {
+    int type, K, ncols;
+    std::vector<int> Ms;
+    std::vector<dev_weight> ws;
+    std::vector<float> x;
+    q8_buf xq;
+    std::vector<std::vector<float>> y;
+    lpc_gemv_args p = {};
+    quant_probs(int type_, std::vector<int> Ms_, int K_, int ncols_, bool outlier)
+        : type(type_), K(K_), ncols(ncols_), Ms(Ms_), xq((size_t)ncols_ * K_), y(Ms_.size()) {
+        const int np = (int)Ms.size();
+        for (int pi = 0; pi < np; pi++) ws.push_back(make_weight(type, Ms[pi], K, rand_vec((size_t)Ms[pi] * K, 0.5f)));
+        x = rand_vec((size_t)ncols * K, 2.0f);
+        if (outlier) x[3] = 40.0f;
+        lpc_quantize(0, x.data(), x.size(), xq.view());
+        p.nprob = np, p.K = K, p.bpr = ws[0].bpr, p.ncols = ncols, p.xq = xq.view();
+        for (int pi = 0; pi < np; pi++) {
+            y[pi].assign((size_t)ncols * Ms[pi], pi == 1 ? 0.25f : NAN);
+            p.a[pi] = ws[pi].a.data(), p.b[pi] = ws[pi].b.data(), p.y[pi] = y[pi].data();
+            p.M[pi] = Ms[pi], p.row0[pi + 1] = p.row0[pi] + Ms[pi], p.accumulate[pi] = pi == 1;
+        }
+    }
+    void check(const char *what, int splits) const {
+        for (size_t pi = 0; pi < Ms.size(); pi++)
+            for (int c = 0; c < ncols; c++)
+                for (int r = 0; r < Ms[pi]; r++) {
+                    double ref = pi == 1 ? 0.25 : 0.0, mag = 0;
+                    for (int k = 0; k < K; k++) {
+                        ref += (double)ws[pi].ref[(size_t)r * K + k] * xq.value((size_t)c * K + k);
+                        mag += fabs((double)ws[pi].ref[(size_t)r * K + k] * x[(size_t)c * K + k]);
+                    }
+                    const float got = y[pi][(size_t)c * Ms[pi] + r];
+                    if (!(fabs(got - ref) <= 1e-5 * (mag + 1.0)))
+                        fail_msg("%s type %d K %d ncols %d splits %d prob %zu row %d col %d: %g vs %g", what, type, K, ncols, splits,
+                                 pi, r, c, got, ref);
+                }
+    }
+};
+
 /* GEMV of every quantized type, 1..11 columns, three problems in one launch, one of them
  * accumulating: exact against the dequantized weights times the dequantized codes. The
  * MLX types share one decoder per width, so besides MLX 4-bit g64 (both plane B
  * layouts) they run 1 and 11 columns only (the 1- and 8-column kernels and the 4-column one for the last 3). */
 static void test_gemv_quant(void **state) {
     (void)state;
-    const int Ms[3] = {5, 8, 3};
-    const std::vector<int> all_cols = {1, 2, 3, 5, 8, 11}, few_cols = {1, 11};
+    const std::vector<int> Ms = {5, 8, 3}, all_cols = {1, 2, 3, 5, 8, 11}, few_cols = {1, 11};
     for (int type : quant_types) {
         const bool few = is_mlx_kernel_type(type) && lpc_find_split(type)->src_type != (int)lp_mlx_type(4, 64);
         /* K = 4352: 17 super-blocks, more slices than one batch of the batch-1 kernel */
         for (int K : {512, 4352})
         for (int ncols : few ? few_cols : all_cols) {
             if (K > 512 && ncols > 2) continue;
-            std::vector<dev_weight> ws;
-            for (int pi = 0; pi < 3; pi++) ws.push_back(make_weight(type, Ms[pi], K, rand_vec((size_t)Ms[pi] * K, 0.5f)));
-            std::vector<float> x = rand_vec((size_t)ncols * K, 2.0f);
-            q8_buf xq((size_t)ncols * K);
-            lpc_quantize(0, x.data(), x.size(), xq.view());
-            std::vector<std::vector<float>> y(3);
-            lpc_gemv_args p = {};
-            p.nprob = 3;
-            p.K = K;
-            p.bpr = ws[0].bpr;
-            p.ncols = ncols;
-            p.xq = xq.view();
-            p.row0[0] = 0;
-            for (int pi = 0; pi < 3; pi++) {
-                y[pi].assign((size_t)ncols * Ms[pi], pi == 1 ? 0.25f : NAN);
-                p.a[pi] = ws[pi].a.data();
-                p.b[pi] = ws[pi].b.data();
-                p.y[pi] = y[pi].data();
-                p.M[pi] = Ms[pi];
-                p.row0[pi + 1] = p.row0[pi] + Ms[pi];
-                p.accumulate[pi] = pi == 1;
-            }
-            assert_true(lpc_gemv(0, type, p, 0));
-            for (int pi = 0; pi < 3; pi++)
-                for (int c = 0; c < ncols; c++)
-                    for (int r = 0; r < Ms[pi]; r++) {
-                        double ref = pi == 1 ? 0.25 : 0.0, mag = 0;
-                        for (int k = 0; k < K; k++) {
-                            ref += (double)ws[pi].ref[(size_t)r * K + k] * xq.value((size_t)c * K + k);
-                            mag += fabs((double)ws[pi].ref[(size_t)r * K + k] * x[(size_t)c * K + k]);
-                        }
-                        const float got = y[pi][(size_t)c * Ms[pi] + r];
-                        if (!(fabs(got - ref) <= 1e-5 * (mag + 1.0)))
-                            fail_msg("type %d K %d ncols %d prob %d row %d col %d: %g vs %g", type, K, ncols, pi, r, c, got, ref);
-                    }
+            quant_probs q(type, Ms, K, ncols, false);
+            assert_true(lpc_gemv(0, type, q.p, 0));
+            q.check("gemv", 0);
         }
     }
 }
@@ -501,22 +511,9 @@ static void test_mma_kinds(void **state) {
  * weights times the dequantized codes in double, the GEMV test's bound; split counters
  * back at zero. */
 static void run_mma_case(int type, std::vector<int> Ms, int K, int ncols, int splits) {
-    const int np = (int)Ms.size();
-    std::vector<dev_weight> ws;
-    for (int pi = 0; pi < np; pi++) ws.push_back(make_weight(type, Ms[pi], K, rand_vec((size_t)Ms[pi] * K, 0.5f)));
-    std::vector<float> x = rand_vec((size_t)ncols * K, 2.0f);
-    x[3] = 40.0f; /* an outlier: one column's codes mostly small */
-    q8_buf xq((size_t)ncols * K);
-    lpc_quantize(0, x.data(), x.size(), xq.view());
-    std::vector<std::vector<float>> y(np);
-    lpc_gemv_args p = {};
-    p.nprob = np, p.K = K, p.bpr = ws[0].bpr, p.ncols = ncols, p.xq = xq.view();
-    for (int pi = 0; pi < np; pi++) {
-        y[pi].assign((size_t)ncols * Ms[pi], pi == 1 ? 0.25f : NAN);
-        p.a[pi] = ws[pi].a.data(), p.b[pi] = ws[pi].b.data(), p.y[pi] = y[pi].data();
-        p.M[pi] = Ms[pi], p.row0[pi + 1] = p.row0[pi] + Ms[pi], p.accumulate[pi] = pi == 1;
-    }
-    const int tiles = lpc_mma_tiles(p.row0[np], ncols);
+    quant_probs q(type, Ms, K, ncols, true);
+    lpc_gemv_args &p = q.p;
+    const int tiles = lpc_mma_tiles(p.row0[p.nprob], ncols);
     std::vector<float> part(lpc_mma_part_floats(tiles, splits), NAN);
     std::vector<unsigned> counters(tiles, 0);
     const lpc_mma_split sp = {part.data(), counters.data(), splits};
@@ -524,19 +521,7 @@ static void run_mma_case(int type, std::vector<int> Ms, int K, int ncols, int sp
     assert_true(lpc_mma(0, type, p, sp));
     emu::block_order_seed() = 0;
     for (unsigned v : counters) assert_int_equal(v, 0);
-    for (int pi = 0; pi < np; pi++)
-        for (int c = 0; c < ncols; c++)
-            for (int r = 0; r < Ms[pi]; r++) {
-                double ref = pi == 1 ? 0.25 : 0.0, mag = 0;
-                for (int k = 0; k < K; k++) {
-                    ref += (double)ws[pi].ref[(size_t)r * K + k] * xq.value((size_t)c * K + k);
-                    mag += fabs((double)ws[pi].ref[(size_t)r * K + k] * x[(size_t)c * K + k]);
-                }
-                const float got = y[pi][(size_t)c * Ms[pi] + r];
-                if (!(fabs(got - ref) <= 1e-5 * (mag + 1.0)))
-                    fail_msg("mma type %d K %d ncols %d splits %d prob %d row %d col %d: %g vs %g", type, K, ncols, splits, pi, r, c,
-                             got, ref);
-            }
+    q.check("mma", splits);
 }
 
 /* The fast-path types (Q4_K, Q5_K, Q6_K, Q8_0, MLX 4-bit g64 in both plane-B layouts)

@@ -23,13 +23,18 @@ typedef struct {
     float *d, *s;
 } lpc_q8;
 
+/* (d, 1/d) of a 32-group with largest magnitude amax: llama.cpp's x86 Q8_0 activation
+ * arithmetic (the CPU backend's too): codes round(v * 127/amax) ties-to-even, scale
+ * amax/127 stored as F16. Equal codes and scales make Q8_0 matmuls agree with the CPU
+ * up to summation order. */
+__device__ __forceinline__ float2 lpc_q8_scale(float amax) {
+    return float2{lpc_h2f(lpc_f2h(amax / 127.0f)), amax > 0.0f ? 127.0f / amax : 0.0f};
+}
+
 /* Called by all 32 lanes of a warp for 32 consecutive elements i0 + lane (i0 % 32 == 0). */
 __device__ __forceinline__ void lpc_q8_emit(float v, size_t i0, int lane, lpc_q8 o) {
-    const float amax = lpc_warp_max(fabsf(v));
-    /* llama.cpp's x86 Q8_0 activation arithmetic (the CPU backend's too): codes
-     * round(v * 127/amax) ties-to-even, scale amax/127 stored as F16. Equal codes and
-     * scales make Q8_0 matmuls agree with the CPU up to summation order. */
-    const float d = lpc_h2f(lpc_f2h(amax / 127.0f)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const float2 sc = lpc_q8_scale(lpc_warp_max(fabsf(v)));
+    const float d = sc.x, id = sc.y;
     const int q = (int)rintf(v * id);
     int sum = q;
 #pragma unroll
@@ -37,6 +42,26 @@ __device__ __forceinline__ void lpc_q8_emit(float v, size_t i0, int lane, lpc_q8
     o.q[i0 + lane] = (int8_t)q;
     if (lane == 0) o.d[i0 / 32] = d;
     if ((lane & 15) == 0) o.s[(i0 + lane) / 16] = d * (float)sum;
+}
+
+/* The int8 shadow (lpc_q8_emit's codes, scales and sums, bit for bit) of 4 consecutive
+ * elements per lane, elements e0 .. e0+3 (e0 % 4 == 0): 8 lanes per 32-element group.
+ * Every lane of the warp calls it; lanes with !store (whole 8-lane groups) write nothing. */
+__device__ __forceinline__ void lpc_q8_emit4(float4 v, size_t e0, bool store, lpc_q8 o) {
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+    for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(LPC_FULL_MASK, amax, m));
+    const float2 sc = lpc_q8_scale(amax);
+    const float d = sc.x, id = sc.y;
+    const int q0 = (int)rintf(v.x * id), q1 = (int)rintf(v.y * id), q2 = (int)rintf(v.z * id), q3 = (int)rintf(v.w * id);
+    int sum = q0 + q1 + q2 + q3;
+#pragma unroll
+    for (int m = 1; m < 4; m <<= 1) sum += __shfl_xor_sync(LPC_FULL_MASK, sum, m); /* the 16-element run */
+    if (!store) return;
+    const uint32_t packed = (uint32_t)(q0 & 0xff) | (uint32_t)(q1 & 0xff) << 8 | (uint32_t)(q2 & 0xff) << 16 | (uint32_t)q3 << 24;
+    *(uint32_t *)(o.q + e0) = packed;
+    if (e0 % 32 == 0) o.d[e0 / 32] = d;
+    if (e0 % 16 == 0) o.s[e0 / 16] = d * (float)sum;
 }
 
 /* count must be a multiple of 32; one warp per 32 elements. */
@@ -50,49 +75,6 @@ __global__ void __launch_bounds__(256) lpc_quantize_kernel(const float *x, size_
 inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) {
     const size_t warps = count / 32;
     LPC_LAUNCH_PDL(lpc_quantize_kernel, dim3((unsigned)((warps + 7) / 8)), dim3(256), st, x, count, o);
-}
-
-/* ---- RMSNorm of one row (with the int8 shadow of its output) ---- */
-
-__device__ __forceinline__ float lpc_block_sum(float v, float *red) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
-    v = lpc_warp_sum(v);
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    float t = 0.0f;
-    for (int w = 0; w < n_warps; w++) t += red[w];
-    __syncthreads();
-    return t;
-}
-
-/* orow = xr * 1/sqrt(mean(xr^2) + eps) * w over D elements, by the whole block; the
- * int8 shadow of orow at element q8_base of o when emit (D % 32 == 0). Each thread
- * keeps its EPT elements (i = tid + k * blockDim) in registers, so the row is read
- * once with every load in flight together: a loop of dependent load -> reduce ->
- * store rounds made this latency-bound (19 us for one 4096 row on the H100). A
- * warp's elements for a given k are 32 consecutive values, as lpc_q8_emit needs.
- * In place (orow == xr) is fine: every read precedes the block sum. */
-template <int EPT>
-__device__ __forceinline__ void lpc_rmsnorm_row(const float *xr, const float *w, int D, float eps, float *orow, int emit,
-                                                lpc_q8 o, size_t q8_base) {
-    __shared__ float red[32];
-    float v[EPT], ss = 0.0f;
-#pragma unroll
-    for (int k = 0; k < EPT; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        v[k] = i < D ? xr[i] : 0.0f;
-        ss += v[k] * v[k];
-    }
-    ss = lpc_block_sum(ss, red);
-    const float scale = 1.0f / sqrtf(ss / (float)D + eps);
-#pragma unroll
-    for (int k = 0; k < EPT; k++) {
-        const int i0 = k * blockDim.x, i = threadIdx.x + i0;
-        if (i0 >= D) break; /* uniform: whole warps (D % 32 == 0 when emitting) leave together */
-        const float y = i < D ? w[i] * (v[k] * scale) : 0.0f;
-        if (i < D) orow[i] = y;
-        if (emit && i < D) lpc_q8_emit(y, q8_base + (i & ~31), threadIdx.x % 32, o); /* warp-uniform */
-    }
 }
 
 /* ---- GEMV: y[c][row] (+)= W[row] . x[c] for up to LPC_MAX_PROB weights sharing x ---- */
@@ -284,9 +266,6 @@ __global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
 
 enum { LPC_X1_MAX_K = 16384 };
 
-/* Columns and row length the batch-1 kernel takes (every quantized type has it). */
-inline bool lpc_gemv1_fits(int K, int ncols) { return ncols == 1 && K % 32 == 0 && K <= LPC_X1_MAX_K; }
-
 template <class T, int R, int U>
 __device__ __forceinline__ void lpc_gemv1_load(const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int s0, int S,
                                                typename T::raw (&w)[U][R]) {
@@ -388,7 +367,7 @@ inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs)
 /* Every quantized decoder (lpc_decoder: load + unpack) has the batch-1 kernel. */
 template <class T>
 struct lpc_gemv1 {
-    static bool fits(const lpc_gemv_args &p) { return lpc_gemv1_fits(p.K, p.ncols); }
+    static bool fits(const lpc_gemv_args &p) { return p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K; }
     /* Shapes measured on the H100 with PDL (bench/cuda_gemv_bench.cu, Qwen3-8B
      * matrices, TB/s): 4-/5-bit types over 4096 columns want one row per warp and
      * 4 slices in flight (gate/up 2.37 vs 2.09 at two rows), over 12288 columns two

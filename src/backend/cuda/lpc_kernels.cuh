@@ -108,14 +108,47 @@ inline bool lpc_dequant_rows(lpc_stream st, int type, const uint8_t *a, const ui
 
 /* ---- row-wise ops ---- */
 
+__device__ __forceinline__ float lpc_block_sum(float v, float *red) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+    v = lpc_warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int w = 0; w < n_warps; w++) t += red[w];
+    __syncthreads();
+    return t;
+}
+
 /* out[r] = x[r] * 1/sqrt(mean(x^2) + eps) * w; q8 shadow of out when emit (D % 32 == 0).
- * One block per row (lpc_rmsnorm_row). */
+ * One block per row; each thread keeps its EPT elements (i = tid + k * blockDim) in
+ * registers, so the row is read once with every load in flight together: a loop
+ * of dependent load -> reduce -> store rounds made this latency-bound (19 us for
+ * one 4096 row on the H100). A warp's elements for a given k are 32 consecutive
+ * values, as lpc_q8_emit needs. */
 template <int EPT>
 __global__ void __launch_bounds__(1024) lpc_rmsnorm_kernel(const float *x, const float *w, int D, float eps, float *out,
                                                            int emit, lpc_q8 o) {
+    __shared__ float red[32];
     LPC_PDL_ENTRY();
-    const size_t r0 = (size_t)blockIdx.x * D;
-    lpc_rmsnorm_row<EPT>(x + r0, w, D, eps, out + r0, emit, o, r0);
+    const float *xr = x + (size_t)blockIdx.x * D;
+    float v[EPT], ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        v[k] = i < D ? xr[i] : 0.0f;
+        ss += v[k] * v[k];
+    }
+    ss = lpc_block_sum(ss, red);
+    const float scale = 1.0f / sqrtf(ss / (float)D + eps);
+    float *orow = out + (size_t)blockIdx.x * D;
+#pragma unroll
+    for (int k = 0; k < EPT; k++) {
+        const int i0 = k * blockDim.x, i = threadIdx.x + i0;
+        if (i0 >= D) break; /* uniform: whole warps (D % 32 == 0 when emitting) leave together */
+        const float y = i < D ? w[i] * (v[k] * scale) : 0.0f;
+        if (i < D) orow[i] = y;
+        if (emit && i < D) lpc_q8_emit(y, (size_t)blockIdx.x * D + (i & ~31), threadIdx.x % 32, o); /* warp-uniform */
+    }
 }
 
 /* Rows of up to 32768 elements. */
@@ -337,34 +370,18 @@ enum {
     LPC_ATTN_PART_HEAD = 4,   /* floats before a partial's acc */
 };
 
-/* Splits that token t uses: nsplit is fixed per graph (sized for the longest context),
- * the live length decides how many carry work, at least min_chunk positions each, so
- * a short context is not spread over 64 splits of a few positions (512 blocks, and a
- * 64-way merge) when 4 do. Blocks of the other splits exit at once. */
-__device__ __forceinline__ int lpc_attn_live_splits(const lpc_attn_args &p, int t) {
-    const int pos = p.pos[t];
-    const int first = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
-    const int len = pos - first + 1;
+/* Splits that a token attending to len positions uses: nsplit is fixed per graph (sized
+ * for the longest context), the live length decides how many carry work, at least
+ * min_chunk positions each, so a short context is not spread over 64 splits of a few
+ * positions (512 blocks, and a 64-way merge) when 4 do. Blocks of the other splits exit
+ * at once. */
+__device__ __forceinline__ int lpc_attn_live_splits(const lpc_attn_args &p, int len) {
     return p.min_chunk > 0 ? lpc_imax(1, lpc_imin(p.nsplit, (len + p.min_chunk - 1) / p.min_chunk)) : p.nsplit;
 }
 
-/* The int8 shadow (lpc_q8_emit's codes, scales and sums, bit for bit) of 4 consecutive
- * elements per lane, elements e0 .. e0+3 (e0 % 4 == 0): 8 lanes per 32-element group.
- * Every lane of the warp calls it; lanes with !store (whole 8-lane groups) write nothing. */
-__device__ __forceinline__ void lpc_q8_emit4(float4 v, size_t e0, bool store, lpc_q8 o) {
-    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-#pragma unroll
-    for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(LPC_FULL_MASK, amax, m));
-    const float d = lpc_h2f(lpc_f2h(amax / 127.0f)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    const int q0 = (int)rintf(v.x * id), q1 = (int)rintf(v.y * id), q2 = (int)rintf(v.z * id), q3 = (int)rintf(v.w * id);
-    int sum = q0 + q1 + q2 + q3;
-#pragma unroll
-    for (int m = 1; m < 4; m <<= 1) sum += __shfl_xor_sync(LPC_FULL_MASK, sum, m); /* the 16-element run */
-    if (!store) return;
-    const uint32_t packed = (uint32_t)(q0 & 0xff) | (uint32_t)(q1 & 0xff) << 8 | (uint32_t)(q2 & 0xff) << 16 | (uint32_t)q3 << 24;
-    *(uint32_t *)(o.q + e0) = packed;
-    if (e0 % 32 == 0) o.d[e0 / 32] = d;
-    if (e0 % 16 == 0) o.s[e0 / 16] = d * (float)sum;
+/* The first position a query at pos attends to (sliding window or 0). */
+__device__ __forceinline__ int lpc_attn_first(const lpc_attn_args &p, int pos) {
+    return p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
 }
 
 /* Output rows row0 .. row0+nr-1 (nr <= GM; row = token * n_head + head) from their first
@@ -428,25 +445,13 @@ __device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, i
     }
 }
 
-/* After a split block wrote its partials: the last of the nsplit blocks of (token t, kv
- * head kvh) to get here merges the G heads' outputs, which saves the combine launch (~2 us
- * of graph time per layer). Each block publishes its partials (__threadfence) before
- * counting itself in; the last one resets the counter for the next launch (graph replays
- * run the same kernel on the same counters), fences, then reads everyone's partials. */
+/* After a split block wrote its partials: the last of the S live blocks of (token t, kv
+ * head kvh) to get here (lpc_last_block) merges the G heads' outputs, which saves the
+ * combine launch (~2 us of graph time per layer). */
 template <int GM>
 __device__ __forceinline__ void lpc_attn_fold(const lpc_attn_args &p, int hd, int t, int kvh, int S) {
-    __shared__ int last;
-    unsigned *cnt = p.counters + (size_t)t * p.n_kv + kvh;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        last = atomicAdd(cnt, 1u) == (unsigned)S - 1;
-        if (last) *cnt = 0; /* every block of this (t, kvh) has counted: nobody else touches it */
-    }
-    __syncthreads();
-    if (!last) return; /* block-uniform */
-    __threadfence();
-    lpc_attn_merge<GM>(p, hd, t * p.n_head + kvh * p.G, p.G, S);
+    if (lpc_last_block(p.counters + (size_t)t * p.n_kv + kvh, (unsigned)S))
+        lpc_attn_merge<GM>(p, hd, t * p.n_head + kvh * p.G, p.G, S);
 }
 
 /* One block per (token, kv head, split): the G query heads sharing the kv head, over
@@ -470,8 +475,8 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
     const int vr = lane / LPR, vd = 8 * (lane % LPR); /* this lane's V row in a step, first dim */
     const int t = blockIdx.x / p.n_kv, kvh = blockIdx.x % p.n_kv, sp = blockIdx.y, G = p.G;
     const int pos = p.pos[t], slot = p.slot[t];
-    const int first = p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
-    const int len = pos - first + 1, live = lpc_attn_live_splits(p, t);
+    const int first = lpc_attn_first(p, pos);
+    const int len = pos - first + 1, live = lpc_attn_live_splits(p, len);
     if (sp >= live) return; /* block-uniform; never counted in (the merge waits for `live`) */
     const int chunk = ((len + live - 1) / live + 31) & ~31;
     const int beg = first + sp * chunk, end = lpc_imin(beg + chunk, pos + 1);
@@ -600,7 +605,8 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
 
 /* The unfolded combine (LP_CUDA_FUSE=0): one block of hd threads per output row. */
 __global__ void lpc_attn_combine_kernel(lpc_attn_args p, int hd) {
-    lpc_attn_merge<1>(p, hd, blockIdx.x, 1, lpc_attn_live_splits(p, blockIdx.x / p.n_head));
+    const int pos = p.pos[blockIdx.x / p.n_head];
+    lpc_attn_merge<1>(p, hd, blockIdx.x, 1, lpc_attn_live_splits(p, pos - lpc_attn_first(p, pos) + 1));
 }
 
 template <int HD>

@@ -326,7 +326,6 @@ __device__ __forceinline__ void lpc_mma_step(const lpc_mma_smem<lpc_mma_shape<T>
 __device__ __forceinline__ void lpc_mma_store(const lpc_gemv_args &p, const lpc_mma_split &sp, int ntiles, int tid,
                                               float (&acc)[LPC_MMA_NT][4]) {
     if (sp.splits > 1) {
-        __shared__ int last;
         const size_t tile = (size_t)blockIdx.y * gridDim.x + blockIdx.x;
         float4 *part = (float4 *)sp.part + tile * sp.splits * LPC_MMA_NT * LPC_MMA_THREADS;
 #pragma unroll
@@ -334,15 +333,7 @@ __device__ __forceinline__ void lpc_mma_store(const lpc_gemv_args &p, const lpc_
             if (nt < ntiles)
                 part[((size_t)blockIdx.z * LPC_MMA_NT + nt) * LPC_MMA_THREADS + tid] =
                     float4{acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]};
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) {
-            last = atomicAdd(sp.counters + tile, 1u) == (unsigned)sp.splits - 1;
-            if (last) sp.counters[tile] = 0; /* every split has counted: nobody else touches it */
-        }
-        __syncthreads();
-        if (!last) return; /* block-uniform */
-        __threadfence();
+        if (!lpc_last_block(sp.counters + tile, (unsigned)sp.splits)) return;
 #pragma unroll
         for (int nt = 0; nt < LPC_MMA_NT; nt++) {
             if (nt >= ntiles) break;

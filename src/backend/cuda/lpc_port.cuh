@@ -137,6 +137,26 @@ __device__ __forceinline__ float lpc_warp_max(float v) {
     return v;
 }
 
+/* Grid-wide "last one out" for a group of `n` blocks sharing a zeroed counter: every
+ * thread of each block calls it after writing its results; it returns true (the same in
+ * every thread of a block) only in the last block of the group to count in, after which
+ * that block may read what the others wrote (through L2: __ldcg). Each block publishes
+ * its writes (__threadfence) before counting itself in; the last one resets the counter
+ * for the next launch (graph replays run the same kernel on the same counters). */
+__device__ __forceinline__ bool lpc_last_block(unsigned *counter, unsigned n) {
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(counter, 1u) == n - 1;
+        if (last) *counter = 0; /* every block has counted: nobody else touches it */
+    }
+    __syncthreads();
+    if (!last) return false; /* block-uniform */
+    __threadfence();
+    return true;
+}
+
 /* Programmatic dependent launch (sm_90+). A kernel launched with LPC_LAUNCH_PDL may
  * start while the previous kernel in the stream is still running: everything before
  * its lpc_grid_wait() must read only data no earlier kernel writes (weights), and
