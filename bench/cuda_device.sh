@@ -17,6 +17,8 @@
 #   bash bench/cuda_device.sh fast mma       # ~6 min: the int8 MMA kernel alone (8-64 columns), then
 #                                            # q4_k_m batched decode x16/x32/x64 with it and without
 #   bash bench/cuda_device.sh fast nsys      # kernel durations and gaps of graph decode
+#   bash bench/cuda_device.sh fast trace     # the same through CUPTI (bench/cupti_trace.c): per
+#                                            # kernel share of a decode step, idle between steps
 # Precisions: LP_BENCH_PRECISIONS (default "q4_k_m q8_0 mlx-4bit"): GGUF recipes, and
 # mlx-<MLX recipe> for an MLX directory (mlx-4bit: 4 bits, group 64, bf16 scales: mlx-lm's
 # default), always written directly by synth_checkpoint --mlx (also after `synth`).
@@ -208,6 +210,27 @@ nsys_decode() {
   head -30 "$OUTDIR/nsys-kern.csv" | cut -c1-220
 }
 
+# Batch-1 decode inside the graph, kernel by kernel (bench/cupti_trace.c preloaded):
+# LP_TRACE_PRECISIONS (default q4_k_m) at LP_TRACE_DEPTHS (default 512 16384), one run each.
+trace_decode() {
+  [ -x build/bench_cuda ] || build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  local cuda inc lib p d f
+  cuda="$(dirname "$(dirname "$(command -v nvcc)")")"
+  inc="$(dirname "$(find "$cuda/" -name cupti.h | head -1)")"
+  lib="$(dirname "$(find "$cuda/" -name 'libcupti.so' | head -1)")"
+  gcc -std=c11 -O2 -Wall -shared -fPIC bench/cupti_trace.c -I"$inc" -I"$cuda/include" -L"$lib" -Wl,-rpath,"$lib" -lcupti \
+    -o build/libcupti_trace.so
+  for p in ${LP_TRACE_PRECISIONS:-q4_k_m}; do
+    f="$(model_path "$p")"
+    for d in ${LP_TRACE_DEPTHS:-512 16384}; do
+      LD_PRELOAD="$PWD/build/libcupti_trace.so" LP_TRACE_OUT="$OUTDIR/trace-$p-$d.txt" build/bench_cuda "$f" \
+        --depths "$d" --gen 64 --prefill "" --streams "" --copy-gib 1 2>&1 | grep -E "decode|copy" || true
+      head -${LP_TRACE_LINES:-90} "$OUTDIR/trace-$p-$d.txt"
+    done
+  done
+}
+
 gemv_bench_build() {
   mkdir -p build
   [ -x build/cuda_gemv_bench ] || nvcc -std=c++17 -O3 -arch=sm_90 -Isrc bench/cuda_gemv_bench.cu -o build/cuda_gemv_bench
@@ -268,6 +291,7 @@ for stage in "$@"; do
     profile) profile ;;
     ncu) ncu_gemv ;;
     nsys) nsys_decode ;;
+    trace) trace_decode ;;
     gemv) gemv_bench ;;
     mma) mma_bench ;;
     bench) bench ;;

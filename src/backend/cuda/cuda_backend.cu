@@ -67,8 +67,8 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_COUNT };
-static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit"};
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epi"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -105,6 +105,12 @@ typedef struct {
     int skip;            /* fused into another op */
     lpc_head_xform head[2]; /* attention: q's and k's per-head ops, done by its kv-store kernel */
     int keep_k;          /* attention with k's op folded in: the F32 k is read later, write it too */
+    int epi;             /* matmul: LPC_EPI_* the batch-1 GEMV does for the skipped op after it */
+    const lpc_weight *epi_w; /* ... NORM: the RMSNorm weight */
+    lp_bbuf *epi_out;    /* ... the skipped op's output (its int8 shadow is written) */
+    float epi_f;         /* ... SWIGLU: limit */
+    int x_rms;           /* matmul: bit i = x[i]'s shadow is of an RMSNorm's w * x, 1/rms left to us */
+    float x_eps;
 } lpc_op;
 
 typedef struct {
@@ -155,7 +161,7 @@ typedef struct {
     int recent_next;
     unsigned long long clock;
     /* scratch */
-    lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq, mma_part, mma_cnt;
+    lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq, mma_part, mma_cnt, epi_cnt;
     lpc_profile prof; /* LP_CUDA_PROFILE=1 */
 } lp_cuda;
 
@@ -446,6 +452,7 @@ static void q8_free(lp_bbuf *b) {
     if (b->q8.q) cudaFree(b->q8.q);
     if (b->q8.d) cudaFree(b->q8.d);
     if (b->q8.s) cudaFree(b->q8.s);
+    if (b->q8.ss) cudaFree(b->q8.ss);
     memset(&b->q8, 0, sizeof b->q8);
 }
 
@@ -471,8 +478,9 @@ static lpc_q8 q8_of(lp_cuda *c, lp_bbuf *b) {
         b->q8.q = (int8_t *)dev_alloc(c, n, "int8 shadow");
         b->q8.d = (float *)dev_alloc(c, n / 32 * sizeof(float), "int8 shadow");
         b->q8.s = (float *)dev_alloc(c, n / 16 * sizeof(float), "int8 shadow");
-        c->scratch_bytes += n + n / 32 * 4 + n / 16 * 4;
-        if (!b->q8.q || !b->q8.d || !b->q8.s) q8_free(b);
+        b->q8.ss = (float *)dev_alloc(c, n / 32 * sizeof(float), "int8 shadow");
+        c->scratch_bytes += n + n / 32 * 8 + n / 16 * 4;
+        if (!b->q8.q || !b->q8.d || !b->q8.s || !b->q8.ss) q8_free(b);
     }
     return b->q8;
 }
@@ -796,23 +804,91 @@ static void fuse_heads(lp_cuda *c, int a) {
     at->keep_k = at->head[1].on && !dead_after(c, a, k);
 }
 
-/* Zeroed counters for the folded attention combine, allocated at planning (never inside
- * a capture); the kernel leaves them at zero after every launch. */
-static void attn_counters(lp_cuda *c, size_t count) {
-    const size_t had = c->attn_cnt.bytes;
-    void *p = scratch(c, &c->attn_cnt, count * sizeof(unsigned));
-    if (p && c->attn_cnt.bytes != had) cuda_ok(c, cudaMemsetAsync(p, 0, c->attn_cnt.bytes, c->st), "attention counters");
-}
-
-/* Zeroed split-K counters for the MMA kernel (at least `count`), allocated at planning like
- * the attention's; every launch leaves them at zero. */
-static void mma_counters(lp_cuda *c, size_t count) {
-    const size_t had = c->mma_cnt.bytes;
-    void *p = scratch(c, &c->mma_cnt, count * sizeof(unsigned));
-    if (p && c->mma_cnt.bytes != had) cuda_ok(c, cudaMemsetAsync(p, 0, c->mma_cnt.bytes, c->st), "MMA counters");
+/* At least `count` zeroed counters in s (the folded attention combine, the MMA split-K
+ * merge, the GEMV epilogue), allocated at planning, never inside a capture; every kernel
+ * using them leaves them at zero after its launch. */
+static void counters(lp_cuda *c, lpc_scratch *s, size_t count) {
+    const size_t had = s->bytes;
+    void *p = scratch(c, s, count * sizeof(unsigned));
+    if (p && s->bytes != had) cuda_ok(c, cudaMemsetAsync(p, 0, s->bytes, c->st), "counters");
 }
 
 static bool fuse_on(const lp_cuda *c, int f) { return c->use_fusion && !(c->no_fuse >> f & 1); }
+
+/* Problem k of matmul mm runs on the batch-1 GEMV kernel (lpc_gemv1_q). */
+static bool gemv1_runs(const lp_cuda *c, const lpc_op *mm, int k) {
+    const lpc_weight *w = mm->w[k];
+    return mm->n == 1 && matmul_path(c, 1, w) == MM_GEMV && quantized_weight(w) && w->K % 32 == 0 && w->K <= LPC_X1_MAX_K;
+}
+
+/* mm is one launch of the batch-1 GEMV (one type, one input) over whole 32-row groups:
+ * it can run a GEMV epilogue. */
+static bool epi_capable(const lp_cuda *c, const lpc_op *mm) {
+    if (mm->kind != OP_MATMUL) return false;
+    for (int k = 0; k < mm->count; k++)
+        if (!gemv1_runs(c, mm, k) || mm->w[k]->type != mm->w[0]->type || mm->w[k]->K != mm->w[0]->K || mm->x[k] != mm->x[0] ||
+            mm->expert[k] || mm->w[k]->M % 32)
+            return false;
+    return true;
+}
+
+/* Everything after op `from` that reads b before b is next written is a matmul reading only
+ * its int8 shadow through the batch-1 GEMV, and b is written again before the list ends:
+ * its F32 values are never needed. */
+static bool shadow_only(const lp_cuda *c, int from, const lp_bbuf *b) {
+    for (int j = from + 1; j < c->n_ops; j++) {
+        const lpc_op *op = &c->ops[j];
+        if (op->skip) continue;
+        lp_bbuf *rd[8], *wr[8];
+        int n_wr, n_rd = op_io(op, rd, wr, &n_wr);
+        if (has(rd, n_rd, b)) {
+            if (op->kind != OP_MATMUL) return false;
+            for (int k = 0; k < op->count; k++)
+                if (op->x[k] == b && !(gemv1_runs(c, op, k) && op->x_ready >> k & 1)) return false;
+        }
+        if (has(wr, n_wr, b)) return true;
+    }
+    return false;
+}
+
+/* The next op after i that runs, or NULL. */
+static lpc_op *next_live(lp_cuda *c, int i) {
+    for (int j = i + 1; j < c->n_ops; j++)
+        if (!c->ops[j].skip) return &c->ops[j];
+    return NULL;
+}
+
+/* A batch-1 GEMV followed by the RMSNorm of what it wrote (the residual after o and down)
+ * or by the SwiGLU of its two outputs (gate, up) does that op's part in its epilogue
+ * (lpc_gemv_epilogue): the int8 shadow the next GEMV reads, per 32-row group. The
+ * RMSNorm's F32 output is not produced, so every reader must take the shadow only; its
+ * consumers scale their results by 1/rms (x_rms). */
+static void fuse_epilogue(lp_cuda *c, int i) {
+    lpc_op *mm = &c->ops[i], *nx = next_live(c, i);
+    if (!nx || !epi_capable(c, mm)) return;
+    lp_bbuf *wrote = mm->acc_into ? mm->acc_into : mm->y[0];
+    if (nx->kind == OP_RMSNORM && mm->count == 1 && nx->x[0] == wrote && nx->y[0] != wrote && nx->emit_q8 && !nx->rope_heads &&
+        nx->n == 1 && nx->w[0] && nx->w[0]->K == mm->w[0]->M && shadow_only(c, (int)(nx - c->ops), nx->y[0])) {
+        mm->epi = LPC_EPI_NORM;
+        mm->epi_w = nx->w[0];
+        for (int j = (int)(nx - c->ops) + 1; j < c->n_ops; j++) {
+            lpc_op *op = &c->ops[j];
+            if (op->skip || !touches(op, nx->y[0])) continue;
+            if (op->kind != OP_MATMUL) break; /* the writer shadow_only found */
+            for (int k = 0; k < op->count; k++)
+                if (op->x[k] == nx->y[0]) op->x_rms |= 1 << k, op->x_eps = nx->f0;
+        }
+    } else if (nx->kind == OP_SWIGLU && mm->count == 2 && !mm->acc_into && nx->x[0] == mm->y[0] && nx->x[1] == mm->y[1] &&
+               nx->y[0] == mm->y[0] && nx->emit_q8 && mm->w[0]->M == mm->w[1]->M && nx->cnt == (size_t)mm->w[0]->M) {
+        mm->epi = LPC_EPI_SWIGLU;
+        mm->epi_f = nx->f0;
+    } else {
+        return;
+    }
+    mm->epi_out = nx->y[0];
+    nx->skip = 1;
+    counters(c, &c->epi_cnt, (size_t)mm->w[0]->M / 32);
+}
 
 static void plan(lp_cuda *c) {
     lpc_op *ops = c->ops;
@@ -845,7 +921,7 @@ static void plan(lp_cuda *c) {
     for (int i = 0; i < c->n_ops; i++) {
         if (ops[i].kind != OP_ATTN) continue;
         if (fuse_on(c, FUSE_HEADS)) fuse_heads(c, i);
-        if (fuse_on(c, FUSE_FOLD)) attn_counters(c, (size_t)ops[i].n * c->cfg.n_head_kv);
+        if (fuse_on(c, FUSE_FOLD)) counters(c, &c->attn_cnt, (size_t)ops[i].n * c->cfg.n_head_kv);
     }
     for (int i = 0; i < c->n_ops; i++) {
         lpc_op *mm = &ops[i];
@@ -871,14 +947,16 @@ static void plan(lp_cuda *c) {
                 break;
             }
         }
-        if (mma_rows) mma_counters(c, (size_t)lpc_mma_tiles(mma_rows, mm->n));
+        if (mma_rows) counters(c, &c->mma_cnt, (size_t)lpc_mma_tiles(mma_rows, mm->n));
     }
+    if (fuse_on(c, FUSE_EPI))
+        for (int i = 0; i < c->n_ops; i++) fuse_epilogue(c, i);
 }
 
 /* ---- execution ---- */
 
 static lpc_q8 no_q8(void) {
-    lpc_q8 z = {NULL, NULL, NULL};
+    lpc_q8 z = {NULL, NULL, NULL, NULL};
     return z;
 }
 
@@ -998,6 +1076,15 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
             p.row0[k + 1] = p.row0[k] + wj->M;
             done[j] = true;
         }
+        if (op->epi) {
+            p.epi.kind = op->epi;
+            p.epi.count = (unsigned *)c->epi_cnt.p;
+            p.epi.w = op->epi_w ? (const float *)op->epi_w->a : NULL;
+            p.epi.ss = op->epi_out->q8.ss;
+            p.epi.limit = op->epi_f;
+            p.epi.o = op->epi_out->q8;
+        }
+        if (op->x_rms >> i & 1) p.x_ss = op->x[i]->q8.ss, p.x_eps = op->x_eps;
         if (matmul_path(c, n, w) == MM_MMA)
             exec_mma(c, w->type, &p);
         else if (!lpc_gemv(c->st, w->type, p, 0))
@@ -1087,7 +1174,7 @@ static void exec_moe(lp_cuda *c, const lpc_op *op) {
     const size_t gq_n = ((size_t)R * F + 31) / 32 * 32;
     uint8_t *gq = (uint8_t *)scratch(c, &c->moe_gq, gq_n + gq_n / 32 * 4 + gq_n / 16 * 4);
     if (!sel || !wt || !g || !u || !dres || !gq) return;
-    lpc_q8 gq8 = {(int8_t *)gq, (float *)(gq + gq_n), (float *)(gq + gq_n + gq_n / 32 * 4)};
+    lpc_q8 gq8 = {(int8_t *)gq, (float *)(gq + gq_n), (float *)(gq + gq_n + gq_n / 32 * 4), NULL};
     lpc_topk(c->st, n, op->z->d, E, k, op->i1, sel, wt);
     const bool quant_gu = quantized_weight(gate);
     if (quant_gu || quantized_weight(up)) lpc_quantize(c->st, op->x[0]->d, (size_t)n * D, op->x[0]->q8);
@@ -1446,7 +1533,7 @@ static void cuda_destroy(lp_backend *be) {
     }
     free(c->wmap);
     lpc_scratch *s[] = {&c->attn_part, &c->attn_cnt, &c->x16,   &c->w16,   &c->moe_sel,  &c->moe_wt,
-                        &c->moe_g,     &c->moe_u,    &c->moe_d, &c->moe_gq, &c->mma_part, &c->mma_cnt};
+                        &c->moe_g,     &c->moe_u,    &c->moe_d, &c->moe_gq, &c->mma_part, &c->mma_cnt, &c->epi_cnt};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) scratch_free(s[i]);
     if (c->k_cache) cudaFree(c->k_cache);
     if (c->v_cache) cudaFree(c->v_cache);

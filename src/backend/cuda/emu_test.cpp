@@ -87,9 +87,9 @@ static dev_weight make_weight(int type, int M, int K, const std::vector<float> &
 
 struct q8_buf {
     std::vector<int8_t> q;
-    std::vector<float> d, s;
-    explicit q8_buf(size_t n) : q(n), d(n / 32), s(n / 16) {}
-    lpc_q8 view() { return lpc_q8{q.data(), d.data(), s.data()}; }
+    std::vector<float> d, s, ss;
+    explicit q8_buf(size_t n) : q(n), d(n / 32), s(n / 16), ss(n / 32) {}
+    lpc_q8 view() { return lpc_q8{q.data(), d.data(), s.data(), ss.data()}; }
     float value(size_t i) const { return d[i / 32] * (float)q[i]; }
 };
 
@@ -395,6 +395,92 @@ static void test_gemv_experts(void **state) {
     }
 }
 
+/* ---- the batch-1 GEMV epilogue (LPC_EPI_*) against the ops it replaces ---- */
+
+static bool same_bits(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+
+/* One batch-1 problem set over q8 input xq: M rows per problem (all of type), K columns. */
+static lpc_gemv_args gemv1_args(const std::vector<dev_weight *> &ws, const q8_buf &xq, std::vector<float> *const *y, bool acc) {
+    lpc_gemv_args p = {};
+    p.nprob = (int)ws.size(), p.K = ws[0]->K, p.bpr = ws[0]->bpr, p.ncols = 1;
+    p.xq = const_cast<q8_buf &>(xq).view();
+    for (int i = 0; i < p.nprob; i++) {
+        p.a[i] = ws[i]->a.data(), p.b[i] = ws[i]->b.data(), p.y[i] = y[i]->data();
+        p.M[i] = ws[i]->M, p.row0[i + 1] = p.row0[i] + ws[i]->M, p.accumulate[i] = acc;
+    }
+    return p;
+}
+
+/* NORM: a GEMV accumulating into the residual, then the RMSNorm of the residual and the
+ * next GEMV on its shadow, fused (epilogue + deferred 1/rms) and as separate ops: the
+ * residual is bit-identical, the shadow that of w * residual exactly, the sums of squares
+ * and the next GEMV's results equal to rounding; the counters end at zero. SWIGLU: gate
+ * and up in one launch, then swiglu with its shadow: fused and separate bit-identical. */
+static void test_gemv_epilogue(void **state) {
+    (void)state;
+    const int K = 256, M = 512;
+    for (int type : {(int)LPC_Q4_K, (int)LPC_Q6_K, (int)LPC_Q8_0, (int)lp_mlx_type(4, 64)}) {
+        dev_weight w1 = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
+        dev_weight w2 = make_weight(type, 64, M, rand_vec((size_t)64 * M, 0.5f));
+        std::vector<float> x = rand_vec(K, 2.0f), res0 = rand_vec(M, 3.0f), nw = rand_vec(M, 1.0f);
+        q8_buf xq(K);
+        lpc_quantize(0, x.data(), K, xq.view());
+        std::vector<unsigned> count(M / 32, 0);
+        /* separate: GEMV, RMSNorm with shadow, GEMV */
+        std::vector<float> res_a = res0, normed(M), out_a(64);
+        std::vector<float> *ya[] = {&res_a};
+        assert_true(lpc_gemv(0, type, gemv1_args({&w1}, xq, ya, true), 0));
+        q8_buf nq_a(M);
+        assert_true(lpc_rmsnorm(0, res_a.data(), nw.data(), 1, M, 1e-6f, normed.data(), 1, nq_a.view()));
+        std::vector<float> *oa[] = {&out_a};
+        assert_true(lpc_gemv(0, type, gemv1_args({&w2}, nq_a, oa, false), 0));
+        /* fused */
+        std::vector<float> res_b = res0, out_b(64);
+        q8_buf nq_b(M);
+        std::vector<float> *yb[] = {&res_b};
+        lpc_gemv_args p = gemv1_args({&w1}, xq, yb, true);
+        p.epi.kind = LPC_EPI_NORM, p.epi.count = count.data(), p.epi.w = nw.data(), p.epi.ss = nq_b.ss.data(), p.epi.o = nq_b.view();
+        assert_true(lpc_gemv(0, type, p, 0));
+        assert_true(same_bits(res_a.data(), res_b.data(), M * sizeof(float)));
+        std::vector<float> wy(M);
+        for (int i = 0; i < M; i++) wy[i] = nw[i] * res_b[i];
+        q8_buf wq(M);
+        lpc_quantize(0, wy.data(), M, wq.view());
+        assert_true(same_bits(wq.q.data(), nq_b.q.data(), M) && same_bits(wq.d.data(), nq_b.d.data(), M / 32 * 4) &&
+                    same_bits(wq.s.data(), nq_b.s.data(), M / 16 * 4));
+        for (int g = 0; g < M / 32; g++) {
+            double ss = 0;
+            for (int i = 0; i < 32; i++) ss += (double)res_b[g * 32 + i] * res_b[g * 32 + i];
+            assert_true(fabs(nq_b.ss[g] - ss) <= 1e-5 * ss);
+            assert_int_equal(count[g], 0);
+        }
+        std::vector<float> *ob[] = {&out_b};
+        lpc_gemv_args p2 = gemv1_args({&w2}, nq_b, ob, false);
+        p2.x_ss = nq_b.ss.data(), p2.x_eps = 1e-6f;
+        assert_true(lpc_gemv(0, type, p2, 0));
+        double mag = 0;
+        for (int r = 0; r < 64; r++) mag = fmax(mag, fabs(out_a[r]));
+        for (int r = 0; r < 64; r++) /* codes of w*y and of w*y/rms may round apart: a code step per element at most */
+            if (!(fabs(out_b[r] - out_a[r]) <= 0.02 * mag)) fail_msg("norm epilogue type %d row %d: %g vs %g", type, r, out_b[r], out_a[r]);
+        /* SWIGLU, plain and clamped */
+        dev_weight wg = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f)), wu = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
+        for (float limit : {0.0f, 1.5f}) {
+            std::vector<float> g_a(M), u_a(M), g_b(M), u_b(M);
+            std::vector<float> *ys_a[] = {&g_a, &u_a}, *ys_b[] = {&g_b, &u_b};
+            assert_true(lpc_gemv(0, type, gemv1_args({&wg, &wu}, xq, ys_a, false), 0));
+            q8_buf sq_a(M), sq_b(M);
+            lpc_swiglu(0, g_a.data(), u_a.data(), M, limit, 1, sq_a.view());
+            lpc_gemv_args ps = gemv1_args({&wg, &wu}, xq, ys_b, false);
+            ps.epi.kind = LPC_EPI_SWIGLU, ps.epi.count = count.data(), ps.epi.limit = limit, ps.epi.o = sq_b.view();
+            assert_true(lpc_gemv(0, type, ps, 0));
+            assert_true(same_bits(g_a.data(), g_b.data(), M * 4) && same_bits(u_a.data(), u_b.data(), M * 4));
+            assert_true(same_bits(sq_a.q.data(), sq_b.q.data(), M) && same_bits(sq_a.d.data(), sq_b.d.data(), M / 32 * 4) &&
+                        same_bits(sq_a.s.data(), sq_b.s.data(), M / 16 * 4));
+            for (int g = 0; g < M / 32; g++) assert_int_equal(count[g], 0);
+        }
+    }
+}
+
 /* ---- int8 tensor-core matmul (lpc_mma.cuh) ---- */
 
 /* 4 int8 at p, p + stride, ... as one little-endian word. */
@@ -646,7 +732,6 @@ static void test_norm_rope(void **state) {
         }
 }
 
-static bool same_bits(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
 
 /* One configuration of the fused q/k/v kernel: q_op / k_op say whether q's / k's per-head
  * op (norm when with_norm, rope when rope) is folded in; keep_k: the F32 k written back. */
@@ -919,6 +1004,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_matches_to_float),
         cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
         cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
+        cmocka_unit_test(test_gemv_epilogue),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
         cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
         cmocka_unit_test(test_moe_routing),       cmocka_unit_test(test_mma_fragments),

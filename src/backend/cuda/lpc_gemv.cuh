@@ -21,6 +21,8 @@
 typedef struct {
     int8_t *q;
     float *d, *s;
+    float *ss; /* [i/32]: sums of squares, when a GEMV epilogue wrote the shadow of an RMSNorm's
+                  w * x and left 1/rms to the consumer (LPC_EPI_NORM); else unused */
 } lpc_q8;
 
 /* (d, 1/d) of a 32-group with largest magnitude amax: llama.cpp's x86 Q8_0 activation
@@ -81,6 +83,25 @@ inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) 
 
 enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8, LPC_GEMV_ROWS = 2 /* per warp, quantized */ };
 
+/* What the batch-1 GEMV does for each group of 32 output rows once all of them (of every
+ * problem) are stored: the last warp to finish the group (a per-group counter) writes the
+ * int8 shadow the next GEMV reads, so the op between the two (an RMSNorm, a SwiGLU) needs
+ * no launch of its own and no grid-wide wait. Each of those cost ~4-8 us of a ~100 us
+ * decode layer on the H100 (CUPTI trace), far more than the work. */
+enum { LPC_EPI_NONE, LPC_EPI_NORM, LPC_EPI_SWIGLU };
+
+typedef struct {
+    int kind;
+    unsigned *count; /* [rows / 32] arrivals, zero between launches (the last warp resets) */
+    /* NORM (one problem, accumulating into the residual y): the shadow of w * y and, per
+     * group, the sum of squares of y; the consumer applies 1/rms to its dot products. */
+    const float *w;
+    float *ss;
+    /* SWIGLU (problems gate, up of equal rows): y[0] = swiglu(gate, up) and its shadow */
+    float limit;
+    lpc_q8 o;
+} lpc_gemv_epi;
+
 typedef struct {
     int nprob;
     const uint8_t *a[LPC_MAX_PROB]; /* plane A (quantized) or the rows (float types) */
@@ -99,6 +120,11 @@ typedef struct {
     const int *sel;
     int x_div;
     size_t expert_a, expert_b; /* bytes between experts in plane A / B */
+    /* batch-1 kernel only: */
+    lpc_gemv_epi epi;
+    const float *x_ss; /* xq is the shadow of w * x of an RMSNorm left to this GEMV (LPC_EPI_NORM):
+                          [K / 32] sums of squares of x; the results are scaled by 1/rms */
+    float x_eps;
 } lpc_gemv_args;
 
 /* Which problem a warp's global row belongs to, without indexing the parameter arrays
@@ -279,11 +305,56 @@ __device__ __forceinline__ void lpc_gemv1_load(const uint8_t *const (&A)[R], con
     }
 }
 
+/* SwiGLU of one element; gpt-oss clamps (limit > 0) and uses alpha 1.702, up + 1. */
+__device__ __forceinline__ float lpc_swiglu_value(float g, float u, float limit) {
+    if (limit > 0.0f) {
+        g = fminf(g, limit);
+        u = fminf(fmaxf(u, -limit), limit);
+        return g / (1.0f + expf(-1.702f * g)) * (u + 1.0f);
+    }
+    return g / (1.0f + expf(-g)) * u;
+}
+
+/* After a warp stored its n_rows rows (one 32-row group, r = the first): count them in;
+ * the warp completing the group (every problem's rows) writes the group's shadow. */
+__device__ __forceinline__ void lpc_gemv_epilogue(const lpc_gemv_args &p, const lpc_row_pick &r, int n_rows, int lane) {
+    const int g = r.row / 32;
+    int last = 0;
+    if (lane == 0) {
+        __threadfence(); /* this lane's stores, before counting them in */
+        const unsigned need = 32u * (unsigned)p.nprob;
+        last = atomicAdd(p.epi.count + g, (unsigned)n_rows) + (unsigned)n_rows == need;
+        if (last) p.epi.count[g] = 0; /* all arrived: nobody else touches it this launch */
+    }
+    if (!__shfl_sync(LPC_FULL_MASK, last, 0)) return;
+    __threadfence();
+    const size_t e = (size_t)g * 32 + lane;
+    float v = __ldcg(p.y[0] + e);
+    if (p.epi.kind == LPC_EPI_NORM) {
+        const float ss = lpc_warp_sum(v * v);
+        if (lane == 0) p.epi.ss[g] = ss;
+        v *= p.epi.w[e];
+    } else {
+        v = lpc_swiglu_value(v, __ldcg(p.y[1] + e), p.epi.limit);
+        p.y[0][e] = v;
+    }
+    lpc_q8_emit(v, (size_t)g * 32, lane, p.epi.o);
+}
+
+/* 1/rms of the RMSNorm a producer left to this GEMV (x_ss: its per-group sums of squares),
+ * summed in a fixed order so every block gets the same bits; by one warp. */
+__device__ __forceinline__ float lpc_x_rms(const lpc_gemv_args &p, int lane) {
+    float ss = 0.0f;
+    for (int g = lane; g < p.K / 32; g += 32) ss += __ldg(p.x_ss + g);
+    ss = lpc_warp_sum(ss);
+    return 1.0f / sqrtf(ss / (float)p.K + p.x_eps);
+}
+
 /* The batch-1 kernel's main loop over a warp's R rows, first slices already in w. */
 template <class T, int R, int U>
 __device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc_row_pick (&r)[R], int n_rows,
                                                const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int S,
-                                               typename T::raw (&w)[U][R], const uint4 *xc, const float2 *xds) {
+                                               typename T::raw (&w)[U][R], const uint4 *xc, const float2 *xds, float x_scale) {
     const int lane = threadIdx.x % 32;
     float acc[R][1];
 #pragma unroll
@@ -309,14 +380,18 @@ __device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc
         }
     }
 #pragma unroll
-    for (int i = 0; i < R; i++)
+    for (int i = 0; i < R; i++) {
+        acc[i][0] *= x_scale;
         if (i < n_rows) lpc_gemv_store<1>(p, r[i], acc[i], lane); /* warp-uniform */
+    }
+    if (p.epi.kind) lpc_gemv_epilogue(p, r[0], n_rows, lane); /* a warp's rows share a group (R | 32) */
 }
 
 template <class T, int R, int U, int W>
 __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
     __shared__ uint4 xc[LPC_X1_MAX_K / 16];    /* int8 codes, 16 per entry */
     __shared__ float2 xds[LPC_X1_MAX_K / 16];  /* per 16-element run: (d of its 32-group, d * sum of its codes) */
+    __shared__ float x_scale;                  /* 1/rms of a deferred RMSNorm (x_ss), else 1 */
     lpc_launch_dependents();
     /* Expert mode reads the routing kernel's expert ids to find its rows: no weight
      * prefetch across the wait there (ids read early could be stale). */
@@ -351,8 +426,12 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
         ds.y = __ldg(p.xq.s + xoff / 16 + i);
         xds[i] = ds;
     }
+    if (threadIdx.x < 32) { /* warp-uniform */
+        const float sc = p.x_ss ? lpc_x_rms(p, lane) : 1.0f;
+        if (lane == 0) x_scale = sc;
+    }
     __syncthreads();
-    if (active) lpc_gemv1_rows<T, R, U>(p, r, n_rows, A, B, S, w, xc, xds);
+    if (active) lpc_gemv1_rows<T, R, U>(p, r, n_rows, A, B, S, w, xc, xds, x_scale);
 }
 
 /* The batch-1 kernel's shape: R rows per warp, U slices per lane in flight, W warps. */
@@ -422,6 +501,8 @@ struct lpc_gemv_launch {
 
 /* type: LPC_* id of the device weight. Returns false for a type without a kernel. */
 inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pairs) {
+    if ((p.epi.kind || p.x_ss) && !(p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K && !p.sel && lpc_find_split(type)))
+        return false; /* only the batch-1 kernel has the epilogue and the deferred 1/rms */
     lpc_gemv_launch l = {st, p, n_pairs};
     switch (type) {
     case LPC_F32: l.go(1, lpc_gemv_f<0, 1>, lpc_gemv_f<0, 2>, lpc_gemv_f<0, 4>, lpc_gemv_f<0, 8>); return true;

@@ -315,13 +315,7 @@ __global__ void lpc_swiglu_kernel(float *gate, const float *up, size_t count, fl
     LPC_PDL_ENTRY();
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return; /* count % 32 == 0 when emitting: whole warps leave together */
-    float v;
-    if (limit > 0.0f) {
-        const float g = fminf(gate[i], limit), u = fminf(fmaxf(up[i], -limit), limit);
-        v = g / (1.0f + expf(-1.702f * g)) * (u + 1.0f);
-    } else {
-        v = gate[i] / (1.0f + expf(-gate[i])) * up[i];
-    }
+    const float v = lpc_swiglu_value(gate[i], up[i], limit);
     gate[i] = v;
     if (emit) lpc_q8_emit(v, i & ~(size_t)31, threadIdx.x % 32, o);
 }
