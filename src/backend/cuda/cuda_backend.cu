@@ -42,6 +42,7 @@ enum {
     LPC_MMA_MAX_N = 64,            /* rows of a batch done by the int8 MMA kernel on quantized weights: x32
                                       q4_k_m 2,420 tok/s vs 1,383 with cuBLAS tiles (H100) */
     LPC_GRAPH_CACHE = 4,           /* graphs kept (decode, batched decode, prefill chunk, ...) */
+    LPC_GRAPH_PIECES = 3,          /* a list is captured as up to this many graphs (graph_capture) */
     LPC_RECENT = 8,                /* signatures remembered: a second sighting is captured */
 };
 static const size_t LPC_DEQUANT_ELEMS = (size_t)32 << 20; /* F16 weight tile for cuBLAS: 64 MiB */
@@ -67,8 +68,8 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI, FUSE_COUNT };
-static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epi"};
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_EPI_SWIGLU, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm", "episwiglu"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -116,7 +117,8 @@ typedef struct {
 typedef struct {
     lpc_op *ops;
     int n_ops;
-    cudaGraphExec_t exec;
+    cudaGraphExec_t exec[LPC_GRAPH_PIECES];
+    int n_pieces;
     unsigned long long last_used;
 } lpc_graph;
 
@@ -136,6 +138,7 @@ typedef struct {
     void *blas_ws;
     char err[512];
     bool use_graphs, use_fusion;
+    bool graph_pieces;   /* capture lists as several graphs (LP_CUDA_GRAPH_PIECES=0: one) */
     bool pdl;            /* device and LP_CUDA_PDL allow programmatic dependent launch */
     unsigned drop_ops;   /* LP_CUDA_DROP: op kinds not run (timing experiments; wrong results) */
     unsigned no_fuse;    /* LP_CUDA_NOFUSE: FUSE_* fusions left out (measuring each one) */
@@ -867,7 +870,7 @@ static void fuse_epilogue(lp_cuda *c, int i) {
     lpc_op *mm = &c->ops[i], *nx = next_live(c, i);
     if (!nx || !epi_capable(c, mm)) return;
     lp_bbuf *wrote = mm->acc_into ? mm->acc_into : mm->y[0];
-    if (nx->kind == OP_RMSNORM && mm->count == 1 && nx->x[0] == wrote && nx->y[0] != wrote && nx->emit_q8 && !nx->rope_heads &&
+    if (nx->kind == OP_RMSNORM && fuse_on(c, FUSE_EPI_NORM) && mm->count == 1 && nx->x[0] == wrote && nx->y[0] != wrote && nx->emit_q8 && !nx->rope_heads &&
         nx->n == 1 && nx->w[0] && nx->w[0]->K == mm->w[0]->M && shadow_only(c, (int)(nx - c->ops), nx->y[0])) {
         mm->epi = LPC_EPI_NORM;
         mm->epi_w = nx->w[0];
@@ -878,7 +881,7 @@ static void fuse_epilogue(lp_cuda *c, int i) {
             for (int k = 0; k < op->count; k++)
                 if (op->x[k] == nx->y[0]) op->x_rms |= 1 << k, op->x_eps = nx->f0;
         }
-    } else if (nx->kind == OP_SWIGLU && mm->count == 2 && !mm->acc_into && nx->x[0] == mm->y[0] && nx->x[1] == mm->y[1] &&
+    } else if (nx->kind == OP_SWIGLU && fuse_on(c, FUSE_EPI_SWIGLU) && mm->count == 2 && !mm->acc_into && nx->x[0] == mm->y[0] && nx->x[1] == mm->y[1] &&
                nx->y[0] == mm->y[0] && nx->emit_q8 && mm->w[0]->M == mm->w[1]->M && nx->cnt == (size_t)mm->w[0]->M) {
         mm->epi = LPC_EPI_SWIGLU;
         mm->epi_f = nx->f0;
@@ -949,8 +952,7 @@ static void plan(lp_cuda *c) {
         }
         if (mma_rows) counters(c, &c->mma_cnt, (size_t)lpc_mma_tiles(mma_rows, mm->n));
     }
-    if (fuse_on(c, FUSE_EPI))
-        for (int i = 0; i < c->n_ops; i++) fuse_epilogue(c, i);
+    for (int i = 0; i < c->n_ops; i++) fuse_epilogue(c, i);
 }
 
 /* ---- execution ---- */
@@ -1361,7 +1363,7 @@ static void exec_all(lp_cuda *c, bool check_each) {
 static void graphs_clear(lp_cuda *c) {
     for (int i = 0; i < LPC_GRAPH_CACHE; i++) {
         if (c->graphs[i].ops) {
-            cudaGraphExecDestroy(c->graphs[i].exec);
+            for (int k = 0; k < c->graphs[i].n_pieces; k++) cudaGraphExecDestroy(c->graphs[i].exec[k]);
             free(c->graphs[i].ops);
         }
         memset(&c->graphs[i], 0, sizeof c->graphs[i]);
@@ -1384,20 +1386,44 @@ static lpc_graph *graph_find(lp_cuda *c) {
     return NULL;
 }
 
-/* Capture the (planned) list into a graph; the unplanned copy is the key. */
-static lpc_graph *graph_capture(lp_cuda *c, const lpc_op *key) {
+/* Ops [from, to) of the planned list as one graph. */
+static bool capture_piece(lp_cuda *c, int from, int to, cudaGraphExec_t *exec) {
     cudaGraph_t graph = NULL;
-    cudaGraphExec_t exec = NULL;
-    if (!cuda_ok(c, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal), "graph capture")) return NULL;
-    exec_all(c, false);
+    if (!cuda_ok(c, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal), "graph capture")) return false;
+    lpc_pdl_enabled() = c->pdl && c->n_batch == 1; /* as exec_all */
+    for (int i = from; i < to && !c->err[0]; i++)
+        if (runs_alone(c, &c->ops[i])) exec_op(c, &c->ops[i]);
     const bool captured = cuda_ok(c, cudaStreamEndCapture(c->st, &graph), "graph capture");
     if (!captured || c->err[0]) {
         if (graph) cudaGraphDestroy(graph);
-        return NULL;
+        return false;
     }
-    const bool ok = cuda_ok(c, cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
+    const bool ok = cuda_ok(c, cudaGraphInstantiate(exec, graph, 0), "graph instantiate");
     cudaGraphDestroy(graph);
-    if (!ok) return NULL;
+    return ok;
+}
+
+/* Capture the (planned) list into graphs; the unplanned copy is the key. cudaGraphLaunch
+ * costs the host ~0.8 us per kernel node, with the GPU idle until it returns (H100: 200 us
+ * of a 4 ms decode step of 242 kernels, CUPTI), so the list becomes a short first piece
+ * and longer ones (piece_ends: launched ops, cumulative): the GPU runs each piece while
+ * the host launches the next. A piece's first kernel waits for the previous piece to
+ * finish (no programmatic edge across graphs): two such waits per step. */
+static lpc_graph *graph_capture(lp_cuda *c, const lpc_op *key) {
+    static const int piece_ends[LPC_GRAPH_PIECES] = {8, 64, 1 << 30};
+    cudaGraphExec_t exec[LPC_GRAPH_PIECES];
+    int n_pieces = 0, from = 0, live = 0;
+    for (int i = 0; i < c->n_ops; i++) {
+        live += runs_alone(c, &c->ops[i]);
+        const bool end = i + 1 == c->n_ops || (c->graph_pieces && n_pieces + 1 < LPC_GRAPH_PIECES && live == piece_ends[n_pieces]);
+        if (!end) continue;
+        if (!capture_piece(c, from, i + 1, &exec[n_pieces])) {
+            for (int k = 0; k < n_pieces; k++) cudaGraphExecDestroy(exec[k]);
+            return NULL;
+        }
+        n_pieces++;
+        from = i + 1;
+    }
     lpc_graph *slot = &c->graphs[0];
     for (int i = 0; i < LPC_GRAPH_CACHE; i++) {
         if (!c->graphs[i].ops) {
@@ -1407,14 +1433,20 @@ static lpc_graph *graph_capture(lp_cuda *c, const lpc_op *key) {
         if (c->graphs[i].last_used < slot->last_used) slot = &c->graphs[i];
     }
     if (slot->ops) {
-        cudaGraphExecDestroy(slot->exec);
+        for (int k = 0; k < slot->n_pieces; k++) cudaGraphExecDestroy(slot->exec[k]);
         free(slot->ops);
     }
     slot->ops = (lpc_op *)lp_xmalloc((size_t)c->n_ops * sizeof *key);
     memcpy(slot->ops, key, (size_t)c->n_ops * sizeof *key);
     slot->n_ops = c->n_ops;
-    slot->exec = exec;
+    memcpy(slot->exec, exec, sizeof exec);
+    slot->n_pieces = n_pieces;
     return slot;
+}
+
+static void graph_launch(lp_cuda *c, lpc_graph *g) {
+    g->last_used = c->clock;
+    for (int k = 0; k < g->n_pieces; k++) cuda_ok(c, cudaGraphLaunch(g->exec[k], c->st), "graph launch");
 }
 
 /* Run the recorded list: replay a graph of an identical earlier list, capture a list
@@ -1433,8 +1465,7 @@ static void flush(lp_cuda *c) {
     c->clock++;
     lpc_graph *g = c->use_graphs ? graph_find(c) : NULL;
     if (g) {
-        g->last_used = c->clock;
-        cuda_ok(c, cudaGraphLaunch(g->exec, c->st), "graph launch");
+        graph_launch(c, g);
         c->n_ops = 0;
         return;
     }
@@ -1458,8 +1489,7 @@ static void flush(lp_cuda *c) {
         c->use_graphs = false;
     }
     if (g) {
-        g->last_used = c->clock;
-        cuda_ok(c, cudaGraphLaunch(g->exec, c->st), "graph launch");
+        graph_launch(c, g);
     } else {
         exec_all(c, true);
         c->recent[c->recent_next] = h;
@@ -1601,6 +1631,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->base.ops = &cuda_ops;
     c->device = device;
     c->use_graphs = !env_off("LP_CUDA_GRAPHS");
+    c->graph_pieces = !env_off("LP_CUDA_GRAPH_PIECES");
     c->use_fusion = !env_off("LP_CUDA_FUSE");
     const char *gm = getenv("LP_CUDA_GEMV_MAX_N");
     c->gemv_max_n = gm && atoi(gm) > 0 ? atoi(gm) : LPC_GEMV_MAX_N; /* unset or not a positive count: default */

@@ -341,11 +341,13 @@ __device__ __forceinline__ void lpc_gemv_epilogue(const lpc_gemv_args &p, const 
     lpc_q8_emit(v, (size_t)g * 32, lane, p.epi.o);
 }
 
-/* 1/rms of the RMSNorm a producer left to this GEMV (x_ss: its per-group sums of squares),
- * summed in a fixed order so every block gets the same bits; by one warp. */
-__device__ __forceinline__ float lpc_x_rms(const lpc_gemv_args &p, int lane) {
+/* 1/rms of the RMSNorm a producer left to this GEMV from its per-group sums of squares
+ * (staged in shared memory with the activation), summed in a fixed order so every warp
+ * gets the same bits. Summed at the end, not before the block's barrier: a reduction
+ * there put an L2 round trip on every block's critical path. */
+__device__ __forceinline__ float lpc_x_rms(const lpc_gemv_args &p, const float *xss, int lane) {
     float ss = 0.0f;
-    for (int g = lane; g < p.K / 32; g += 32) ss += __ldg(p.x_ss + g);
+    for (int g = lane; g < p.K / 32; g += 32) ss += xss[g];
     ss = lpc_warp_sum(ss);
     return 1.0f / sqrtf(ss / (float)p.K + p.x_eps);
 }
@@ -354,7 +356,7 @@ __device__ __forceinline__ float lpc_x_rms(const lpc_gemv_args &p, int lane) {
 template <class T, int R, int U>
 __device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc_row_pick (&r)[R], int n_rows,
                                                const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int S,
-                                               typename T::raw (&w)[U][R], const uint4 *xc, const float2 *xds, float x_scale) {
+                                               typename T::raw (&w)[U][R], const uint4 *xc, const float2 *xds, const float *xss) {
     const int lane = threadIdx.x % 32;
     float acc[R][1];
 #pragma unroll
@@ -379,6 +381,7 @@ __device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc
             }
         }
     }
+    const float x_scale = p.x_ss ? lpc_x_rms(p, xss, lane) : 1.0f;
 #pragma unroll
     for (int i = 0; i < R; i++) {
         acc[i][0] *= x_scale;
@@ -391,7 +394,7 @@ template <class T, int R, int U, int W>
 __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
     __shared__ uint4 xc[LPC_X1_MAX_K / 16];    /* int8 codes, 16 per entry */
     __shared__ float2 xds[LPC_X1_MAX_K / 16];  /* per 16-element run: (d of its 32-group, d * sum of its codes) */
-    __shared__ float x_scale;                  /* 1/rms of a deferred RMSNorm (x_ss), else 1 */
+    __shared__ float xss[LPC_X1_MAX_K / 32];   /* a deferred RMSNorm's sums of squares (x_ss) */
     lpc_launch_dependents();
     /* Expert mode reads the routing kernel's expert ids to find its rows: no weight
      * prefetch across the wait there (ids read early could be stale). */
@@ -426,12 +429,10 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
         ds.y = __ldg(p.xq.s + xoff / 16 + i);
         xds[i] = ds;
     }
-    if (threadIdx.x < 32) { /* warp-uniform */
-        const float sc = p.x_ss ? lpc_x_rms(p, lane) : 1.0f;
-        if (lane == 0) x_scale = sc;
-    }
+    if (p.x_ss)
+        for (int i = threadIdx.x; i < p.K / 32; i += W * 32) xss[i] = __ldg(p.x_ss + i);
     __syncthreads();
-    if (active) lpc_gemv1_rows<T, R, U>(p, r, n_rows, A, B, S, w, xc, xds, x_scale);
+    if (active) lpc_gemv1_rows<T, R, U>(p, r, n_rows, A, B, S, w, xc, xds, xss);
 }
 
 /* The batch-1 kernel's shape: R rows per warp, U slices per lane in flight, W warps. */
