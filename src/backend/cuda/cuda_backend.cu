@@ -42,7 +42,6 @@ enum {
     LPC_MMA_MAX_N = 64,            /* rows of a batch done by the int8 MMA kernel on quantized weights: x32
                                       q4_k_m 2,420 tok/s vs 1,383 with cuBLAS tiles (H100) */
     LPC_GRAPH_CACHE = 4,           /* graphs kept (decode, batched decode, prefill chunk, ...) */
-    LPC_GRAPH_PIECES = 3,          /* a list is captured as up to this many graphs (graph_capture) */
     LPC_RECENT = 8,                /* signatures remembered: a second sighting is captured */
 };
 static const size_t LPC_DEQUANT_ELEMS = (size_t)32 << 20; /* F16 weight tile for cuBLAS: 64 MiB */
@@ -68,8 +67,8 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_EPI_SWIGLU, FUSE_COUNT };
-static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm", "episwiglu"};
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -106,10 +105,8 @@ typedef struct {
     int skip;            /* fused into another op */
     lpc_head_xform head[2]; /* attention: q's and k's per-head ops, done by its kv-store kernel */
     int keep_k;          /* attention with k's op folded in: the F32 k is read later, write it too */
-    int epi;             /* matmul: LPC_EPI_* the batch-1 GEMV does for the skipped op after it */
-    const lpc_weight *epi_w; /* ... NORM: the RMSNorm weight */
-    lp_bbuf *epi_out;    /* ... the skipped op's output (its int8 shadow is written) */
-    float epi_f;         /* ... SWIGLU: limit */
+    const lpc_weight *epi_norm; /* matmul: the batch-1 GEMV does the RMSNorm after it (lpc_gemv_epi) */
+    lp_bbuf *epi_out;    /* ... that norm's output (only its int8 shadow is written) */
     int x_rms;           /* matmul: bit i = x[i]'s shadow is of an RMSNorm's w * x, 1/rms left to us */
     float x_eps;
 } lpc_op;
@@ -117,8 +114,7 @@ typedef struct {
 typedef struct {
     lpc_op *ops;
     int n_ops;
-    cudaGraphExec_t exec[LPC_GRAPH_PIECES];
-    int n_pieces;
+    cudaGraphExec_t exec;
     unsigned long long last_used;
 } lpc_graph;
 
@@ -138,7 +134,6 @@ typedef struct {
     void *blas_ws;
     char err[512];
     bool use_graphs, use_fusion;
-    bool graph_pieces;   /* capture lists as several graphs (LP_CUDA_GRAPH_PIECES=0: one) */
     bool pdl;            /* device and LP_CUDA_PDL allow programmatic dependent launch */
     unsigned drop_ops;   /* LP_CUDA_DROP: op kinds not run (timing experiments; wrong results) */
     unsigned no_fuse;    /* LP_CUDA_NOFUSE: FUSE_* fusions left out (measuring each one) */
@@ -824,15 +819,9 @@ static bool gemv1_runs(const lp_cuda *c, const lpc_op *mm, int k) {
     return mm->n == 1 && matmul_path(c, 1, w) == MM_GEMV && quantized_weight(w) && w->K % 32 == 0 && w->K <= LPC_X1_MAX_K;
 }
 
-/* mm is one launch of the batch-1 GEMV (one type, one input) over whole 32-row groups:
- * it can run a GEMV epilogue. */
+/* mm is one launch of the batch-1 GEMV over whole 32-row groups: it can run the epilogue. */
 static bool epi_capable(const lp_cuda *c, const lpc_op *mm) {
-    if (mm->kind != OP_MATMUL) return false;
-    for (int k = 0; k < mm->count; k++)
-        if (!gemv1_runs(c, mm, k) || mm->w[k]->type != mm->w[0]->type || mm->w[k]->K != mm->w[0]->K || mm->x[k] != mm->x[0] ||
-            mm->expert[k] || mm->w[k]->M % 32)
-            return false;
-    return true;
+    return mm->kind == OP_MATMUL && mm->count == 1 && gemv1_runs(c, mm, 0) && !mm->expert[0] && mm->w[0]->M % 32 == 0;
 }
 
 /* Everything after op `from` that reads b before b is next written is a matmul reading only
@@ -861,33 +850,26 @@ static lpc_op *next_live(lp_cuda *c, int i) {
     return NULL;
 }
 
-/* A batch-1 GEMV followed by the RMSNorm of what it wrote (the residual after o and down)
- * or by the SwiGLU of its two outputs (gate, up) does that op's part in its epilogue
- * (lpc_gemv_epilogue): the int8 shadow the next GEMV reads, per 32-row group. The
- * RMSNorm's F32 output is not produced, so every reader must take the shadow only; its
- * consumers scale their results by 1/rms (x_rms). */
+/* A batch-1 GEMV followed by the RMSNorm of what it wrote (the residual, after o and down)
+ * does the norm in its epilogue (lpc_gemv_epi): the int8 shadow the next GEMVs read, per
+ * 32-row group. The norm's F32 output is not produced, so every reader must take the
+ * shadow only; they scale their results by 1/rms (x_rms). */
 static void fuse_epilogue(lp_cuda *c, int i) {
     lpc_op *mm = &c->ops[i], *nx = next_live(c, i);
     if (!nx || !epi_capable(c, mm)) return;
+    const int j = (int)(nx - c->ops);
     lp_bbuf *wrote = mm->acc_into ? mm->acc_into : mm->y[0];
-    if (nx->kind == OP_RMSNORM && fuse_on(c, FUSE_EPI_NORM) && mm->count == 1 && nx->x[0] == wrote && nx->y[0] != wrote && nx->emit_q8 && !nx->rope_heads &&
-        nx->n == 1 && nx->w[0] && nx->w[0]->K == mm->w[0]->M && shadow_only(c, (int)(nx - c->ops), nx->y[0])) {
-        mm->epi = LPC_EPI_NORM;
-        mm->epi_w = nx->w[0];
-        for (int j = (int)(nx - c->ops) + 1; j < c->n_ops; j++) {
-            lpc_op *op = &c->ops[j];
-            if (op->skip || !touches(op, nx->y[0])) continue;
-            if (op->kind != OP_MATMUL) break; /* the writer shadow_only found */
-            for (int k = 0; k < op->count; k++)
-                if (op->x[k] == nx->y[0]) op->x_rms |= 1 << k, op->x_eps = nx->f0;
-        }
-    } else if (nx->kind == OP_SWIGLU && fuse_on(c, FUSE_EPI_SWIGLU) && mm->count == 2 && !mm->acc_into && nx->x[0] == mm->y[0] && nx->x[1] == mm->y[1] &&
-               nx->y[0] == mm->y[0] && nx->emit_q8 && mm->w[0]->M == mm->w[1]->M && nx->cnt == (size_t)mm->w[0]->M) {
-        mm->epi = LPC_EPI_SWIGLU;
-        mm->epi_f = nx->f0;
-    } else {
+    if (nx->kind != OP_RMSNORM || nx->x[0] != wrote || nx->y[0] == wrote || !nx->emit_q8 || nx->rope_heads || nx->n != 1 ||
+        !nx->w[0] || nx->w[0]->K != mm->w[0]->M || !shadow_only(c, j, nx->y[0]))
         return;
+    for (int k = j + 1; k < c->n_ops; k++) {
+        lpc_op *op = &c->ops[k];
+        if (op->skip || !touches(op, nx->y[0])) continue;
+        if (op->kind != OP_MATMUL) break; /* the writer shadow_only found */
+        for (int x = 0; x < op->count; x++)
+            if (op->x[x] == nx->y[0]) op->x_rms |= 1 << x, op->x_eps = nx->f0;
     }
+    mm->epi_norm = nx->w[0];
     mm->epi_out = nx->y[0];
     nx->skip = 1;
     counters(c, &c->epi_cnt, (size_t)mm->w[0]->M / 32);
@@ -952,7 +934,8 @@ static void plan(lp_cuda *c) {
         }
         if (mma_rows) counters(c, &c->mma_cnt, (size_t)lpc_mma_tiles(mma_rows, mm->n));
     }
-    for (int i = 0; i < c->n_ops; i++) fuse_epilogue(c, i);
+    if (fuse_on(c, FUSE_EPI_NORM))
+        for (int i = 0; i < c->n_ops; i++) fuse_epilogue(c, i);
 }
 
 /* ---- execution ---- */
@@ -1078,12 +1061,10 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
             p.row0[k + 1] = p.row0[k] + wj->M;
             done[j] = true;
         }
-        if (op->epi) {
-            p.epi.kind = op->epi;
+        if (op->epi_norm) {
             p.epi.count = (unsigned *)c->epi_cnt.p;
-            p.epi.w = op->epi_w ? (const float *)op->epi_w->a : NULL;
+            p.epi.w = (const float *)op->epi_norm->a;
             p.epi.ss = op->epi_out->q8.ss;
-            p.epi.limit = op->epi_f;
             p.epi.o = op->epi_out->q8;
         }
         if (op->x_rms >> i & 1) p.x_ss = op->x[i]->q8.ss, p.x_eps = op->x_eps;
@@ -1363,7 +1344,7 @@ static void exec_all(lp_cuda *c, bool check_each) {
 static void graphs_clear(lp_cuda *c) {
     for (int i = 0; i < LPC_GRAPH_CACHE; i++) {
         if (c->graphs[i].ops) {
-            for (int k = 0; k < c->graphs[i].n_pieces; k++) cudaGraphExecDestroy(c->graphs[i].exec[k]);
+            cudaGraphExecDestroy(c->graphs[i].exec);
             free(c->graphs[i].ops);
         }
         memset(&c->graphs[i], 0, sizeof c->graphs[i]);
@@ -1386,44 +1367,20 @@ static lpc_graph *graph_find(lp_cuda *c) {
     return NULL;
 }
 
-/* Ops [from, to) of the planned list as one graph. */
-static bool capture_piece(lp_cuda *c, int from, int to, cudaGraphExec_t *exec) {
+/* Capture the (planned) list into a graph; the unplanned copy is the key. */
+static lpc_graph *graph_capture(lp_cuda *c, const lpc_op *key) {
     cudaGraph_t graph = NULL;
-    if (!cuda_ok(c, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal), "graph capture")) return false;
-    lpc_pdl_enabled() = c->pdl && c->n_batch == 1; /* as exec_all */
-    for (int i = from; i < to && !c->err[0]; i++)
-        if (runs_alone(c, &c->ops[i])) exec_op(c, &c->ops[i]);
+    cudaGraphExec_t exec = NULL;
+    if (!cuda_ok(c, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal), "graph capture")) return NULL;
+    exec_all(c, false);
     const bool captured = cuda_ok(c, cudaStreamEndCapture(c->st, &graph), "graph capture");
     if (!captured || c->err[0]) {
         if (graph) cudaGraphDestroy(graph);
-        return false;
+        return NULL;
     }
-    const bool ok = cuda_ok(c, cudaGraphInstantiate(exec, graph, 0), "graph instantiate");
+    const bool ok = cuda_ok(c, cudaGraphInstantiate(&exec, graph, 0), "graph instantiate");
     cudaGraphDestroy(graph);
-    return ok;
-}
-
-/* Capture the (planned) list into graphs; the unplanned copy is the key. cudaGraphLaunch
- * costs the host ~0.8 us per kernel node, with the GPU idle until it returns (H100: 200 us
- * of a 4 ms decode step of 242 kernels, CUPTI), so the list becomes a short first piece
- * and longer ones (piece_ends: launched ops, cumulative): the GPU runs each piece while
- * the host launches the next. A piece's first kernel waits for the previous piece to
- * finish (no programmatic edge across graphs): two such waits per step. */
-static lpc_graph *graph_capture(lp_cuda *c, const lpc_op *key) {
-    static const int piece_ends[LPC_GRAPH_PIECES] = {8, 64, 1 << 30};
-    cudaGraphExec_t exec[LPC_GRAPH_PIECES];
-    int n_pieces = 0, from = 0, live = 0;
-    for (int i = 0; i < c->n_ops; i++) {
-        live += runs_alone(c, &c->ops[i]);
-        const bool end = i + 1 == c->n_ops || (c->graph_pieces && n_pieces + 1 < LPC_GRAPH_PIECES && live == piece_ends[n_pieces]);
-        if (!end) continue;
-        if (!capture_piece(c, from, i + 1, &exec[n_pieces])) {
-            for (int k = 0; k < n_pieces; k++) cudaGraphExecDestroy(exec[k]);
-            return NULL;
-        }
-        n_pieces++;
-        from = i + 1;
-    }
+    if (!ok) return NULL;
     lpc_graph *slot = &c->graphs[0];
     for (int i = 0; i < LPC_GRAPH_CACHE; i++) {
         if (!c->graphs[i].ops) {
@@ -1433,20 +1390,14 @@ static lpc_graph *graph_capture(lp_cuda *c, const lpc_op *key) {
         if (c->graphs[i].last_used < slot->last_used) slot = &c->graphs[i];
     }
     if (slot->ops) {
-        for (int k = 0; k < slot->n_pieces; k++) cudaGraphExecDestroy(slot->exec[k]);
+        cudaGraphExecDestroy(slot->exec);
         free(slot->ops);
     }
     slot->ops = (lpc_op *)lp_xmalloc((size_t)c->n_ops * sizeof *key);
     memcpy(slot->ops, key, (size_t)c->n_ops * sizeof *key);
     slot->n_ops = c->n_ops;
-    memcpy(slot->exec, exec, sizeof exec);
-    slot->n_pieces = n_pieces;
+    slot->exec = exec;
     return slot;
-}
-
-static void graph_launch(lp_cuda *c, lpc_graph *g) {
-    g->last_used = c->clock;
-    for (int k = 0; k < g->n_pieces; k++) cuda_ok(c, cudaGraphLaunch(g->exec[k], c->st), "graph launch");
 }
 
 /* Run the recorded list: replay a graph of an identical earlier list, capture a list
@@ -1465,7 +1416,8 @@ static void flush(lp_cuda *c) {
     c->clock++;
     lpc_graph *g = c->use_graphs ? graph_find(c) : NULL;
     if (g) {
-        graph_launch(c, g);
+        g->last_used = c->clock;
+        cuda_ok(c, cudaGraphLaunch(g->exec, c->st), "graph launch");
         c->n_ops = 0;
         return;
     }
@@ -1489,7 +1441,8 @@ static void flush(lp_cuda *c) {
         c->use_graphs = false;
     }
     if (g) {
-        graph_launch(c, g);
+        g->last_used = c->clock;
+        cuda_ok(c, cudaGraphLaunch(g->exec, c->st), "graph launch");
     } else {
         exec_all(c, true);
         c->recent[c->recent_next] = h;
@@ -1631,7 +1584,6 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->base.ops = &cuda_ops;
     c->device = device;
     c->use_graphs = !env_off("LP_CUDA_GRAPHS");
-    c->graph_pieces = !env_off("LP_CUDA_GRAPH_PIECES");
     c->use_fusion = !env_off("LP_CUDA_FUSE");
     const char *gm = getenv("LP_CUDA_GEMV_MAX_N");
     c->gemv_max_n = gm && atoi(gm) > 0 ? atoi(gm) : LPC_GEMV_MAX_N; /* unset or not a positive count: default */

@@ -83,23 +83,19 @@ inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) 
 
 enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8, LPC_GEMV_ROWS = 2 /* per warp, quantized */ };
 
-/* What the batch-1 GEMV does for each group of 32 output rows once all of them (of every
- * problem) are stored: the last warp to finish the group (a per-group counter) writes the
- * int8 shadow the next GEMV reads, so the op between the two (an RMSNorm, a SwiGLU) needs
- * no launch of its own and no grid-wide wait. Each of those cost ~4-8 us of a ~100 us
- * decode layer on the H100 (CUPTI trace), far more than the work. */
-enum { LPC_EPI_NONE, LPC_EPI_NORM, LPC_EPI_SWIGLU };
-
+/* The RMSNorm after a batch-1 GEMV that accumulates into the residual (o, down), done by
+ * the GEMV for each group of 32 rows once all of them are stored: the last warp to finish
+ * the group (a per-group counter) writes the int8 shadow of w * y and the group's sum of
+ * squares of y; the next GEMV applies 1/rms to its dot products (x_ss). The norm then needs
+ * no launch of its own and no grid-wide wait: ~8 us of a ~100 us decode layer on the H100
+ * (CUPTI trace) for a few us of work. Worth it on GEMVs of one wave of blocks (o, down:
+ * 4096 rows): every warp pays a fence and an atomic round trip, which on the 3 waves of
+ * gate/up cost more than the SwiGLU launch it saved (243 vs 278 tok/s, measured). */
 typedef struct {
-    int kind;
-    unsigned *count; /* [rows / 32] arrivals, zero between launches (the last warp resets) */
-    /* NORM (one problem, accumulating into the residual y): the shadow of w * y and, per
-     * group, the sum of squares of y; the consumer applies 1/rms to its dot products. */
-    const float *w;
-    float *ss;
-    /* SWIGLU (problems gate, up of equal rows): y[0] = swiglu(gate, up) and its shadow */
-    float limit;
-    lpc_q8 o;
+    unsigned *count; /* [rows / 32] arrivals, zero between launches (the last warp resets); NULL: off */
+    const float *w;  /* the RMSNorm weight */
+    float *ss;       /* [rows / 32] sums of squares of y */
+    lpc_q8 o;        /* the shadow of w * y */
 } lpc_gemv_epi;
 
 typedef struct {
@@ -122,7 +118,7 @@ typedef struct {
     size_t expert_a, expert_b; /* bytes between experts in plane A / B */
     /* batch-1 kernel only: */
     lpc_gemv_epi epi;
-    const float *x_ss; /* xq is the shadow of w * x of an RMSNorm left to this GEMV (LPC_EPI_NORM):
+    const float *x_ss; /* xq is the shadow of w * x of an RMSNorm left to this GEMV (lpc_gemv_epi):
                           [K / 32] sums of squares of x; the results are scaled by 1/rms */
     float x_eps;
 } lpc_gemv_args;
@@ -305,40 +301,23 @@ __device__ __forceinline__ void lpc_gemv1_load(const uint8_t *const (&A)[R], con
     }
 }
 
-/* SwiGLU of one element; gpt-oss clamps (limit > 0) and uses alpha 1.702, up + 1. */
-__device__ __forceinline__ float lpc_swiglu_value(float g, float u, float limit) {
-    if (limit > 0.0f) {
-        g = fminf(g, limit);
-        u = fminf(fmaxf(u, -limit), limit);
-        return g / (1.0f + expf(-1.702f * g)) * (u + 1.0f);
-    }
-    return g / (1.0f + expf(-g)) * u;
-}
-
 /* After a warp stored its n_rows rows (one 32-row group, r = the first): count them in;
- * the warp completing the group (every problem's rows) writes the group's shadow. */
+ * the warp completing the group writes the group's shadow and sum of squares. */
 __device__ __forceinline__ void lpc_gemv_epilogue(const lpc_gemv_args &p, const lpc_row_pick &r, int n_rows, int lane) {
     const int g = r.row / 32;
     int last = 0;
     if (lane == 0) {
         __threadfence(); /* this lane's stores, before counting them in */
-        const unsigned need = 32u * (unsigned)p.nprob;
-        last = atomicAdd(p.epi.count + g, (unsigned)n_rows) + (unsigned)n_rows == need;
+        last = atomicAdd(p.epi.count + g, (unsigned)n_rows) + (unsigned)n_rows == 32u;
         if (last) p.epi.count[g] = 0; /* all arrived: nobody else touches it this launch */
     }
     if (!__shfl_sync(LPC_FULL_MASK, last, 0)) return;
     __threadfence();
     const size_t e = (size_t)g * 32 + lane;
-    float v = __ldcg(p.y[0] + e);
-    if (p.epi.kind == LPC_EPI_NORM) {
-        const float ss = lpc_warp_sum(v * v);
-        if (lane == 0) p.epi.ss[g] = ss;
-        v *= p.epi.w[e];
-    } else {
-        v = lpc_swiglu_value(v, __ldcg(p.y[1] + e), p.epi.limit);
-        p.y[0][e] = v;
-    }
-    lpc_q8_emit(v, (size_t)g * 32, lane, p.epi.o);
+    const float v = __ldcg(p.y[0] + e);
+    const float ss = lpc_warp_sum(v * v);
+    if (lane == 0) p.epi.ss[g] = ss;
+    lpc_q8_emit(v * p.epi.w[e], (size_t)g * 32, lane, p.epi.o);
 }
 
 /* 1/rms of the RMSNorm a producer left to this GEMV from its per-group sums of squares
@@ -387,7 +366,7 @@ __device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc
         acc[i][0] *= x_scale;
         if (i < n_rows) lpc_gemv_store<1>(p, r[i], acc[i], lane); /* warp-uniform */
     }
-    if (p.epi.kind) lpc_gemv_epilogue(p, r[0], n_rows, lane); /* a warp's rows share a group (R | 32) */
+    if (p.epi.count) lpc_gemv_epilogue(p, r[0], n_rows, lane); /* a warp's rows share a group (R | 32) */
 }
 
 template <class T, int R, int U, int W>
@@ -502,8 +481,9 @@ struct lpc_gemv_launch {
 
 /* type: LPC_* id of the device weight. Returns false for a type without a kernel. */
 inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pairs) {
-    if ((p.epi.kind || p.x_ss) && !(p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K && !p.sel && lpc_find_split(type)))
-        return false; /* only the batch-1 kernel has the epilogue and the deferred 1/rms */
+    /* only the batch-1 kernel has the epilogue (one problem) and the deferred 1/rms */
+    const bool batch1 = p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K && !p.sel && lpc_find_split(type);
+    if ((p.epi.count && (p.nprob != 1 || !batch1)) || (p.x_ss && !batch1)) return false;
     lpc_gemv_launch l = {st, p, n_pairs};
     switch (type) {
     case LPC_F32: l.go(1, lpc_gemv_f<0, 1>, lpc_gemv_f<0, 2>, lpc_gemv_f<0, 4>, lpc_gemv_f<0, 8>); return true;
