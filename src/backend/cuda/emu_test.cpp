@@ -715,7 +715,6 @@ static void test_norm_rope(void **state) {
         }
 }
 
-
 /* One configuration of the fused q/k/v kernel: q_op / k_op say whether q's / k's per-head
  * op (norm when with_norm, rope when rope) is folded in; keep_k: the F32 k written back. */
 struct heads_case {

@@ -22,7 +22,7 @@ typedef struct {
     int8_t *q;
     float *d, *s;
     float *ss; /* [i/32]: sums of squares, when a GEMV epilogue wrote the shadow of an RMSNorm's
-                  w * x and left 1/rms to the consumer (LPC_EPI_NORM); else unused */
+                  w * x and left 1/rms to the consumer (lpc_gemv_epi); else unused */
 } lpc_q8;
 
 /* (d, 1/d) of a 32-group with largest magnitude amax: llama.cpp's x86 Q8_0 activation
