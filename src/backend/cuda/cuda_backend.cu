@@ -67,8 +67,8 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_ATTN_PRE, FUSE_COUNT };
-static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm", "attnpre"};
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -94,7 +94,7 @@ typedef struct {
     const lpc_weight *w2[3];                    /* moe: up, down; attention: sinks */
     const lpc_weight *bias[3];                  /* moe expert biases */
     float f0, f1;                               /* eps / limit / scale */
-    int i0, i1, i2, i3;                         /* misc ints (layer, heads, window, attention prefetch, ...) */
+    int i0, i1, i2, i3;                         /* misc ints (layer, heads, window, ...) */
     size_t cnt;
     lpc_gather_rows_t rows;
     /* planning (derived from the list, so it is part of the signature only implicitly) */
@@ -603,23 +603,6 @@ static void cuda_rope(lp_backend *be, lp_bbuf *x, int n_head) {
     op->n = c->n_batch;
 }
 
-static int n_split(const lp_cuda *c, int n);
-static bool fuse_on(const lp_cuda *c, int f);
-
-/* Few attention blocks in this batch (tokens x kv heads x the longest context's live
- * splits, at most three per SM): the split kernel's variant that loads a tile's K and V
- * together pays no occupancy for its registers. Recorded in the op, so a graph is captured
- * again once when a context grows past it. */
-static int attn_prefetch(const lp_cuda *c) {
-    if (!fuse_on(c, FUSE_ATTN_PRE)) return 0;
-    int max_pos = 0;
-    for (int t = 0; t < c->n_batch; t++)
-        if (c->h_batch[c->n_batch + t] > max_pos) max_pos = c->h_batch[c->n_batch + t];
-    long splits = (max_pos + LPC_ATTN_MIN_CHUNK) / LPC_ATTN_MIN_CHUNK;
-    if (splits > n_split(c, c->n_batch)) splits = n_split(c, c->n_batch);
-    return (long)c->n_batch * c->cfg.n_head_kv * splits <= 3L * c->n_sm;
-}
-
 static void cuda_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp_bbuf *k, const lp_bbuf *v,
                            const lp_attn_params *p, lp_bbuf *out) {
     lp_cuda *c = (lp_cuda *)be;
@@ -633,7 +616,6 @@ static void cuda_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp
     op->i0 = layer;
     op->i1 = p->n_head;
     op->i2 = p->window;
-    op->i3 = attn_prefetch(c);
     op->f0 = p->scale;
     if (p->n_head_kv != c->cfg.n_head_kv || p->head_dim != c->cfg.head_dim || p->n_head % p->n_head_kv ||
         p->n_head / p->n_head_kv > 16)
@@ -1159,7 +1141,6 @@ static void exec_attention(lp_cuda *c, const lpc_op *op) {
     a.emit = op->emit_q8;
     a.o = op->emit_q8 ? op->y[0]->q8 : no_q8();
     a.counters = fuse_on(c, FUSE_FOLD) ? (unsigned *)c->attn_cnt.p : NULL; /* zeroed by plan() */
-    a.prefetch = op->i3;
     lpc_attention(c->st, a, n, hd);
 }
 

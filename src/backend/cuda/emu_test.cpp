@@ -877,15 +877,6 @@ static void run_attention_case(int hd, int n_head, int n_kv, int nsplit, int win
         a.scale = 1.0f / sqrtf((float)hd);
         a.sinks = sinks ? sink.data() : NULL, a.out = out.data(), a.emit = 1, a.o = o.view();
         lpc_attention(0, a, n, hd); /* split + combine launch */
-        { /* the prefetching variant: the same arithmetic in the same order */
-            lpc_attn_args b = a;
-            std::vector<float> part_b(part.size(), NAN), out_b(out.size(), NAN);
-            q8_buf o_b(out.size());
-            b.prefetch = 1, b.part = part_b.data(), b.out = out_b.data(), b.o = o_b.view();
-            lpc_attention(0, b, n, hd);
-            if (!same_bits(out_b.data(), out.data(), out.size() * 4) || !same_bits(o_b.q.data(), o.q.data(), out.size()))
-                fail_msg("hd %d G %d: the prefetching split kernel differs", hd, G);
-        }
         check_folded_combine(a, n, hd, out, o);
         for (int t = 0; t < n; t++)
             for (int h = 0; h < n_head; h++) {

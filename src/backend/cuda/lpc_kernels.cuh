@@ -366,8 +366,6 @@ typedef struct {
     lpc_q8 o;
     unsigned *counters;          /* [n * n_kv], zero between launches: the split kernel's last
                                     block per (token, kv head) merges; NULL: a combine launch */
-    int prefetch;                /* few blocks (a short context): each tile's K and V loads all
-                                    in flight together (head_dim 64 and 128; more registers) */
 } lpc_attn_args;
 
 enum {
@@ -469,14 +467,10 @@ __device__ __forceinline__ void lpc_attn_fold(const lpc_attn_args &p, int hd, in
  * attention latency-bound. Loading all of a tile's V rows up front was slower at
  * long contexts: the registers cost occupancy).
  * Writes unnormalised partials; with p.counters the last block of the (token, kv head)
- * also merges them (lpc_attn_fold), else lpc_attn_combine_kernel does. nsplit <= 64.
- * PRE (p.prefetch: a short context, few blocks, so registers do not cost occupancy): a
- * tile's V rows and whole K rows are loaded together before any use, one memory round
- * trip per tile instead of six (head_dim 128); the arithmetic and its order are the same. */
-template <int HD, int GM, bool PRE>
+ * also merges them (lpc_attn_fold), else lpc_attn_combine_kernel does. nsplit <= 64. */
+template <int HD, int GM>
 __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
-    enum { LPR = HD / 8, RPI = 32 / LPR, NIT = 32 / RPI }; /* lanes per V row, rows per step, steps */
-    enum { UNR = PRE ? NIT : NIT < 4 ? NIT : 4, KB = PRE ? HD / 8 : HD / 8 < 8 ? HD / 8 : 8 }; /* V / K loads in flight */
+    enum { LPR = HD / 8, RPI = 32 / LPR, NIT = 32 / RPI, UNR = NIT < 4 ? NIT : 4 }; /* lanes per V row, rows per step */
     __shared__ float qs[GM][HD];
     __shared__ float red_m[4][GM], red_l[4][GM];
     __shared__ float acc_s[GM][HD];
@@ -509,16 +503,9 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
         float s[GM];
 #pragma unroll
         for (int g = 0; g < GM; g++) s[g] = 0.0f;
-        uint4 vpre[PRE ? NIT : 1];
-        if (PRE) {
-#pragma unroll
-            for (int it = 0; it < NIT; it++) {
-                const int j = it * RPI + vr;
-                vpre[it] = j < nv ? lpc_load16((const uint8_t *)(vbase + (size_t)(tile + j) * HD + vd)) : make_uint4(0, 0, 0, 0);
-            }
-        }
         if (valid) {
             const uint8_t *krow = (const uint8_t *)(kbase + (size_t)pi * HD);
+            enum { KB = HD / 8 < 8 ? HD / 8 : 8 }; /* 16-byte loads in flight together */
 #pragma unroll
             for (int c0 = 0; c0 < HD / 8; c0 += KB) {
                 uint4 kv[KB];
@@ -556,10 +543,7 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
 #pragma unroll
             for (int u = 0; u < UNR; u++) {
                 const int j = (it0 + u) * RPI + vr;
-                if (PRE)
-                    vv[u] = vpre[(it0 + u) % NIT]; /* it0 = 0: one step of all NIT */
-                else
-                    vv[u] = j < nv ? lpc_load16((const uint8_t *)(vbase + (size_t)(tile + j) * HD + vd)) : make_uint4(0, 0, 0, 0);
+                vv[u] = j < nv ? lpc_load16((const uint8_t *)(vbase + (size_t)(tile + j) * HD + vd)) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
             for (int u = 0; u < UNR; u++) {
@@ -629,11 +613,10 @@ __global__ void lpc_attn_combine_kernel(lpc_attn_args p, int hd) {
     lpc_attn_merge<1>(p, hd, blockIdx.x, 1, lpc_attn_live_splits(p, pos - lpc_attn_first(p, pos) + 1));
 }
 
-template <int HD, bool PRE>
+template <int HD>
 inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
     const dim3 grid((unsigned)(n * p.n_kv), (unsigned)p.nsplit);
-    /* 16 heads' accumulators beside all of a tile's loads would spill: no prefetch there */
-    auto g4 = lpc_attn_split_kernel<HD, 4, PRE>, g8 = lpc_attn_split_kernel<HD, 8, PRE>, g16 = lpc_attn_split_kernel<HD, 16, false>;
+    auto g4 = lpc_attn_split_kernel<HD, 4>, g8 = lpc_attn_split_kernel<HD, 8>, g16 = lpc_attn_split_kernel<HD, 16>;
     if (p.G <= 4)
         LPC_LAUNCH_PDL(g4, grid, dim3(128), st, p);
     else if (p.G <= 8)
@@ -645,10 +628,10 @@ inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
 /* head_dim in {32, 64, 128, 256} and G <= 16 (checked by the caller). */
 inline void lpc_attention(lpc_stream st, const lpc_attn_args &p, int n, int hd) {
     switch (hd) {
-    case 32: lpc_attn_split_hd<32, false>(st, p, n); break;
-    case 64: p.prefetch ? lpc_attn_split_hd<64, true>(st, p, n) : lpc_attn_split_hd<64, false>(st, p, n); break;
-    case 128: p.prefetch ? lpc_attn_split_hd<128, true>(st, p, n) : lpc_attn_split_hd<128, false>(st, p, n); break;
-    default: lpc_attn_split_hd<256, false>(st, p, n); break;
+    case 32: lpc_attn_split_hd<32>(st, p, n); break;
+    case 64: lpc_attn_split_hd<64>(st, p, n); break;
+    case 128: lpc_attn_split_hd<128>(st, p, n); break;
+    default: lpc_attn_split_hd<256>(st, p, n); break;
     }
     if (!p.counters) LPC_LAUNCH(lpc_attn_combine_kernel, dim3((unsigned)(n * p.n_head)), dim3((unsigned)hd), st, p, hd);
 }
