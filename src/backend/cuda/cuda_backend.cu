@@ -1585,8 +1585,8 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->device = device;
     c->use_graphs = !env_off("LP_CUDA_GRAPHS");
     c->use_fusion = !env_off("LP_CUDA_FUSE");
-    const char *gm = getenv("LP_CUDA_GEMV_MAX_N");
-    c->gemv_max_n = gm && atoi(gm) > 0 ? atoi(gm) : LPC_GEMV_MAX_N; /* unset or not a positive count: default */
+    const int gemv_n = env_count("LP_CUDA_GEMV_MAX_N", LPC_GEMV_MAX_N);
+    c->gemv_max_n = gemv_n > 0 ? gemv_n : LPC_GEMV_MAX_N; /* batch 1 always runs the GEMV */
     c->mma_max_n = env_count("LP_CUDA_MMA_MAX_N", LPC_MMA_MAX_N);
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
