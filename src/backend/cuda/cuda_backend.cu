@@ -816,7 +816,7 @@ static bool fuse_on(const lp_cuda *c, int f) { return c->use_fusion && !(c->no_f
 /* Problem k of matmul mm runs on the batch-1 GEMV kernel (lpc_gemv1_q). */
 static bool gemv1_runs(const lp_cuda *c, const lpc_op *mm, int k) {
     const lpc_weight *w = mm->w[k];
-    return mm->n == 1 && matmul_path(c, 1, w) == MM_GEMV && quantized_weight(w) && w->K % 32 == 0 && w->K <= LPC_X1_MAX_K;
+    return matmul_path(c, mm->n, w) == MM_GEMV && quantized_weight(w) && lpc_gemv1_fits(w->K, mm->n);
 }
 
 /* mm is one launch of the batch-1 GEMV over whole 32-row groups: it can run the epilogue. */

@@ -288,6 +288,9 @@ __global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
 
 enum { LPC_X1_MAX_K = 16384 };
 
+/* Columns and row length the batch-1 kernel takes (every quantized type has it). */
+inline bool lpc_gemv1_fits(int K, int ncols) { return ncols == 1 && K % 32 == 0 && K <= LPC_X1_MAX_K; }
+
 template <class T, int R, int U>
 __device__ __forceinline__ void lpc_gemv1_load(const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int s0, int S,
                                                typename T::raw (&w)[U][R]) {
@@ -426,7 +429,7 @@ inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs)
 /* Every quantized decoder (lpc_decoder: load + unpack) has the batch-1 kernel. */
 template <class T>
 struct lpc_gemv1 {
-    static bool fits(const lpc_gemv_args &p) { return p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K; }
+    static bool fits(const lpc_gemv_args &p) { return lpc_gemv1_fits(p.K, p.ncols); }
     /* Shapes measured on the H100 with PDL (bench/cuda_gemv_bench.cu, Qwen3-8B
      * matrices, TB/s): 4-/5-bit types over 4096 columns want one row per warp and
      * 4 slices in flight (gate/up 2.37 vs 2.09 at two rows), over 12288 columns two
@@ -482,7 +485,7 @@ struct lpc_gemv_launch {
 /* type: LPC_* id of the device weight. Returns false for a type without a kernel. */
 inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pairs) {
     /* only the batch-1 kernel has the epilogue (one problem) and the deferred 1/rms */
-    const bool batch1 = p.ncols == 1 && p.K % 32 == 0 && p.K <= LPC_X1_MAX_K && !p.sel && lpc_find_split(type);
+    const bool batch1 = lpc_gemv1_fits(p.K, p.ncols) && !p.sel && lpc_find_split(type);
     if ((p.epi.count && (p.nprob != 1 || !batch1)) || (p.x_ss && !batch1)) return false;
     lpc_gemv_launch l = {st, p, n_pairs};
     switch (type) {
