@@ -93,6 +93,14 @@ struct q8_buf {
     float value(size_t i) const { return d[i / 32] * (float)q[i]; }
 };
 
+/* Problem i of p (the last one so far): weight w into y, accumulating or not; K, bpr and
+ * row_bytes from w. */
+static void set_problem(lpc_gemv_args &p, int i, const dev_weight &w, float *y, bool acc) {
+    p.nprob = i + 1, p.K = w.K, p.bpr = w.bpr, p.row_bytes = w.row_bytes;
+    p.a[i] = w.a.data(), p.b[i] = w.b.data(), p.y[i] = y;
+    p.M[i] = w.M, p.row0[i + 1] = p.row0[i] + w.M, p.accumulate[i] = acc;
+}
+
 static const int gguf_quant_types[] = {LPC_Q4_K, LPC_Q5_K, LPC_Q6_K, LPC_Q3_K, LPC_Q2_K, LPC_Q8_0, LPC_Q4_0};
 static const int mlx_bits[] = {2, 3, 4, 5, 6, 8}, mlx_groups[] = {32, 64, 128};
 
@@ -270,11 +278,10 @@ struct quant_probs {
         x = rand_vec((size_t)ncols * K, 2.0f);
         if (outlier) x[3] = 40.0f;
         lpc_quantize(0, x.data(), x.size(), xq.view());
-        p.nprob = np, p.K = K, p.bpr = ws[0].bpr, p.ncols = ncols, p.xq = xq.view();
+        p.ncols = ncols, p.xq = xq.view();
         for (int pi = 0; pi < np; pi++) {
             y[pi].assign((size_t)ncols * Ms[pi], pi == 1 ? 0.25f : NAN);
-            p.a[pi] = ws[pi].a.data(), p.b[pi] = ws[pi].b.data(), p.y[pi] = y[pi].data();
-            p.M[pi] = Ms[pi], p.row0[pi + 1] = p.row0[pi] + Ms[pi], p.accumulate[pi] = pi == 1;
+            set_problem(p, pi, ws[pi], y[pi].data(), pi == 1);
         }
     }
     void check(const char *what, int splits) const {
@@ -323,13 +330,7 @@ static void test_gemv_float(void **state) {
             dev_weight w = make_weight(type, M, K, rand_vec((size_t)M * K, 1.0f));
             std::vector<float> x = rand_vec((size_t)ncols * K, 1.0f), y((size_t)ncols * M, NAN);
             lpc_gemv_args p = {};
-            p.nprob = 1;
-            p.a[0] = w.a.data();
-            p.y[0] = y.data();
-            p.M[0] = M;
-            p.row0[1] = M;
-            p.K = K;
-            p.row_bytes = w.row_bytes;
+            set_problem(p, 0, w, y.data(), false);
             p.ncols = ncols;
             p.x = x.data();
             assert_true(lpc_gemv(0, type, p, 0));
@@ -402,12 +403,8 @@ static bool same_bits(const void *a, const void *b, size_t bytes) { return memcm
 /* One batch-1 problem set over q8 input xq: M rows per problem (all of type), K columns. */
 static lpc_gemv_args gemv1_args(const std::vector<dev_weight *> &ws, const q8_buf &xq, std::vector<float> *const *y, bool acc) {
     lpc_gemv_args p = {};
-    p.nprob = (int)ws.size(), p.K = ws[0]->K, p.bpr = ws[0]->bpr, p.ncols = 1;
-    p.xq = const_cast<q8_buf &>(xq).view();
-    for (int i = 0; i < p.nprob; i++) {
-        p.a[i] = ws[i]->a.data(), p.b[i] = ws[i]->b.data(), p.y[i] = y[i]->data();
-        p.M[i] = ws[i]->M, p.row0[i + 1] = p.row0[i] + ws[i]->M, p.accumulate[i] = acc;
-    }
+    p.ncols = 1, p.xq = const_cast<q8_buf &>(xq).view();
+    for (int i = 0; i < (int)ws.size(); i++) set_problem(p, i, *ws[i], y[i]->data(), acc);
     return p;
 }
 
