@@ -8,7 +8,8 @@
  * MoE (GGUF and MLX experts). Then tiny-qwen3 (the repo's HF checkpoint, GGUFs from
  * LP_CUDA_TEST_GGUF_DIR or out/tiny when present, and MLX 4-bit / 3-bit directories
  * converted here): logits of a 64-token prompt and a 32-token greedy continuation
- * decoded one token at a time (which exercises graph replay).
+ * decoded one token at a time (which exercises graph replay), and a decode script run
+ * with steps launched ahead and without (bit-identical logits).
  *
  * Without a device (CI) the GPU tests skip with a message; the creation test
  * checks the error path. The kernels themselves are also checked without a GPU
@@ -601,6 +602,87 @@ static void test_tiny_qwen3_mlx(void **state) {
     free(out);
 }
 
+/* ---- decode steps launched ahead (lpc_ahead.cuh) ---- */
+
+enum { AHEAD_ROWS = 40 };
+
+/* Greedy decode of `steps` tokens of slot at pos..; logits rows appended at *row. */
+static void ahead_decode(lp_engine *e, int slot, int *pos, int steps, float *out, int *row) {
+    const int V = lp_engine_n_vocab(e);
+    for (int i = 0; i < steps; i++) {
+        const int32_t tok = lp_argmax(out + (size_t)(*row - 1) * V, V);
+        assert_int_equal(lp_engine_eval(e, slot, (*pos)++, &tok, 1, out + (size_t)(*row)++ * V, false), 0);
+    }
+}
+
+/* A script that arms steps, takes them, and cancels them in every way the engine can:
+ * a prefill in another slot, a batched step of two slots, a KV copy, a decode of the
+ * copy. Returns the logits rows. */
+static float *ahead_script(lp_engine *e) {
+    const int V = lp_engine_n_vocab(e);
+    float *out = lp_xcalloc((size_t)AHEAD_ROWS * V, sizeof(float));
+    int32_t a[16], b[12];
+    for (int i = 0; i < 16; i++) a[i] = (int32_t)((7919u * (unsigned)i + 11u) % (unsigned)V);
+    for (int i = 0; i < 12; i++) b[i] = (int32_t)((104729u * (unsigned)i + 5u) % (unsigned)V);
+    int row = 0, pos0 = 16, pos1 = 12;
+    assert_int_equal(lp_engine_eval(e, 0, 0, a, 16, out, false), 0);
+    row = 1;
+    ahead_decode(e, 0, &pos0, 8, out, &row);
+    assert_int_equal(lp_engine_eval(e, 1, 0, b, 12, out + (size_t)row++ * V, false), 0); /* cancels */
+    ahead_decode(e, 0, &pos0, 4, out, &row);
+    for (int i = 0; i < 4; i++) { /* both slots in one step (distinct slots: arms too) */
+        const int32_t tok[2] = {lp_argmax(out + (size_t)(row - 2) * V, V), lp_argmax(out + (size_t)(row - 1) * V, V)};
+        const int32_t pos[2] = {pos0++, pos1++}, slot[2] = {0, 1};
+        const int8_t want[2] = {1, 1};
+        lp_batch bt = {.n_tokens = 2, .tokens = tok, .pos = pos, .slot = slot, .logits = want};
+        assert_int_equal(lp_engine_decode(e, &bt, out + (size_t)row * V), 0);
+        row += 2;
+    }
+    assert_int_equal(lp_engine_kv_copy(e, 0, 1, pos0), 0);
+    pos1 = pos0;
+    ahead_decode(e, 1, &pos1, 4, out, &row);
+    ahead_decode(e, 0, &pos0, 4, out, &row);
+    assert_true(row <= AHEAD_ROWS);
+    return out;
+}
+
+/* The same script with decode steps run ahead and without: the same kernels in the same
+ * order, so the logits must agree bit for bit; steps must have been taken and cancelled. */
+static void test_run_ahead(void **state) {
+    (void)state;
+    NEED_GPU();
+    lp_model *m = lp_model_load(LP_SOURCE_DIR "/models/tiny-qwen3");
+    if (!m) fail_msg("tiny-qwen3: %s", lp_errmsg());
+    float *out[2];
+    lp_cuda_stats st[2];
+    for (int on = 0; on < 2; on++) {
+        if (!on) setenv("LP_CUDA_AHEAD", "0", 1); /* read at backend creation */
+        lp_backend *be = lp_backend_cuda_create(0);
+        unsetenv("LP_CUDA_AHEAD");
+        assert_non_null(be);
+        lp_engine_params ep = {.n_ctx = 64, .n_slots = 2};
+        lp_engine *e = lp_engine_create_with_backend(m, be, &ep);
+        assert_non_null(e);
+        out[on] = ahead_script(e);
+        assert_int_equal(lp_backend_cuda_stats(be, &st[on]), 0);
+        lp_engine_free(e);
+    }
+    printf("  run ahead: %ld steps taken, %ld cancelled (off: %ld, %ld)\n", st[1].steps_ahead, st[1].steps_cancelled,
+           st[0].steps_ahead, st[0].steps_cancelled);
+    assert_false(st[0].ahead_on);
+    assert_int_equal(st[0].steps_ahead, 0);
+    if (!st[1].ahead_on) {
+        printf("  the driver has no stream memory operations: nothing ran ahead\n");
+    } else {
+        assert_true(st[1].steps_ahead >= 10);
+        assert_true(st[1].steps_cancelled >= 3);
+    }
+    assert_memory_equal(out[0], out[1], (size_t)AHEAD_ROWS * m->hp.n_vocab * sizeof(float));
+    free(out[0]);
+    free(out[1]);
+    lp_model_free(m);
+}
+
 /* small-qwen3 (fixtures/models, 63 MB of bf16: more than a GPU machine is sent, so a
  * GGUF of it, LP_CUDA_TEST_SMALL_GGUF, made by bench/cuda_device.sh prepare): both
  * backends against the HF reference logits of refs/small-qwen3, CUDA no further from
@@ -629,7 +711,7 @@ int main(void) {
         cmocka_unit_test(test_create), cmocka_unit_test(test_matmul), cmocka_unit_test(test_matmul_mma),
         cmocka_unit_test(test_rowwise),
         cmocka_unit_test(test_attention), cmocka_unit_test(test_moe), cmocka_unit_test(test_tiny_qwen3),
-        cmocka_unit_test(test_tiny_qwen3_mlx), cmocka_unit_test(test_small_qwen3),
+        cmocka_unit_test(test_tiny_qwen3_mlx), cmocka_unit_test(test_run_ahead), cmocka_unit_test(test_small_qwen3),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
