@@ -97,7 +97,7 @@ static double batched(const lp_model *m, int streams, int steps) {
         exit(1);
     }
     const int V = lp_engine_n_vocab(e);
-    float *logits = malloc((size_t)streams * V * sizeof(float));
+    float *logits = lp_engine_logits_alloc(e, (size_t)streams);
     for (int s = 0; s < streams; s++) prefill(e, s, 0, 128, logits);
     int32_t *tok = malloc((size_t)streams * sizeof *tok), *pos = malloc((size_t)streams * sizeof *pos),
             *slot = malloc((size_t)streams * sizeof *slot);
@@ -114,7 +114,8 @@ static double batched(const lp_model *m, int streams, int steps) {
         }
     }
     const double tps = (double)streams * steps / (now_s() - t0);
-    free(tok), free(pos), free(slot), free(want), free(logits);
+    free(tok), free(pos), free(slot), free(want);
+    lp_engine_logits_free(e, logits);
     lp_engine_free(e);
     return tps;
 }
@@ -172,8 +173,7 @@ int main(int argc, char **argv) {
     lp_cuda_mem mem;
     lp_backend_cuda_mem(be, &mem);
     const double weight_gb = (double)lp_model_weight_bytes(m) / 1e9, stream_gb = mem.weights / 1e9;
-    const int V = lp_engine_n_vocab(e);
-    float *logits = malloc((size_t)V * sizeof(float));
+    float *logits = lp_engine_logits_alloc(e, 1);
     char device[256];
     snprintf(device, sizeof device, "%s", lp_backend_cuda_device_name(be));
     printf("bench_cuda: %s on %s, weights %.2f GB (device copy %.2f GB), uploaded in %.1f s, copy bandwidth %.0f GB/s\n", path, device,
@@ -201,7 +201,7 @@ int main(int argc, char **argv) {
         filled += gen;
     }
     lp_backend_cuda_mem(be, &mem);
-    free(logits);
+    lp_engine_logits_free(e, logits);
     lp_engine_free(e);
 
     double bat_tps[MAX_LIST];

@@ -32,7 +32,7 @@ static int bench_depth(lp_textgen *tg, int depth, int n_gen, bench_row *row) {
         x = x * 1664525u + 1013904223u;
         toks[i] = (int32_t)((x >> 8) % (uint32_t)(n_vocab < 1000 ? n_vocab : 1000)) + 10;
     }
-    float *logits = lp_xmalloc(sizeof(float) * (size_t)n_vocab);
+    float *logits = lp_engine_logits_alloc(tg->engine, 1);
     double t0 = lp_now();
     int rc = lp_engine_eval(tg->engine, 0, 0, toks, depth, logits, false);
     double t1 = lp_now();
@@ -43,7 +43,7 @@ static int bench_depth(lp_textgen *tg, int depth, int n_gen, bench_row *row) {
     row->decode_tps = n_gen / (t2 - t1);
     tg->n_cached = 0; /* the KV cache no longer holds a chat prefix */
     free(toks);
-    free(logits);
+    lp_engine_logits_free(tg->engine, logits);
     return rc;
 }
 

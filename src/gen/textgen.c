@@ -297,7 +297,7 @@ int lp_textgen_generate(lp_textgen *tg, const int32_t *prompt, int n_prompt, con
     if (n_prompt <= 0) return lp_fail("prompt is empty");
     if (n_prompt >= n_ctx)
         return lp_fail("prompt is %d tokens, but the context holds %d (use --ctx-size)", n_prompt, n_ctx);
-    float *logits = lp_xmalloc(sizeof(float) * (size_t)n_vocab);
+    float *logits = lp_engine_logits_alloc(tg->engine, 1);
     lp_sampler *s = lp_sampler_create(&p->sampling, n_vocab);
     for (int i = 0; i < n_prompt; i++) lp_sampler_accept(s, prompt[i]);
     lp_detok d;
@@ -347,6 +347,6 @@ int lp_textgen_generate(lp_textgen *tg, const int32_t *prompt, int n_prompt, con
     }
     lp_detok_free(&d);
     lp_sampler_free(s);
-    free(logits);
+    lp_engine_logits_free(tg->engine, logits);
     return rc;
 }

@@ -324,6 +324,20 @@ int lp_engine_eval(lp_engine *e, int slot, int pos0, const int32_t *tokens, int 
     return rc;
 }
 
+float *lp_engine_logits_alloc(lp_engine *e, size_t rows) {
+    const size_t bytes = (rows ? rows : 1) * (size_t)e->m->hp.n_vocab * sizeof(float);
+    float *p = e->be->ops->host_alloc ? e->be->ops->host_alloc(e->be, bytes) : NULL;
+    return p ? p : lp_xmalloc(bytes);
+}
+
+void lp_engine_logits_free(lp_engine *e, float *logits) {
+    if (!logits) return;
+    if (e->be->ops->host_free)
+        e->be->ops->host_free(e->be, logits);
+    else
+        free(logits);
+}
+
 int lp_engine_kv_copy(lp_engine *e, int src_slot, int dst_slot, int n_pos) {
     if (src_slot < 0 || src_slot >= e->p.n_slots || dst_slot < 0 || dst_slot >= e->p.n_slots)
         return lp_fail("engine: kv copy: slot outside 0..%d", e->p.n_slots - 1);

@@ -49,6 +49,12 @@ int lp_engine_n_vocab(const lp_engine *e);
 int lp_engine_n_ctx(const lp_engine *e);
 int lp_engine_n_slots(const lp_engine *e);
 
+/* A buffer of rows x n_vocab floats for logits that the backend fills fastest (CUDA:
+ * pinned host memory, so a step's logits arrive by one DMA); any other buffer works
+ * too. Free it with lp_engine_logits_free before the engine. */
+float *lp_engine_logits_alloc(lp_engine *e, size_t rows);
+void lp_engine_logits_free(lp_engine *e, float *logits);
+
 /* Run a batch. logits receives [n_flagged][n_vocab] floats, flagged tokens in batch
  * order (may be NULL when nothing is flagged). */
 int lp_engine_decode(lp_engine *e, const lp_batch *b, float *logits);

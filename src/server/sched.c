@@ -401,7 +401,7 @@ lp_sched *lp_sched_create(lp_textgen *tg, int max_queue, srv_metrics *metrics) {
     s->b_slot = lp_xmalloc(sizeof(int32_t) * nb);
     s->b_want = lp_xmalloc(nb);
     s->row_slot = lp_xmalloc(sizeof(int) * (size_t)s->n_slots * 2);
-    s->logits = lp_xmalloc(sizeof(float) * (size_t)s->n_slots * (size_t)s->n_vocab);
+    s->logits = lp_engine_logits_alloc(s->e, (size_t)s->n_slots);
     s->masked = lp_xmalloc(sizeof(float) * (size_t)s->n_vocab);
     s->biased = lp_xmalloc(sizeof(float) * (size_t)s->n_vocab);
     pthread_mutex_init(&s->mu, NULL);
@@ -482,7 +482,7 @@ void lp_sched_free(lp_sched *s) {
     free(s->b_slot);
     free(s->b_want);
     free(s->row_slot);
-    free(s->logits);
+    lp_engine_logits_free(s->e, s->logits);
     free(s->masked);
     free(s->biased);
     pthread_mutex_destroy(&s->mu);

@@ -617,10 +617,12 @@ static void ahead_decode(lp_engine *e, int slot, int *pos, int steps, float *out
 
 /* A script that arms steps, takes them, and cancels them in every way the engine can:
  * a prefill in another slot, a batched step of two slots, a KV copy, a decode of the
- * copy. Returns the logits rows. */
-static float *ahead_script(lp_engine *e) {
+ * copy. Returns the logits rows (a copy: the rows land in pinned memory when `pin`). */
+static float *ahead_script(lp_engine *e, bool pin) {
     const int V = lp_engine_n_vocab(e);
-    float *out = lp_xcalloc((size_t)AHEAD_ROWS * V, sizeof(float));
+    const size_t bytes = (size_t)AHEAD_ROWS * V * sizeof(float);
+    float *out = pin ? lp_engine_logits_alloc(e, AHEAD_ROWS) : lp_xmalloc(bytes);
+    memset(out, 0, bytes);
     int32_t a[16], b[12];
     for (int i = 0; i < 16; i++) a[i] = (int32_t)((7919u * (unsigned)i + 11u) % (unsigned)V);
     for (int i = 0; i < 12; i++) b[i] = (int32_t)((104729u * (unsigned)i + 5u) % (unsigned)V);
@@ -643,19 +645,27 @@ static float *ahead_script(lp_engine *e) {
     ahead_decode(e, 1, &pos1, 4, out, &row);
     ahead_decode(e, 0, &pos0, 4, out, &row);
     assert_true(row <= AHEAD_ROWS);
-    return out;
+    float *copy = lp_xmalloc(bytes);
+    memcpy(copy, out, bytes);
+    if (pin)
+        lp_engine_logits_free(e, out);
+    else
+        free(out);
+    return copy;
 }
 
-/* The same script with decode steps run ahead and without: the same kernels in the same
- * order, so the logits must agree bit for bit; steps must have been taken and cancelled. */
+/* The same script without decode steps run ahead, with them reading into malloc'd
+ * memory (through the pinned bounce buffer) and into lp_engine_logits_alloc's pinned
+ * memory (directly): the same kernels in the same order, so the logits must agree bit
+ * for bit; steps must have been taken and cancelled. */
 static void test_run_ahead(void **state) {
     (void)state;
     NEED_GPU();
     lp_model *m = lp_model_load(LP_SOURCE_DIR "/models/tiny-qwen3");
     if (!m) fail_msg("tiny-qwen3: %s", lp_errmsg());
-    float *out[2];
-    lp_cuda_stats st[2];
-    for (int on = 0; on < 2; on++) {
+    float *out[3];
+    lp_cuda_stats st[3];
+    for (int on = 0; on < 3; on++) {
         if (!on) setenv("LP_CUDA_AHEAD", "0", 1); /* read at backend creation */
         lp_backend *be = lp_backend_cuda_create(0);
         unsetenv("LP_CUDA_AHEAD");
@@ -663,23 +673,24 @@ static void test_run_ahead(void **state) {
         lp_engine_params ep = {.n_ctx = 64, .n_slots = 2};
         lp_engine *e = lp_engine_create_with_backend(m, be, &ep);
         assert_non_null(e);
-        out[on] = ahead_script(e);
+        out[on] = ahead_script(e, on == 2);
         assert_int_equal(lp_backend_cuda_stats(be, &st[on]), 0);
         lp_engine_free(e);
     }
-    printf("  run ahead: %ld steps taken, %ld cancelled (off: %ld, %ld)\n", st[1].steps_ahead, st[1].steps_cancelled,
-           st[0].steps_ahead, st[0].steps_cancelled);
+    printf("  run ahead: %ld steps taken, %ld cancelled; pinned rows: %ld, %ld (off: %ld, %ld)\n", st[1].steps_ahead,
+           st[1].steps_cancelled, st[2].steps_ahead, st[2].steps_cancelled, st[0].steps_ahead, st[0].steps_cancelled);
     assert_false(st[0].ahead_on);
     assert_int_equal(st[0].steps_ahead, 0);
-    if (!st[1].ahead_on) {
-        printf("  the driver has no stream memory operations: nothing ran ahead\n");
-    } else {
-        assert_true(st[1].steps_ahead >= 10);
-        assert_true(st[1].steps_cancelled >= 3);
+    for (int on = 1; on < 3; on++) {
+        if (!st[on].ahead_on) {
+            printf("  the driver has no stream memory operations: nothing ran ahead\n");
+            continue;
+        }
+        assert_true(st[on].steps_ahead >= 10);
+        assert_true(st[on].steps_cancelled >= 3);
     }
-    assert_memory_equal(out[0], out[1], (size_t)AHEAD_ROWS * m->hp.n_vocab * sizeof(float));
-    free(out[0]);
-    free(out[1]);
+    for (int on = 1; on < 3; on++) assert_memory_equal(out[0], out[on], (size_t)AHEAD_ROWS * m->hp.n_vocab * sizeof(float));
+    for (int on = 0; on < 3; on++) free(out[on]);
     lp_model_free(m);
 }
 

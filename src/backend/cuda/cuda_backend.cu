@@ -1529,24 +1529,54 @@ static bool bounce_fits(lp_cuda *c, size_t bytes) {
     return true;
 }
 
+static bool pinned(const void *p) {
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return a.type == cudaMemoryTypeHost;
+}
+
+static void *cuda_host_alloc(lp_backend *be, size_t bytes) {
+    (void)be;
+    lpc_ahead_settle_all(); /* pinned allocation may wait for every stream */
+    void *p = NULL;
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_host_free(lp_backend *be, void *p) {
+    (void)be;
+    if (!p) return;
+    if (!pinned(p)) return free(p); /* the engine's malloc fallback */
+    lpc_ahead_settle_all();
+    cudaFreeHost(p);
+}
+
 /* Copy count floats back. After a steady decode step the copy lands in pinned memory
- * and the next step is armed behind it (so a cancelled step cannot overwrite what is
- * still being read); else a plain copy. */
+ * (dst itself when pinned: lp_engine_logits_alloc) and the next step is armed behind
+ * it, so a cancelled step cannot overwrite what is still being read; else a plain
+ * copy. */
 static void cuda_read(lp_backend *be, const lp_bbuf *src, size_t offset, size_t count, float *dst) {
     lp_cuda *c = (lp_cuda *)be;
     flush(c);
     if (c->err[0]) return; /* reported by the next sync */
     const size_t bytes = count * sizeof(float);
-    const bool ahead = c->ahead.wait && c->replayed[0] && c->replayed[0] == c->replayed[1] && bounce_fits(c, bytes);
-    if (!ahead) {
+    const bool steady = c->ahead.wait && c->replayed[0] && c->replayed[0] == c->replayed[1];
+    const bool direct = steady && pinned(dst);
+    if (!steady || (!direct && !bounce_fits(c, bytes))) {
         cuda_ok(c, cudaMemcpyAsync(dst, src->d + offset, bytes, cudaMemcpyDeviceToHost, c->st), "read");
         cuda_ok(c, cudaStreamSynchronize(c->st), "read");
         return;
     }
-    cuda_ok(c, cudaMemcpyAsync(c->bounce, src->d + offset, bytes, cudaMemcpyDeviceToHost, c->st), "read");
+    cuda_ok(c, cudaMemcpyAsync(direct ? dst : c->bounce, src->d + offset, bytes, cudaMemcpyDeviceToHost, c->st), "read");
     cuda_ok(c, cudaEventRecord(c->ev_done, c->st), "read");
     arm_next(c);
-    if (cuda_ok(c, cudaEventSynchronize(c->ev_done), "read")) memcpy(dst, c->bounce, bytes);
+    if (cuda_ok(c, cudaEventSynchronize(c->ev_done), "read") && !direct) memcpy(dst, c->bounce, bytes);
 }
 
 /* ---- life cycle ---- */
@@ -1621,7 +1651,7 @@ static const lp_backend_ops cuda_ops = {
     "cuda",           cuda_destroy,     cuda_init,     cuda_prepare_weight, cuda_alloc, cuda_release,
     cuda_set_batch,   cuda_embed,       cuda_rmsnorm,  cuda_matmul,         cuda_add_bias, cuda_add,
     cuda_rope,        cuda_attention,   cuda_swiglu,   cuda_moe,            cuda_gather_rows, cuda_kv_copy,
-    cuda_sync,        cuda_read,
+    cuda_sync,        cuda_read,        cuda_host_alloc, cuda_host_free,
 };
 
 static bool env_off(const char *name) {
