@@ -16,8 +16,7 @@
  * LP_CUDA_NOFUSE=res,normrope,heads,fold,emit,epinorm (those fusions left out),
  * LP_CUDA_PROFILE=1 (eager steps with per-op GPU times, printed as a table when the
  * backend is destroyed), LP_CUDA_PDL=0 (plain launches, no programmatic dependent
- * launch, which is otherwise on for batch-1 steps), LP_CUDA_AHEAD=0 (no decode step
- * launched ahead of its token), LP_CUDA_DROP=kind,... (timing
+ * launch, which is otherwise on for batch-1 steps), LP_CUDA_DROP=kind,... (timing
  * experiments: those op kinds are skipped, results are wrong); tuning:
  * LP_CUDA_GEMV_MAX_N (batches up to this many rows use the GEMV kernels, larger ones
  * the MMA kernel or GEMM; default 8), LP_CUDA_MMA_MAX_N (batches above that and up to
@@ -64,15 +63,6 @@ int lp_backend_cuda_mem(lp_backend *be, lp_cuda_mem *out);
  * bytes written (the convention of the baselines), median of 5 copies of `bytes`;
  * 0 on failure (lp_errmsg() says why). */
 double lp_cuda_copy_bandwidth(int device, size_t bytes);
-
-/* Decode steps run ahead (launched behind the previous step, started by its batch:
- * lpc_ahead.cuh) and armed steps cancelled (run on a harmless batch) so far. */
-typedef struct {
-    long steps_ahead, steps_cancelled;
-    bool ahead_on; /* the device and LP_CUDA_AHEAD allow it */
-} lp_cuda_stats;
-
-int lp_backend_cuda_stats(lp_backend *be, lp_cuda_stats *out);
 
 /* The device's name ("NVIDIA H100 80GB HBM3"), or "" when unknown. */
 const char *lp_backend_cuda_device_name(lp_backend *be);

@@ -208,14 +208,6 @@ int lp_backend_cuda_mem(lp_backend *be, lp_cuda_mem *out) {
     return m->mem(be, out);
 }
 
-int lp_backend_cuda_stats(lp_backend *be, lp_cuda_stats *out) {
-    char err[1024];
-    const lp_cuda_module *m = get_module(err, sizeof err);
-    if (!m) return lp_fail("%s", err);
-    if (!be) return lp_fail("cuda backend: stats: no backend");
-    return m->stats(be, out);
-}
-
 double lp_cuda_copy_bandwidth(int device, size_t bytes) {
     char err[1024];
     const lp_cuda_module *m = get_module(err, sizeof err);

@@ -18,17 +18,17 @@
 extern "C" {
 #endif
 
-#define LP_CUDA_MODULE_ABI 2
+#define LP_CUDA_MODULE_ABI 1
 #define LP_CUDA_MODULE_ENTRY "lp_cuda_module_entry"
 
-enum { LP_CUDA_N_LAYOUT = 12 };
+enum { LP_CUDA_N_LAYOUT = 10 };
 
 /* sizeof the structs that cross the boundary, as each side was compiled. */
 #define LP_CUDA_LAYOUT                                                                                          \
     {                                                                                                           \
         sizeof(lp_cuda_host), sizeof(lp_cuda_module), sizeof(lp_backend_ops), sizeof(lp_backend_config),       \
             sizeof(lp_batch_meta), sizeof(lp_attn_params), sizeof(lp_matmul_args), sizeof(lp_moe_params),       \
-            sizeof(lp_weight), sizeof(lp_qtype_traits), sizeof(lp_cuda_mem), sizeof(lp_cuda_stats)              \
+            sizeof(lp_weight), sizeof(lp_qtype_traits)                                                          \
     }
 
 typedef struct {
@@ -50,7 +50,6 @@ typedef struct {
     int (*mem)(lp_backend *be, lp_cuda_mem *out);
     double (*copy_bandwidth)(int device, size_t bytes);
     const char *(*device_name)(lp_backend *be);
-    int (*stats)(lp_backend *be, lp_cuda_stats *out);
 } lp_cuda_module;
 
 /* The module adopts `host` only when its ABI and layout match its own; it always
