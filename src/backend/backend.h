@@ -116,7 +116,8 @@ typedef struct {
     void (*read)(lp_backend *be, const lp_bbuf *src, size_t offset, size_t count, float *dst);
     /* optional (NULL: malloc): host memory that read() fills fastest (CUDA: pinned, one
      * DMA instead of a copy staged through the driver's buffer); NULL when short of it.
-     * host_free takes what host_alloc returned, before the backend is destroyed. */
+     * host_free takes what lp_engine_logits_alloc handed out, before the backend is
+     * destroyed: host_alloc's memory or, where that returned NULL, malloc's. */
     void *(*host_alloc)(lp_backend *be, size_t bytes);
     void (*host_free)(lp_backend *be, void *p);
 } lp_backend_ops;
