@@ -19,6 +19,8 @@
 #   bash bench/cuda_device.sh fast nsys      # kernel durations and gaps of graph decode
 #   bash bench/cuda_device.sh fast trace     # the same through CUPTI (bench/cupti_trace.c): per
 #                                            # kernel share of a decode step, idle between steps
+#   bash bench/cuda_device.sh fast ab        # batch-1 decode with an env knob at several values
+#                                            # (LP_AB_VAR, LP_AB_VALUES, LP_AB_DEPTHS, LP_AB_PRECISIONS)
 # Precisions: LP_BENCH_PRECISIONS (default "q4_k_m q8_0 mlx-4bit"): GGUF recipes, and
 # mlx-<MLX recipe> for an MLX directory (mlx-4bit: 4 bits, group 64, bf16 scales: mlx-lm's
 # default), always written directly by synth_checkpoint --mlx (also after `synth`).
@@ -261,6 +263,22 @@ mma_bench() {
   done
 }
 
+# A/B of one environment knob on batch-1 decode: LP_AB_VAR (default LP_CUDA_PREFETCH_MB)
+# set to each of LP_AB_VALUES in turn (repeat a value to see the run-to-run noise) for
+# LP_AB_PRECISIONS (default q4_k_m; needs `fast` or `synth` first) at LP_AB_DEPTHS.
+ab_bench() {
+  [ -x build/bench_cuda ] || build
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  local var="${LP_AB_VAR:-LP_CUDA_PREFETCH_MB}" p f v
+  for p in ${LP_AB_PRECISIONS:-q4_k_m}; do
+    f="$(model_path "$p")"
+    for v in ${LP_AB_VALUES:-0 16 0 16}; do
+      env "$var=$v" build/bench_cuda "$f" --label "$p $var=$v" --depths "${LP_AB_DEPTHS:-512,4096}" --gen 64 --prefill "" \
+        --streams "" --copy-gib 1 2>&1 | grep -E "decode" | sed "s/^/$p $var=$v: /" | tee -a "$OUTDIR/ab.log"
+    done
+  done
+}
+
 bench() {
   [ -x build/bench_cuda ] || build # a cold machine lost the previous call's build
   export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
@@ -294,6 +312,7 @@ for stage in "$@"; do
     trace) trace_decode ;;
     gemv) gemv_bench ;;
     mma) mma_bench ;;
+    ab) ab_bench ;;
     bench) bench ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

@@ -260,7 +260,7 @@ __global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
 #pragma unroll 2
     for (int ch = lane; ch < chunks; ch += 32) {
         float w[8];
-        lpc_widen16<WT>(lpc_load16(row + (size_t)ch * 16), w);
+        lpc_widen16<WT>(lpc_wload16(row + (size_t)ch * 16), w);
 #pragma unroll
         for (int c = 0; c < NC; c++) {
             if (c >= p.ncols) break;
@@ -494,6 +494,48 @@ inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pair
     case LPC_BF16: l.go(1, lpc_gemv_f<2, 1>, lpc_gemv_f<2, 2>, lpc_gemv_f<2, 4>, lpc_gemv_f<2, 8>); return true;
     default: return lpc_dispatch_quant(type, l);
     }
+}
+
+/* ---- L2 prefetch of the next matmul's weights (batch-1 decode) ----
+ *
+ * The weights of a decode step's matmuls do not depend on anything computed, so a
+ * matmul's first bytes can be on their way to L2 while the kernels before it still run:
+ * the short ones (attention at short contexts, the q/k norm and rope) and the ramp-down
+ * and ramp-up of every GEMV leave DRAM idle otherwise. The backend launches this kernel
+ * (PDL) right after the previous matmul: its blocks ask L2 for the ranges (one bulk
+ * request per chunk on sm_90), then wait for the previous grid like any other kernel, so
+ * the stream's order (and what the next kernel's grid wait covers) is unchanged. The
+ * GEMVs read weights with an evict-first hint (lpc_wload16), so what they consume goes
+ * before what was prefetched. */
+
+enum { LPC_PF_RANGES = 2 * LPC_MAX_PROB, LPC_PF_CHUNK = 16384 };
+
+typedef struct {
+    const uint8_t *p[LPC_PF_RANGES]; /* 16-byte aligned */
+    size_t n[LPC_PF_RANGES];         /* bytes, multiples of 16 */
+    int count;
+} lpc_pf_ranges;
+
+/* Thread t of T takes chunks t, t + T, ... of the ranges laid end to end, so the first
+ * T chunks (the starts of every range, where the next GEMV's first blocks read) go out
+ * first. */
+__global__ void __launch_bounds__(32) lpc_l2_prefetch_kernel(lpc_pf_ranges r) {
+    lpc_launch_dependents();
+    const size_t T = (size_t)gridDim.x * blockDim.x, t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t base = 0; /* global index of range i's first chunk */
+    for (int i = 0; i < r.count; i++) {
+        const size_t chunks = (r.n[i] + LPC_PF_CHUNK - 1) / LPC_PF_CHUNK;
+        for (size_t g = base + (t + T - base % T) % T; g < base + chunks; g += T) {
+            const size_t chunk = LPC_PF_CHUNK, off = (g - base) * chunk, left = r.n[i] - off;
+            lpc_prefetch_l2(r.p[i] + off, (uint32_t)(left < chunk ? left : chunk));
+        }
+        base += chunks;
+    }
+    lpc_grid_wait(); /* complete only after the previous grid: the next kernel's wait covers it */
+}
+
+inline void lpc_l2_prefetch(lpc_stream st, const lpc_pf_ranges &r, int blocks) {
+    LPC_LAUNCH_PDL(lpc_l2_prefetch_kernel, dim3((unsigned)blocks), dim3(32), st, r);
 }
 
 #endif
