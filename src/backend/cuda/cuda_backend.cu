@@ -41,7 +41,8 @@ enum {
                                       streams GEMV (4 passes) ran 846 tok/s, cuBLAS tiles 1376 (H100) */
     LPC_MMA_MAX_N = 64,            /* rows of a batch done by the int8 MMA kernel on quantized weights: x32
                                       q4_k_m 2,420 tok/s vs 1,383 with cuBLAS tiles (H100) */
-    LPC_PREFETCH_MB = 16,          /* L2 prefetch of each batch-1 matmul's weights (plan_prefetch) */
+    LPC_PREFETCH_MB = 0,           /* L2 prefetch of each batch-1 matmul's weights: off (3.5% slower at 1 MB, 7% at 16, H100) */
+    LPC_GEMV_BPS = 0,              /* batch-1 GEMV blocks per SM (0: no cap) */
     LPC_GRAPH_CACHE = 4,           /* graphs kept (decode, batched decode, prefill chunk, ...) */
     LPC_RECENT = 8,                /* signatures remembered: a second sighting is captured */
 };
@@ -132,6 +133,8 @@ typedef struct {
     int gemv_max_n;      /* batches up to this many rows run the GEMV kernels, larger ones GEMM */
     int attn_chunk;      /* decode attention: cache positions per split at least (LP_CUDA_ATTN_CHUNK) */
     int mma_max_n;       /* ... or up to this many, quantized weights, the int8 MMA kernel (0: never) */
+    int gemv_bps;        /* batch-1 GEMV: blocks per SM at most, each walking several row groups
+                            (LP_CUDA_GEMV_BPS; 0: one block per row group) */
     size_t prefetch_bytes; /* batch-1 decode: L2 prefetch of each matmul's weights, at most this many
                               bytes of them (LP_CUDA_PREFETCH_MB; 0: off) */
     char name[256];
@@ -1060,6 +1063,7 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
         p.bpr = w->bpr;
         p.row_bytes = w->row_bytes;
         p.ncols = n;
+        p.max_blocks = c->n_sm * c->gemv_bps;
         const bool quant = quantized_weight(w);
         if (quant) {
             if (!(op->x_ready >> i & 1) && !has(quantized, n_quantized, op->x[i])) {
@@ -1655,6 +1659,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->gemv_max_n = gemv_n > 0 ? gemv_n : LPC_GEMV_MAX_N; /* batch 1 always runs the GEMV */
     c->mma_max_n = env_count("LP_CUDA_MMA_MAX_N", LPC_MMA_MAX_N);
     c->attn_chunk = env_count("LP_CUDA_ATTN_CHUNK", LPC_ATTN_MIN_CHUNK);
+    c->gemv_bps = env_count("LP_CUDA_GEMV_BPS", LPC_GEMV_BPS);
     c->prefetch_bytes = (size_t)env_count("LP_CUDA_PREFETCH_MB", LPC_PREFETCH_MB) << 20;
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
