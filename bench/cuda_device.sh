@@ -263,16 +263,16 @@ mma_bench() {
   done
 }
 
-# A/B of one environment knob on batch-1 decode: LP_AB_VAR (default LP_CUDA_PREFETCH_MB)
+# A/B of one environment knob on batch-1 decode: LP_AB_VAR (e.g. LP_CUDA_ATTN_CHUNK)
 # set to each of LP_AB_VALUES in turn (repeat a value to see the run-to-run noise) for
 # LP_AB_PRECISIONS (default q4_k_m; needs `fast` or `synth` first) at LP_AB_DEPTHS.
 ab_bench() {
   [ -x build/bench_cuda ] || build
   export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-  local var="${LP_AB_VAR:-LP_CUDA_PREFETCH_MB}" p f v
+  local var="${LP_AB_VAR:?set LP_AB_VAR to the knob to vary}" p f v
   for p in ${LP_AB_PRECISIONS:-q4_k_m}; do
     f="$(model_path "$p")"
-    for v in ${LP_AB_VALUES:-0 16 0 16}; do
+    for v in ${LP_AB_VALUES:?set LP_AB_VALUES}; do
       env "$var=$v" build/bench_cuda "$f" --label "$p $var=$v" --depths "${LP_AB_DEPTHS:-512,4096}" --gen 64 --prefill "" \
         --streams "" --copy-gib 1 2>&1 | grep -E "decode" | sed "s/^/$p $var=$v: /" | tee -a "$OUTDIR/ab.log"
     done

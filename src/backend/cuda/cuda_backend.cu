@@ -41,8 +41,6 @@ enum {
                                       streams GEMV (4 passes) ran 846 tok/s, cuBLAS tiles 1376 (H100) */
     LPC_MMA_MAX_N = 64,            /* rows of a batch done by the int8 MMA kernel on quantized weights: x32
                                       q4_k_m 2,420 tok/s vs 1,383 with cuBLAS tiles (H100) */
-    LPC_PREFETCH_MB = 0,           /* L2 prefetch of each batch-1 matmul's weights: off (3.5% slower at 1 MB, 7% at 16, H100) */
-    LPC_GEMV_BPS = 0,              /* batch-1 GEMV blocks per SM (0: no cap) */
     LPC_GRAPH_CACHE = 4,           /* graphs kept (decode, batched decode, prefill chunk, ...) */
     LPC_RECENT = 8,                /* signatures remembered: a second sighting is captured */
 };
@@ -111,8 +109,6 @@ typedef struct {
     lp_bbuf *epi_out;    /* ... that norm's output (only its int8 shadow is written) */
     int x_rms;           /* matmul: bit i = x[i]'s shadow is of an RMSNorm's w * x, 1/rms left to us */
     float x_eps;
-    int prefetch_op;     /* matmul: 1 + index of the next matmul, whose weights' first bytes an L2
-                            prefetch launched after this op fetches (plan_prefetch); 0: none */
 } lpc_op;
 
 typedef struct {
@@ -133,10 +129,6 @@ typedef struct {
     int gemv_max_n;      /* batches up to this many rows run the GEMV kernels, larger ones GEMM */
     int attn_chunk;      /* decode attention: cache positions per split at least (LP_CUDA_ATTN_CHUNK) */
     int mma_max_n;       /* ... or up to this many, quantized weights, the int8 MMA kernel (0: never) */
-    int gemv_bps;        /* batch-1 GEMV: blocks per SM at most, each walking several row groups
-                            (LP_CUDA_GEMV_BPS; 0: one block per row group) */
-    size_t prefetch_bytes; /* batch-1 decode: L2 prefetch of each matmul's weights, at most this many
-                              bytes of them (LP_CUDA_PREFETCH_MB; 0: off) */
     char name[256];
     cudaStream_t st;
     cublasHandle_t blas;
@@ -884,20 +876,6 @@ static void fuse_epilogue(lp_cuda *c, int i) {
     counters(c, &c->epi_cnt, (size_t)mm->w[0]->M / 32);
 }
 
-/* Batch-1 decode with PDL: after each matmul, an L2 prefetch of the next matmul's
- * weights (lpc_l2_prefetch_kernel), which then arrive while the kernels between the two
- * and the first's tail run. Only with PDL: launched plainly it would just be a launch. */
-static void plan_prefetch(lp_cuda *c) {
-    if (!c->pdl || c->n_batch != 1 || !c->prefetch_bytes) return;
-    int prev = -1;
-    for (int i = 0; i < c->n_ops; i++) {
-        lpc_op *op = &c->ops[i];
-        if (op->skip || op->kind != OP_MATMUL) continue;
-        if (prev >= 0) c->ops[prev].prefetch_op = i + 1;
-        prev = i;
-    }
-}
-
 static void plan(lp_cuda *c) {
     lpc_op *ops = c->ops;
     if (fuse_on(c, FUSE_RES))
@@ -959,7 +937,6 @@ static void plan(lp_cuda *c) {
     }
     if (fuse_on(c, FUSE_EPI_NORM))
         for (int i = 0; i < c->n_ops; i++) fuse_epilogue(c, i);
-    plan_prefetch(c);
 }
 
 /* ---- execution ---- */
@@ -1063,7 +1040,6 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
         p.bpr = w->bpr;
         p.row_bytes = w->row_bytes;
         p.ncols = n;
-        p.max_blocks = c->n_sm * c->gemv_bps;
         const bool quant = quantized_weight(w);
         if (quant) {
             if (!(op->x_ready >> i & 1) && !has(quantized, n_quantized, op->x[i])) {
@@ -1098,26 +1074,6 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
         else if (!lpc_gemv(c->st, w->type, p, 0))
             set_err(c, "cuda backend: no GEMV kernel for type %d", w->type);
     }
-}
-
-/* The L2 prefetch planned after an op (plan_prefetch): the first prefetch_bytes of
- * matmul mm's weights, each plane cut in the same proportion (the GEMV's first blocks
- * start at every problem's first row). */
-static void exec_prefetch(lp_cuda *c, const lpc_op *mm) {
-    if (!lpc_pdl_enabled()) return;
-    lpc_pf_ranges r;
-    memset(&r, 0, sizeof r);
-    size_t total = 0;
-    for (int i = 0; i < mm->count; i++) {
-        const lpc_weight *w = mm->w[i];
-        const size_t e = (size_t)mm->expert[i];
-        r.p[r.count] = w->a + e * w->expert_a, r.n[r.count++] = w->expert_a;
-        if (w->b) r.p[r.count] = w->b + e * w->expert_b, r.n[r.count++] = w->expert_b;
-    }
-    for (int i = 0; i < r.count; i++) total += r.n[i];
-    const double keep = total > c->prefetch_bytes ? (double)c->prefetch_bytes / (double)total : 1.0;
-    for (int i = 0; i < r.count; i++) r.n[i] = (size_t)((double)r.n[i] * keep) & ~(size_t)15;
-    lpc_l2_prefetch(c->st, r, c->n_sm);
 }
 
 /* Rows of buffer b (n tokens x heads) for the heads kernel, with the folded op x if any. */
@@ -1368,7 +1324,6 @@ static void exec_all(lp_cuda *c, bool check_each) {
     for (int i = 0; i < c->n_ops && !c->err[0]; i++) {
         if (!runs_alone(c, &c->ops[i])) continue;
         exec_op(c, &c->ops[i]);
-        if (c->ops[i].prefetch_op) exec_prefetch(c, &c->ops[c->ops[i].prefetch_op - 1]);
         if (check_each) cuda_ok(c, cudaGetLastError(), "kernel launch");
         if (pf->on) cudaEventRecord(lpc_prof_event(pf, n_ev++), c->st);
     }
@@ -1659,8 +1614,6 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->gemv_max_n = gemv_n > 0 ? gemv_n : LPC_GEMV_MAX_N; /* batch 1 always runs the GEMV */
     c->mma_max_n = env_count("LP_CUDA_MMA_MAX_N", LPC_MMA_MAX_N);
     c->attn_chunk = env_count("LP_CUDA_ATTN_CHUNK", LPC_ATTN_MIN_CHUNK);
-    c->gemv_bps = env_count("LP_CUDA_GEMV_BPS", LPC_GEMV_BPS);
-    c->prefetch_bytes = (size_t)env_count("LP_CUDA_PREFETCH_MB", LPC_PREFETCH_MB) << 20;
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
     if (c->prof.on) c->use_graphs = false; /* eager launches, an event after each op */

@@ -23,9 +23,7 @@
  * this many rows multiply quantized weights with the int8 tensor-core kernel, larger
  * ones GEMM with F16 tiles; default 64, 0 turns the MMA kernel off; sm_80 and newer),
  * LP_CUDA_ATTN_CHUNK (decode attention: cache positions per split block at least;
- * default 128; 0 splits every context the most ways), LP_CUDA_PREFETCH_MB (batch-1
- * decode with PDL: after each matmul, an L2 prefetch of up to this many MB of the next
- * matmul's weights; default 16, 0 turns it off). */
+ * default 128; 0 splits every context the most ways). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 

@@ -317,52 +317,7 @@ static void test_gemv_quant(void **state) {
             quant_probs q(type, Ms, K, ncols, false);
             assert_true(lpc_gemv(0, type, q.p, 0));
             q.check("gemv", 0);
-            if (ncols > 1) continue;
-            /* the batch-1 kernel on a capped grid: 1 block walks every row group */
-            quant_probs c(type, Ms, K, ncols, false);
-            c.p.max_blocks = 1;
-            assert_true(lpc_gemv(0, type, c.p, 0));
-            c.check("gemv max_blocks 1", 0);
         }
-    }
-}
-
-/* The L2 prefetch kernel asks for every byte of its ranges exactly once, in requests of
- * at most a chunk (16-byte aligned, multiples of 16), nothing outside them: ranges of 0,
- * 16, a few chunks and a ragged tail, with 1 and 3 blocks (96 threads, fewer than the
- * chunks, so threads take several across range boundaries). */
-static void test_l2_prefetch(void **state) {
-    (void)state;
-    const size_t sizes[] = {0, 16, 3 * LPC_PF_CHUNK + 32, 16 * 1000, 7 * LPC_PF_CHUNK};
-    const int n = (int)(sizeof sizes / sizeof sizes[0]);
-    std::vector<std::vector<uint8_t>> buf(n);
-    lpc_pf_ranges r;
-    memset(&r, 0, sizeof r);
-    for (int i = 0; i < n; i++) {
-        buf[i].resize(sizes[i] + 64);
-        r.p[i] = (const uint8_t *)(((uintptr_t)buf[i].data() + 15) & ~(uintptr_t)15);
-        r.n[i] = sizes[i];
-    }
-    r.count = n;
-    for (int blocks : {1, 3}) {
-        std::vector<std::vector<int>> seen(n);
-        for (int i = 0; i < n; i++) seen[i].assign(sizes[i], 0);
-        int stray = 0;
-        lpc_prefetch_hook() = [&](const void *p, uint32_t bytes) {
-            const uint8_t *q = (const uint8_t *)p;
-            const bool shape = (uintptr_t)q % 16 == 0 && bytes % 16 == 0 && bytes > 0 && bytes <= LPC_PF_CHUNK;
-            for (int i = 0; i < n; i++)
-                if (q >= r.p[i] && q + bytes <= r.p[i] + r.n[i] && shape) {
-                    for (uint32_t k = 0; k < bytes; k++) seen[i][(size_t)(q - r.p[i]) + k]++;
-                    return;
-                }
-            stray++;
-        };
-        lpc_l2_prefetch(0, r, blocks);
-        lpc_prefetch_hook() = nullptr;
-        assert_int_equal(stray, 0);
-        for (int i = 0; i < n; i++)
-            for (size_t k = 0; k < sizes[i]; k++) assert_int_equal(seen[i][k], 1);
     }
 }
 
@@ -481,7 +436,6 @@ static void test_gemv_epilogue(void **state) {
         std::vector<float> *yb[] = {&res_b};
         lpc_gemv_args p = gemv1_args({&w1}, xq, yb, true);
         p.epi.count = count.data(), p.epi.w = nw.data(), p.epi.ss = nq_b.ss.data(), p.epi.o = nq_b.view();
-        p.max_blocks = 3; /* blocks walk several row groups; the groups' arrivals still add up */
         assert_true(lpc_gemv(0, type, p, 0));
         assert_true(same_bits(res_a.data(), res_b.data(), M * sizeof(float)));
         std::vector<float> wy(M);
@@ -1029,7 +983,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_matches_to_float),
         cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
         cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
-        cmocka_unit_test(test_gemv_epilogue),     cmocka_unit_test(test_l2_prefetch),
+        cmocka_unit_test(test_gemv_epilogue),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
         cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
         cmocka_unit_test(test_moe_routing),       cmocka_unit_test(test_mma_fragments),

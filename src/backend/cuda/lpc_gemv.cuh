@@ -121,8 +121,6 @@ typedef struct {
     const float *x_ss; /* xq is the shadow of w * x of an RMSNorm left to this GEMV (lpc_gemv_epi):
                           [K / 32] sums of squares of x; the results are scaled by 1/rms */
     float x_eps;
-    int max_blocks;    /* batch-1 kernel: at most this many blocks along x, each walking row
-                          groups gridDim.x apart (0: one block per row group) */
 } lpc_gemv_args;
 
 /* Which problem a warp's global row belongs to, without indexing the parameter arrays
@@ -336,33 +334,13 @@ __device__ __forceinline__ float lpc_x_rms(const lpc_gemv_args &p, const float *
     return 1.0f / sqrtf(ss / (float)p.K + p.x_eps);
 }
 
-/* A warp's R rows from row group start grow (past the end: false). Rows past the end
- * of the problems repeat row 0's loads and are not stored. */
-template <class T, int R>
-__device__ __forceinline__ bool lpc_gemv1_pick(const lpc_gemv_args &p, int grow, lpc_row_pick (&r)[R], int &n_rows,
-                                               const uint8_t *(&A)[R], const uint8_t *(&B)[R]) {
-    if (!lpc_pick_row(p, grow, r[0])) return false;
-    n_rows = 1;
-#pragma unroll
-    for (int i = 1; i < R; i++) {
-        if (lpc_pick_row(p, grow + i, r[i])) n_rows++;
-        else r[i] = r[0];
-    }
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
-        B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
-    }
-    return true;
-}
-
-/* The dot products of a warp's R rows with x (per lane, before the warp sum), first
- * slices already in w; w is free again when it returns. */
+/* The batch-1 kernel's main loop over a warp's R rows, first slices already in w. */
 template <class T, int R, int U>
-__device__ __forceinline__ void lpc_gemv1_dots(const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int S,
-                                               typename T::raw (&w)[U][R], const uint4 *xc, const float2 *xds,
-                                               float (&acc)[R][1]) {
+__device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc_row_pick (&r)[R], int n_rows,
+                                               const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int S,
+                                               typename T::raw (&w)[U][R], const uint4 *xc, const float2 *xds, const float *xss) {
     const int lane = threadIdx.x % 32;
+    float acc[R][1];
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i][0] = 0.0f;
     for (int s0 = 0; s0 < S; s0 += 32 * U) {
@@ -385,13 +363,6 @@ __device__ __forceinline__ void lpc_gemv1_dots(const uint8_t *const (&A)[R], con
             }
         }
     }
-}
-
-/* Sum, scale and store a warp's R rows; the epilogue's norm when the GEMV has one. */
-template <int R>
-__device__ __forceinline__ void lpc_gemv1_store(const lpc_gemv_args &p, const lpc_row_pick (&r)[R], int n_rows,
-                                                float (&acc)[R][1], const float *xss) {
-    const int lane = threadIdx.x % 32;
     const float x_scale = p.x_ss ? lpc_x_rms(p, xss, lane) : 1.0f;
 #pragma unroll
     for (int i = 0; i < R; i++) {
@@ -401,10 +372,6 @@ __device__ __forceinline__ void lpc_gemv1_store(const lpc_gemv_args &p, const lp
     if (p.epi.count) lpc_gemv_epilogue(p, r[0], n_rows, lane); /* a warp's rows share a group (R | 32) */
 }
 
-/* Blocks walk row groups gridDim.x apart (one each when the grid covers the rows; a
- * capped grid, lpc_gemv_args.max_blocks, stages x once per block for several and leaves
- * SM room for the next kernel's blocks to start their weight loads early). A warp
- * issues its next rows' loads before it sums and stores the current ones. */
 template <class T, int R, int U, int W>
 __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
     __shared__ uint4 xc[LPC_X1_MAX_K / 16];    /* int8 codes, 16 per entry */
@@ -414,15 +381,27 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
     /* Expert mode reads the routing kernel's expert ids to find its rows: no weight
      * prefetch across the wait there (ids read early could be stale). */
     if (p.sel) lpc_grid_wait();
-    const int lane = threadIdx.x % 32, stride = (int)gridDim.x * W * R;
-    int grow = (blockIdx.x * W + threadIdx.x / 32) * R;
+    const int lane = threadIdx.x % 32;
+    const int grow = (blockIdx.x * W + threadIdx.x / 32) * R;
     lpc_row_pick r[R];
-    int n_rows = 0;
+    const bool active = lpc_pick_row(p, grow, r[0]); /* warps without rows still help stage */
+    int n_rows = 1;
+#pragma unroll
+    for (int i = 1; i < R; i++) {
+        if (active && lpc_pick_row(p, grow + i, r[i])) n_rows++;
+        else r[i] = r[0]; /* rows past the end repeat row 0's loads and are not stored */
+    }
     const uint8_t *A[R] = {}, *B[R] = {};
     const int S = p.bpr * T::SLICES;
     typename T::raw w[U][R];
-    bool active = lpc_gemv1_pick<T, R>(p, grow, r, n_rows, A, B); /* warps without rows still help stage */
-    if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
+    if (active) {
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+            A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
+            B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
+        }
+        lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
+    }
     if (!p.sel) lpc_grid_wait(); /* launched PDL: the weights above are in flight; x is the previous kernel's */
     const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
     for (int i = threadIdx.x; i < p.K / 16; i += W * 32) {
@@ -435,27 +414,14 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
     if (p.x_ss)
         for (int i = threadIdx.x; i < p.K / 32; i += W * 32) xss[i] = __ldg(p.x_ss + i);
     __syncthreads();
-    while (active) {
-        float acc[R][1];
-        lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
-        lpc_row_pick cur[R];
-#pragma unroll
-        for (int i = 0; i < R; i++) cur[i] = r[i];
-        const int cur_rows = n_rows;
-        grow += stride;
-        active = lpc_gemv1_pick<T, R>(p, grow, r, n_rows, A, B);
-        if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
-        lpc_gemv1_store<R>(p, cur, cur_rows, acc, xss);
-    }
+    if (active) lpc_gemv1_rows<T, R, U>(p, r, n_rows, A, B, S, w, xc, xds, xss);
 }
 
 /* The batch-1 kernel's shape: R rows per warp, U slices per lane in flight, W warps. */
 template <class T, int R, int U, int W>
 inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) {
     const int per_block = W * R;
-    int blocks = (p.row0[p.nprob] + per_block - 1) / per_block;
-    if (p.max_blocks > 0 && blocks > p.max_blocks) blocks = p.max_blocks;
-    const dim3 grid((unsigned)blocks, (unsigned)(n_pairs > 0 ? n_pairs : 1));
+    const dim3 grid((unsigned)((p.row0[p.nprob] + per_block - 1) / per_block), (unsigned)(n_pairs > 0 ? n_pairs : 1));
     auto kern = lpc_gemv1_q<T, R, U, W>;
     LPC_LAUNCH_PDL(kern, grid, dim3(W * 32), st, p);
 }
@@ -528,48 +494,6 @@ inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pair
     case LPC_BF16: l.go(1, lpc_gemv_f<2, 1>, lpc_gemv_f<2, 2>, lpc_gemv_f<2, 4>, lpc_gemv_f<2, 8>); return true;
     default: return lpc_dispatch_quant(type, l);
     }
-}
-
-/* ---- L2 prefetch of the next matmul's weights (batch-1 decode) ----
- *
- * The weights of a decode step's matmuls do not depend on anything computed, so a
- * matmul's first bytes can be on their way to L2 while the kernels before it still run:
- * the short ones (attention at short contexts, the q/k norm and rope) and the ramp-down
- * and ramp-up of every GEMV leave DRAM idle otherwise. The backend launches this kernel
- * (PDL) right after the previous matmul: its blocks ask L2 for the ranges (one bulk
- * request per chunk on sm_90), then wait for the previous grid like any other kernel, so
- * the stream's order (and what the next kernel's grid wait covers) is unchanged. The
- * GEMVs read weights with an evict-first hint (lpc_wload16), so what they consume goes
- * before what was prefetched. */
-
-enum { LPC_PF_RANGES = 2 * LPC_MAX_PROB, LPC_PF_CHUNK = 16384 };
-
-typedef struct {
-    const uint8_t *p[LPC_PF_RANGES]; /* 16-byte aligned */
-    size_t n[LPC_PF_RANGES];         /* bytes, multiples of 16 */
-    int count;
-} lpc_pf_ranges;
-
-/* Thread t of T takes chunks t, t + T, ... of the ranges laid end to end, so the first
- * T chunks (the starts of every range, where the next GEMV's first blocks read) go out
- * first. */
-__global__ void __launch_bounds__(32) lpc_l2_prefetch_kernel(lpc_pf_ranges r) {
-    lpc_launch_dependents();
-    const size_t T = (size_t)gridDim.x * blockDim.x, t = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t base = 0; /* global index of range i's first chunk */
-    for (int i = 0; i < r.count; i++) {
-        const size_t chunks = (r.n[i] + LPC_PF_CHUNK - 1) / LPC_PF_CHUNK;
-        for (size_t g = base + (t + T - base % T) % T; g < base + chunks; g += T) {
-            const size_t chunk = LPC_PF_CHUNK, off = (g - base) * chunk, left = r.n[i] - off;
-            lpc_prefetch_l2(r.p[i] + off, (uint32_t)(left < chunk ? left : chunk));
-        }
-        base += chunks;
-    }
-    lpc_grid_wait(); /* complete only after the previous grid: the next kernel's wait covers it */
-}
-
-inline void lpc_l2_prefetch(lpc_stream st, const lpc_pf_ranges &r, int blocks) {
-    LPC_LAUNCH_PDL(lpc_l2_prefetch_kernel, dim3((unsigned)blocks), dim3(32), st, r);
 }
 
 #endif

@@ -213,28 +213,6 @@ inline void lpc_launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cuda
     } while (0)
 #endif
 
-/* Ask L2 to fetch [p, p + bytes) from DRAM (p 16-byte aligned, bytes a multiple of 16)
- * without waiting for it: one bulk request on sm_90 (the TMA unit walks it), a
- * prefetch per 128-byte line before; in the emulator, a test's hook sees the request. */
-#ifdef LPC_EMU
-/* The emulator hands each request to the test's hook: which bytes a kernel asks for. */
-inline std::function<void(const void *, uint32_t)> &lpc_prefetch_hook(void) {
-    static std::function<void(const void *, uint32_t)> hook;
-    return hook;
-}
-inline void lpc_prefetch_l2(const void *p, uint32_t bytes) {
-    if (lpc_prefetch_hook()) lpc_prefetch_hook()(p, bytes);
-}
-#else
-__device__ __forceinline__ void lpc_prefetch_l2(const void *p, uint32_t bytes) {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#else
-    for (uint32_t o = 0; o < bytes; o += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + o));
-#endif
-}
-#endif
-
 /* 16-byte read-only load (the weight planes and activations are 16-byte aligned). */
 __device__ __forceinline__ uint4 lpc_ld16(const void *p) { return __ldg((const uint4 *)p); }
 __device__ __forceinline__ uint2 lpc_ld8(const void *p) { return __ldg((const uint2 *)p); }

@@ -89,9 +89,10 @@ LPC_HD float lpc_load_h(const uint8_t *p) {
 #endif
 }
 /* Weight loads (every decoder's): the same reads with the L2 line marked evict-first
- * (sm_80+). A matmul reads each weight byte once, so the lines it has consumed are the
- * ones to give up first, and the lines an L2 prefetch brought in for the next matmul
- * (lpc_l2_prefetch) stay until that matmul reads them. */
+ * (sm_80+). A matmul reads each weight byte once per launch, so the lines it consumed
+ * are the ones to give up first, before the small data kernels read again and again
+ * (activations and their shadows, the KV cache, split partials). q4_k_m decode at 512
+ * positions on the H100 went 283 -> 285-287 tok/s with it (runs of two sessions). */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 __device__ __forceinline__ uint64_t lpc_evict_first(void) {
     uint64_t pol;
