@@ -41,6 +41,7 @@ enum {
                                       streams GEMV (4 passes) ran 846 tok/s, cuBLAS tiles 1376 (H100) */
     LPC_MMA_MAX_N = 64,            /* rows of a batch done by the int8 MMA kernel on quantized weights: x32
                                       q4_k_m 2,420 tok/s vs 1,383 with cuBLAS tiles (H100) */
+    LPC_GEMV_BPS = 8,              /* batch-1 GEMV blocks per SM, capped by what fits: one wave (0: no cap) */
     LPC_GRAPH_CACHE = 4,           /* graphs kept (decode, batched decode, prefill chunk, ...) */
     LPC_RECENT = 8,                /* signatures remembered: a second sighting is captured */
 };
@@ -129,6 +130,8 @@ typedef struct {
     int gemv_max_n;      /* batches up to this many rows run the GEMV kernels, larger ones GEMM */
     int attn_chunk;      /* decode attention: cache positions per split at least (LP_CUDA_ATTN_CHUNK) */
     int mma_max_n;       /* ... or up to this many, quantized weights, the int8 MMA kernel (0: never) */
+    int gemv_bps;        /* batch-1 GEMV: blocks per SM at most (and no more than fit), each walking
+                            several row groups (LP_CUDA_GEMV_BPS; 0: one block per row group) */
     char name[256];
     cudaStream_t st;
     cublasHandle_t blas;
@@ -1040,6 +1043,7 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
         p.bpr = w->bpr;
         p.row_bytes = w->row_bytes;
         p.ncols = n;
+        p.per_sm = c->gemv_bps, p.n_sm = c->n_sm;
         const bool quant = quantized_weight(w);
         if (quant) {
             if (!(op->x_ready >> i & 1) && !has(quantized, n_quantized, op->x[i])) {
@@ -1614,6 +1618,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->gemv_max_n = gemv_n > 0 ? gemv_n : LPC_GEMV_MAX_N; /* batch 1 always runs the GEMV */
     c->mma_max_n = env_count("LP_CUDA_MMA_MAX_N", LPC_MMA_MAX_N);
     c->attn_chunk = env_count("LP_CUDA_ATTN_CHUNK", LPC_ATTN_MIN_CHUNK);
+    c->gemv_bps = env_count("LP_CUDA_GEMV_BPS", LPC_GEMV_BPS);
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
     if (c->prof.on) c->use_graphs = false; /* eager launches, an event after each op */

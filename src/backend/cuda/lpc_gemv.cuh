@@ -121,6 +121,11 @@ typedef struct {
     const float *x_ss; /* xq is the shadow of w * x of an RMSNorm left to this GEMV (lpc_gemv_epi):
                           [K / 32] sums of squares of x; the results are scaled by 1/rms */
     float x_eps;
+    int max_blocks;    /* batch-1 kernel: at most this many blocks along x, each walking row
+                          groups gridDim.x apart (0: one block per row group) ... */
+    int per_sm;        /* ... or, when > 0, at most per_sm x (blocks of the kernel resident per
+                          SM) per SM: one wave (n_sm: the SM count) */
+    int n_sm;
 } lpc_gemv_args;
 
 /* Which problem a warp's global row belongs to, without indexing the parameter arrays
@@ -334,13 +339,33 @@ __device__ __forceinline__ float lpc_x_rms(const lpc_gemv_args &p, const float *
     return 1.0f / sqrtf(ss / (float)p.K + p.x_eps);
 }
 
-/* The batch-1 kernel's main loop over a warp's R rows, first slices already in w. */
+/* A warp's R rows from row group start grow (past the end: false). Rows past the end
+ * of the problems repeat row 0's loads and are not stored. */
+template <class T, int R>
+__device__ __forceinline__ bool lpc_gemv1_pick(const lpc_gemv_args &p, int grow, lpc_row_pick (&r)[R], int &n_rows,
+                                               const uint8_t *(&A)[R], const uint8_t *(&B)[R]) {
+    if (!lpc_pick_row(p, grow, r[0])) return false;
+    n_rows = 1;
+#pragma unroll
+    for (int i = 1; i < R; i++) {
+        if (lpc_pick_row(p, grow + i, r[i])) n_rows++;
+        else r[i] = r[0];
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
+        B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
+    }
+    return true;
+}
+
+/* The dot products of a warp's R rows with x (per lane, before the warp sum), first
+ * slices already in w; w is free again when it returns. */
 template <class T, int R, int U>
-__device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc_row_pick (&r)[R], int n_rows,
-                                               const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int S,
-                                               typename T::raw (&w)[U][R], const uint4 *xc, const float2 *xds, const float *xss) {
+__device__ __forceinline__ void lpc_gemv1_dots(const uint8_t *const (&A)[R], const uint8_t *const (&B)[R], int S,
+                                               typename T::raw (&w)[U][R], const uint4 *xc, const float2 *xds,
+                                               float (&acc)[R][1]) {
     const int lane = threadIdx.x % 32;
-    float acc[R][1];
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i][0] = 0.0f;
     for (int s0 = 0; s0 < S; s0 += 32 * U) {
@@ -363,6 +388,13 @@ __device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc
             }
         }
     }
+}
+
+/* Sum, scale and store a warp's R rows; the epilogue's norm when the GEMV has one. */
+template <int R>
+__device__ __forceinline__ void lpc_gemv1_store(const lpc_gemv_args &p, const lpc_row_pick (&r)[R], int n_rows,
+                                                float (&acc)[R][1], const float *xss) {
+    const int lane = threadIdx.x % 32;
     const float x_scale = p.x_ss ? lpc_x_rms(p, xss, lane) : 1.0f;
 #pragma unroll
     for (int i = 0; i < R; i++) {
@@ -372,8 +404,12 @@ __device__ __forceinline__ void lpc_gemv1_rows(const lpc_gemv_args &p, const lpc
     if (p.epi.count) lpc_gemv_epilogue(p, r[0], n_rows, lane); /* a warp's rows share a group (R | 32) */
 }
 
+/* Blocks walk row groups gridDim.x apart (one each when the grid covers the rows; a
+ * capped grid, lpc_gemv_args.max_blocks, stages x once per block for several and leaves
+ * SM room for the next kernel's blocks to start their weight loads early). A warp
+ * issues its next rows' loads before it sums and stores the current ones. */
 template <class T, int R, int U, int W>
-__global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
+__global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_args p) {
     __shared__ uint4 xc[LPC_X1_MAX_K / 16];    /* int8 codes, 16 per entry */
     __shared__ float2 xds[LPC_X1_MAX_K / 16];  /* per 16-element run: (d of its 32-group, d * sum of its codes) */
     __shared__ float xss[LPC_X1_MAX_K / 32];   /* a deferred RMSNorm's sums of squares (x_ss) */
@@ -381,27 +417,15 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
     /* Expert mode reads the routing kernel's expert ids to find its rows: no weight
      * prefetch across the wait there (ids read early could be stale). */
     if (p.sel) lpc_grid_wait();
-    const int lane = threadIdx.x % 32;
-    const int grow = (blockIdx.x * W + threadIdx.x / 32) * R;
+    const int lane = threadIdx.x % 32, stride = (int)gridDim.x * W * R;
+    int grow = (blockIdx.x * W + threadIdx.x / 32) * R;
     lpc_row_pick r[R];
-    const bool active = lpc_pick_row(p, grow, r[0]); /* warps without rows still help stage */
-    int n_rows = 1;
-#pragma unroll
-    for (int i = 1; i < R; i++) {
-        if (active && lpc_pick_row(p, grow + i, r[i])) n_rows++;
-        else r[i] = r[0]; /* rows past the end repeat row 0's loads and are not stored */
-    }
+    int n_rows = 0;
     const uint8_t *A[R] = {}, *B[R] = {};
     const int S = p.bpr * T::SLICES;
     typename T::raw w[U][R];
-    if (active) {
-#pragma unroll
-        for (int i = 0; i < R; i++) {
-            A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
-            B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
-        }
-        lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
-    }
+    bool active = lpc_gemv1_pick<T, R>(p, grow, r, n_rows, A, B); /* warps without rows still help stage */
+    if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
     if (!p.sel) lpc_grid_wait(); /* launched PDL: the weights above are in flight; x is the previous kernel's */
     const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
     for (int i = threadIdx.x; i < p.K / 16; i += W * 32) {
@@ -414,15 +438,34 @@ __global__ void __launch_bounds__(W * 32) lpc_gemv1_q(lpc_gemv_args p) {
     if (p.x_ss)
         for (int i = threadIdx.x; i < p.K / 32; i += W * 32) xss[i] = __ldg(p.x_ss + i);
     __syncthreads();
-    if (active) lpc_gemv1_rows<T, R, U>(p, r, n_rows, A, B, S, w, xc, xds, xss);
+    while (active) {
+        float acc[R][1];
+        lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
+        lpc_row_pick cur[R];
+#pragma unroll
+        for (int i = 0; i < R; i++) cur[i] = r[i];
+        const int cur_rows = n_rows;
+        grow += stride;
+        active = lpc_gemv1_pick<T, R>(p, grow, r, n_rows, A, B);
+        if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
+        lpc_gemv1_store<R>(p, cur, cur_rows, acc, xss);
+    }
 }
 
 /* The batch-1 kernel's shape: R rows per warp, U slices per lane in flight, W warps. */
 template <class T, int R, int U, int W>
 inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) {
     const int per_block = W * R;
-    const dim3 grid((unsigned)((p.row0[p.nprob] + per_block - 1) / per_block), (unsigned)(n_pairs > 0 ? n_pairs : 1));
+    int blocks = (p.row0[p.nprob] + per_block - 1) / per_block;
     auto kern = lpc_gemv1_q<T, R, U, W>;
+    int cap = p.max_blocks;
+    if (p.per_sm > 0 && p.n_sm > 0) {
+        static int resident = 0; /* per instantiation */
+        if (!resident) resident = lpc_resident_blocks(kern, W * 32);
+        cap = p.n_sm * lpc_imin(p.per_sm, resident);
+    }
+    if (cap > 0 && blocks > cap) blocks = cap;
+    const dim3 grid((unsigned)blocks, (unsigned)(n_pairs > 0 ? n_pairs : 1));
     LPC_LAUNCH_PDL(kern, grid, dim3(W * 32), st, p);
 }
 

@@ -213,6 +213,22 @@ inline void lpc_launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cuda
     } while (0)
 #endif
 
+/* Blocks of `threads` threads of kernel k that fit on one SM at once (1 if unknown; 1
+ * in the emulator, which runs one block at a time). */
+#ifdef LPC_EMU
+template <class K>
+inline int lpc_resident_blocks(K k, int threads) {
+    (void)k, (void)threads;
+    return 1;
+}
+#else
+template <class K>
+inline int lpc_resident_blocks(K k, int threads) {
+    int n = 0;
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, threads, 0) == cudaSuccess && n > 0 ? n : 1;
+}
+#endif
+
 /* 16-byte read-only load (the weight planes and activations are 16-byte aligned). */
 __device__ __forceinline__ uint4 lpc_ld16(const void *p) { return __ldg((const uint4 *)p); }
 __device__ __forceinline__ uint2 lpc_ld8(const void *p) { return __ldg((const uint2 *)p); }
