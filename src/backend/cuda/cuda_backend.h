@@ -23,7 +23,9 @@
  * this many rows multiply quantized weights with the int8 tensor-core kernel, larger
  * ones GEMM with F16 tiles; default 64, 0 turns the MMA kernel off; sm_80 and newer),
  * LP_CUDA_ATTN_CHUNK (decode attention: cache positions per split block at least;
- * default 128; 0 splits every context the most ways). */
+ * default 128; 0 splits every context the most ways), LP_CUDA_GEMV_BPS (batch-1 GEMV:
+ * blocks per SM, no more than fit, each walking several row groups; default 8, i.e. one
+ * resident wave; 0 launches one block per row group). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 
