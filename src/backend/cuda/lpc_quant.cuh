@@ -93,7 +93,7 @@ LPC_HD float lpc_load_h(const uint8_t *p) {
  * are the ones to give up first, before the small data kernels read again and again
  * (activations and their shadows, the KV cache, split partials). q4_k_m decode at 512
  * positions on the H100 went 283 -> 285-287 tok/s with it (runs of two sessions). */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(LPC_NO_EVICT_HINT) /* (A/B builds) */
 __device__ __forceinline__ uint64_t lpc_evict_first(void) {
     uint64_t pol;
     asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
