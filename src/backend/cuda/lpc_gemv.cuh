@@ -265,7 +265,7 @@ __global__ void __launch_bounds__(128) lpc_gemv_f(lpc_gemv_args p) {
 #pragma unroll 2
     for (int ch = lane; ch < chunks; ch += 32) {
         float w[8];
-        lpc_widen16<WT>(lpc_wload16(row + (size_t)ch * 16), w);
+        lpc_widen16<WT>(lpc_load16(row + (size_t)ch * 16), w);
 #pragma unroll
         for (int c = 0; c < NC; c++) {
             if (c >= p.ncols) break;

@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(128) lpc_dequant_f(const uint8_t *rows, size_t
     OUT *out = dst + (size_t)blockIdx.x * K;
     for (int ch = threadIdx.x; ch < K / EPC; ch += blockDim.x) {
         float w[8];
-        lpc_widen16<WT>(lpc_wload16(src + (size_t)ch * 16), w);
+        lpc_widen16<WT>(lpc_load16(src + (size_t)ch * 16), w);
 #pragma unroll
         for (int k = 0; k < EPC; k++) lpc_put(out, (size_t)ch * EPC + k, w[k]);
     }

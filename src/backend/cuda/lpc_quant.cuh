@@ -88,45 +88,6 @@ LPC_HD float lpc_load_h(const uint8_t *p) {
     return lpc_h2f_soft(v);
 #endif
 }
-/* Weight loads (every decoder's): the same reads with the L2 line marked evict-first
- * (sm_80+). A matmul reads each weight byte once per launch, so the lines it consumed
- * are the ones to give up first, before the small data kernels read again and again
- * (activations and their shadows, the KV cache, split partials). q4_k_m decode at 512
- * positions on the H100 went 283 -> 285-287 tok/s with it (runs of two sessions). */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(LPC_NO_EVICT_HINT) /* (A/B builds) */
-__device__ __forceinline__ uint64_t lpc_evict_first(void) {
-    uint64_t pol;
-    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
-    return pol;
-}
-__device__ __forceinline__ uint4 lpc_wload16(const uint8_t *p) {
-    uint4 v;
-    asm("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p), "l"(lpc_evict_first()));
-    return v;
-}
-__device__ __forceinline__ uint2 lpc_wload8(const uint8_t *p) {
-    uint2 v;
-    asm("ld.global.nc.L2::cache_hint.v2.u32 {%0, %1}, [%2], %3;" : "=r"(v.x), "=r"(v.y) : "l"(p), "l"(lpc_evict_first()));
-    return v;
-}
-__device__ __forceinline__ uint32_t lpc_wload4(const uint8_t *p) {
-    uint32_t v;
-    asm("ld.global.nc.L2::cache_hint.u32 %0, [%1], %2;" : "=r"(v) : "l"(p), "l"(lpc_evict_first()));
-    return v;
-}
-__device__ __forceinline__ float lpc_wload_h(const uint8_t *p) {
-    unsigned short v;
-    asm("ld.global.nc.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(v) : "l"(p), "l"(lpc_evict_first()));
-    return lpc_h2f(v);
-}
-#else
-LPC_HD uint4 lpc_wload16(const uint8_t *p) { return lpc_load16(p); }
-LPC_HD uint2 lpc_wload8(const uint8_t *p) { return lpc_load8(p); }
-LPC_HD uint32_t lpc_wload4(const uint8_t *p) { return lpc_load4(p); }
-LPC_HD float lpc_wload_h(const uint8_t *p) { return lpc_load_h(p); }
-#endif
 LPC_HD float lpc_half_lo(uint32_t w) {
 #ifdef __CUDA_ARCH__
     return lpc_h2f((uint16_t)(w & 0xffffu));
@@ -177,8 +138,8 @@ struct lpc_q4_K : lpc_decoder<lpc_q4_K> {
         uint4 h, q;
     };
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
-        w.h = lpc_wload16(B);
-        w.q = lpc_wload16(A + 16 * s);
+        w.h = lpc_load16(B);
+        w.q = lpc_load16(A + 16 * s);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
         const uint4 h = w.h, q = w.q;
@@ -208,9 +169,9 @@ struct lpc_q5_K : lpc_decoder<lpc_q5_K> {
         uint4 h, q, qh;
     };
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
-        w.h = lpc_wload16(B);
-        w.q = lpc_wload16(A + 32 + 16 * s);
-        w.qh = lpc_wload16(A + 16 * (s & 1));
+        w.h = lpc_load16(B);
+        w.q = lpc_load16(A + 32 + 16 * s);
+        w.qh = lpc_load16(A + 16 * (s & 1));
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
         const uint4 h = w.h, q = w.q, qh = w.qh;
@@ -245,11 +206,11 @@ struct lpc_q6_K : lpc_decoder<lpc_q6_K> {
     };
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         const int n = s >> 1, lg = s & 1;
-        w.l0 = lpc_wload16(A + 64 * n + 16 * lg);
-        w.l1 = lpc_wload16(A + 64 * n + 32 + 16 * lg);
-        w.qh = lpc_wload16(A + 128 + 32 * n + 16 * lg);
-        w.sc = lpc_wload8(A + 192 + 8 * n);
-        w.d = lpc_wload_h(B);
+        w.l0 = lpc_load16(A + 64 * n + 16 * lg);
+        w.l1 = lpc_load16(A + 64 * n + 32 + 16 * lg);
+        w.qh = lpc_load16(A + 128 + 32 * n + 16 * lg);
+        w.sc = lpc_load8(A + 192 + 8 * n);
+        w.d = lpc_load_h(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<4> &o) {
         const int n = s >> 1, lg = s & 1;
@@ -283,9 +244,9 @@ struct lpc_q3_K : lpc_decoder<lpc_q3_K> {
     };
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         const int n = s >> 1, lg = s & 1;
-        w.q = lpc_wload16(A + 32 + 32 * n + 16 * lg);
-        w.hm = lpc_wload16(A + 16 * lg);
-        w.sb = lpc_wload16(B);
+        w.q = lpc_load16(A + 32 + 32 * n + 16 * lg);
+        w.hm = lpc_load16(A + 16 * lg);
+        w.sb = lpc_load16(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<4> &o) {
         const int n = s >> 1, lg = s & 1;
@@ -318,9 +279,9 @@ struct lpc_q2_K : lpc_decoder<lpc_q2_K> {
     };
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         const int n = s >> 1, lg = s & 1;
-        w.q = lpc_wload16(A + 16 + 32 * n + 16 * lg);
-        w.sc = lpc_wload8(A + 8 * n);
-        w.dd = lpc_wload4(B);
+        w.q = lpc_load16(A + 16 + 32 * n + 16 * lg);
+        w.sc = lpc_load8(A + 8 * n);
+        w.dd = lpc_load4(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<4> &o) {
         const int n = s >> 1, lg = s & 1;
@@ -350,9 +311,9 @@ struct lpc_q8_0 : lpc_decoder<lpc_q8_0> {
     };
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         (void)s;
-        w.q0 = lpc_wload16(A);
-        w.q1 = lpc_wload16(A + 16);
-        w.d = lpc_wload_h(B);
+        w.q0 = lpc_load16(A);
+        w.q1 = lpc_load16(A + 16);
+        w.d = lpc_load_h(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
         (void)s;
@@ -382,8 +343,8 @@ struct lpc_q4_0 : lpc_decoder<lpc_q4_0> {
     };
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         (void)s;
-        w.q = lpc_wload16(A);
-        w.d = lpc_wload_h(B);
+        w.q = lpc_load16(A);
+        w.d = lpc_load_h(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
         (void)s;
@@ -437,18 +398,18 @@ LPC_HD void lpc_load_words(const uint8_t *p, uint32_t (&w)[N]) {
     if constexpr (N % 4 == 0) {
 #pragma unroll
         for (int i = 0; i < N; i += 4) {
-            const uint4 q = lpc_wload16(p + 4 * i);
+            const uint4 q = lpc_load16(p + 4 * i);
             w[i] = q.x, w[i + 1] = q.y, w[i + 2] = q.z, w[i + 3] = q.w;
         }
     } else if constexpr (N % 2 == 0) {
 #pragma unroll
         for (int i = 0; i < N; i += 2) {
-            const uint2 q = lpc_wload8(p + 4 * i);
+            const uint2 q = lpc_load8(p + 4 * i);
             w[i] = q.x, w[i + 1] = q.y;
         }
     } else {
 #pragma unroll
-        for (int i = 0; i < N; i++) w[i] = lpc_wload4(p + 4 * i);
+        for (int i = 0; i < N; i++) w[i] = lpc_load4(p + 4 * i);
     }
 }
 
@@ -507,9 +468,9 @@ struct lpc_mlx : lpc_decoder<lpc_mlx<BITS, GROUP, BF16>> {
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &r) {
         lpc_load_words<BITS>(A + 4 * BITS * s, r.w);
         if constexpr (BF16) {
-            r.sb0 = lpc_wload4(B), r.sb1 = 0;
+            r.sb0 = lpc_load4(B), r.sb1 = 0;
         } else {
-            const uint2 sb = lpc_wload8(B);
+            const uint2 sb = lpc_load8(B);
             r.sb0 = sb.x, r.sb1 = sb.y;
         }
     }
