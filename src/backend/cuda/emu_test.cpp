@@ -318,11 +318,12 @@ static void test_gemv_quant(void **state) {
             assert_true(lpc_gemv(0, type, q.p, 0));
             q.check("gemv", 0);
             if (ncols > 1) continue;
-            /* the batch-1 kernel on a capped grid: 1 block walks every row group */
+            /* the batch-1 kernel on a capped grid: 1 block walks every row group (the
+             * emulator has one block resident per "SM") */
             quant_probs c(type, Ms, K, ncols, false);
-            c.p.max_blocks = 1;
+            c.p.per_sm = 1, c.p.n_sm = 1;
             assert_true(lpc_gemv(0, type, c.p, 0));
-            c.check("gemv max_blocks 1", 0);
+            c.check("gemv one block", 0);
         }
     }
 }
@@ -442,7 +443,7 @@ static void test_gemv_epilogue(void **state) {
         std::vector<float> *yb[] = {&res_b};
         lpc_gemv_args p = gemv1_args({&w1}, xq, yb, true);
         p.epi.count = count.data(), p.epi.w = nw.data(), p.epi.ss = nq_b.ss.data(), p.epi.o = nq_b.view();
-        p.max_blocks = 3; /* blocks walk several row groups; the groups' arrivals still add up */
+        p.per_sm = 1, p.n_sm = 3; /* 3 blocks walk the row groups; the groups' arrivals still add up */
         assert_true(lpc_gemv(0, type, p, 0));
         assert_true(same_bits(res_a.data(), res_b.data(), M * sizeof(float)));
         std::vector<float> wy(M);

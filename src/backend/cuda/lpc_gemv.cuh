@@ -121,11 +121,10 @@ typedef struct {
     const float *x_ss; /* xq is the shadow of w * x of an RMSNorm left to this GEMV (lpc_gemv_epi):
                           [K / 32] sums of squares of x; the results are scaled by 1/rms */
     float x_eps;
-    int max_blocks;    /* batch-1 kernel: at most this many blocks along x, each walking row
-                          groups gridDim.x apart (0: one block per row group) ... */
-    int per_sm;        /* ... or, when > 0, at most per_sm x (blocks of the kernel resident per
-                          SM) per SM: one wave (n_sm: the SM count) */
-    int n_sm;
+    int per_sm, n_sm;  /* batch-1 kernel: when per_sm > 0, at most n_sm x min(per_sm, blocks of the
+                          kernel resident per SM) blocks along x, each walking row groups
+                          gridDim.x apart: one wave (n_sm: the SM count); else one block per
+                          row group */
 } lpc_gemv_args;
 
 /* Which problem a warp's global row belongs to, without indexing the parameter arrays
@@ -463,13 +462,11 @@ inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs)
     const int per_block = W * R;
     int blocks = (p.row0[p.nprob] + per_block - 1) / per_block;
     auto kern = lpc_gemv1_q<T, R, U, W>;
-    int cap = p.max_blocks;
     if (p.per_sm > 0 && p.n_sm > 0) {
         static int resident = 0; /* per instantiation */
         if (!resident) resident = lpc_resident_blocks(kern, W * 32);
-        cap = p.n_sm * lpc_imin(p.per_sm, resident);
+        blocks = lpc_imin(blocks, p.n_sm * lpc_imin(p.per_sm, resident));
     }
-    if (cap > 0 && blocks > cap) blocks = cap;
     const dim3 grid((unsigned)blocks, (unsigned)(n_pairs > 0 ? n_pairs : 1));
     LPC_LAUNCH_PDL(kern, grid, dim3(W * 32), st, p);
 }
