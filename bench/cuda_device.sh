@@ -14,6 +14,7 @@
 #   bash bench/cuda_device.sh fast profile   # ~3 min: models written directly (no bf16, no
 #                                            # K-quant search), per-op GPU time table
 #   bash bench/cuda_device.sh gemv           # ~2 min: the decode GEMV variants alone
+#   bash bench/cuda_device.sh chain          # ~2 min: a q4_k_m step's matmuls chained vs alone
 #   bash bench/cuda_device.sh fast mma       # ~6 min: the int8 MMA kernel alone (8-64 columns), then
 #                                            # q4_k_m batched decode x16/x32/x64 with it and without
 #   bash bench/cuda_device.sh fast nsys      # kernel durations and gaps of graph decode
@@ -244,6 +245,13 @@ gemv_bench() {
   build/cuda_gemv_bench x1 | tee "$OUTDIR/gemv.log"
 }
 
+# The matmuls of a whole q4_k_m decode step as one chain against their sum alone
+# (cuda_gemv_bench chain): what the boundaries between different kernels cost.
+chain_bench() {
+  gemv_bench_build
+  build/cuda_gemv_bench chain | tee "$OUTDIR/chain.log"
+}
+
 # The int8 MMA kernel: alone against the GEMV at 8-64 columns (cuda_gemv_bench mma), then
 # batched decode of LP_MMA_PRECISIONS (default q4_k_m; needs `fast` or `synth` first) at
 # 16/32/64 streams with it (LP_CUDA_MMA_MAX_N=64) and with the path it replaces (0: F16
@@ -311,6 +319,7 @@ for stage in "$@"; do
     nsys) nsys_decode ;;
     trace) trace_decode ;;
     gemv) gemv_bench ;;
+    chain) chain_bench ;;
     mma) mma_bench ;;
     ab) ab_bench ;;
     bench) bench ;;

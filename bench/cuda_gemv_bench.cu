@@ -5,7 +5,8 @@
  *   x1   batch-1 decode: the GEMV variants (`bench/cuda_device.sh gemv`);
  *   mma  8/16/32/64 columns: the GEMV in passes of 8 columns (the reference) against the
  *        int8 MMA kernel with the backend's split-K choice and without splits.
- * Usage: cuda_gemv_bench [x1|mma] (default both). Standalone (nvcc + the kernel
+ *   chain  the matmuls of a whole q4_k_m decode step in one graph, against their sum alone.
+ * Usage: cuda_gemv_bench [x1|mma|chain] (default x1 and mma). Standalone (nvcc + the kernel
  * headers), no lpcore. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,6 +266,139 @@ static void run_batched(const char *tname, int M, int K, int ncols, cudaStream_t
     }
 }
 
+
+/* ---- chain: the matmuls of a whole decode step, one graph ----
+ * Qwen3-8B q4_k_m shapes (36 layers of q+k, v, o, gate/up, down; v and down Q6_K in
+ * every other layer, as in half of q4_k_m's layers; the Q6_K lm_head), launched as the
+ * backend does (one-wave grid, PDL). Printed: the step's time as a chain, with and
+ * without small PDL kernels where heads, attention and SwiGLU run, against the sum of
+ * each matmul's time alone (the same launch repeated): the difference is what the
+ * boundaries between different kernels cost. */
+
+__global__ void gap_kernel(float *sink) {
+    LPC_PDL_ENTRY();
+    if (threadIdx.x == 0) sink[blockIdx.x] += 1.0f;
+}
+
+struct chain_mat {
+    int M, K;
+    size_t bytes;
+    lpc_gemv_args p;
+    launch_fn launch;
+};
+
+template <class T>
+static chain_mat chain_alloc(int M, int K, const bench_io &io, float *y, cudaStream_t st, uint32_t seed) {
+    chain_mat m;
+    m.M = M, m.K = K;
+    const int bpr = K / T::BLOCK;
+    const size_t a_bytes = (size_t)M * bpr * T::A_BYTES, b_bytes = (size_t)M * bpr * T::B_BYTES;
+    m.bytes = a_bytes + b_bytes;
+    uint8_t *A, *B;
+    CK(cudaMalloc(&A, a_bytes));
+    CK(cudaMalloc(&B, b_bytes));
+    fill_bytes<<<1024, 256, 0, st>>>(A, a_bytes, seed);
+    fill_bytes<<<1024, 256, 0, st>>>(B, b_bytes, seed + 1);
+    fix_scales<<<1024, 256, 0, st>>>(B, (size_t)M * bpr, T::B_BYTES, (int)T::TYPE == LPC_Q4_K ? 2 : 1, 0x2000);
+    memset(&m.p, 0, sizeof m.p);
+    m.p.nprob = 1;
+    m.p.M[0] = M, m.p.row0[1] = M;
+    m.p.K = K, m.p.bpr = bpr, m.p.ncols = 1;
+    m.p.xq = io.q8;
+    m.p.y[0] = y;
+    m.p.a[0] = A, m.p.b[0] = B;
+    m.p.per_sm = 8, m.p.n_sm = g_n_sm; /* the backend's default (LP_CUDA_GEMV_BPS) */
+    m.launch = [](cudaStream_t s, const lpc_gemv_args &q) { lpc_gemv1<T>::launch(s, q, 0); };
+    return m;
+}
+
+/* Time per replay (us, best of 4) of a graph recorded by rec. */
+static double replay_us(cudaStream_t st, const std::function<void()> &rec) {
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    rec();
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    float best = 1e30f;
+    for (int rep = 0; rep < 5; rep++) {
+        CK(cudaEventRecord(e0, st));
+        CK(cudaGraphLaunch(ge, st));
+        CK(cudaEventRecord(e1, st));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (rep > 0) best = std::min(best, ms);
+    }
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    return best * 1000.0;
+}
+
+static void chain(cudaStream_t st) {
+    enum { LAYERS = 36, H = 4096, KV = 1024, FF = 12288, VOCAB = 151936 };
+    lpc_pdl_enabled() = g_pdl;
+    bench_io xh(H, VOCAB, 1, st), xf(FF, H, 1, st);
+    float *sink;
+    CK(cudaMalloc(&sink, 4096 * 4));
+    CK(cudaMemset(sink, 0, 4096 * 4));
+    std::vector<chain_mat> mats; /* in step order; kinds[i]: which GEMV of the layer */
+    std::vector<int> kinds;
+    for (int l = 0; l < LAYERS; l++) {
+        const bool six = l % 2 == 0;
+        mats.push_back(chain_alloc<lpc_q4_K>(H + KV, H, xh, xh.y, st, 10 * l + 1)), kinds.push_back(0);
+        mats.push_back(six ? chain_alloc<lpc_q6_K>(KV, H, xh, xh.y, st, 10 * l + 3)
+                           : chain_alloc<lpc_q4_K>(KV, H, xh, xh.y, st, 10 * l + 3)), kinds.push_back(1);
+        mats.push_back(chain_alloc<lpc_q4_K>(H, H, xh, xh.y, st, 10 * l + 5)), kinds.push_back(2);
+        mats.push_back(chain_alloc<lpc_q4_K>(2 * FF, H, xh, xh.y, st, 10 * l + 7)), kinds.push_back(3);
+        mats.push_back(six ? chain_alloc<lpc_q6_K>(H, FF, xf, xf.y, st, 10 * l + 9)
+                           : chain_alloc<lpc_q4_K>(H, FF, xf, xf.y, st, 10 * l + 9)), kinds.push_back(4);
+    }
+    mats.push_back(chain_alloc<lpc_q6_K>(VOCAB, H, xh, xh.y, st, 999)), kinds.push_back(5);
+    CK(cudaStreamSynchronize(st));
+    double bytes = 0;
+    for (const chain_mat &m : mats) bytes += (double)m.bytes;
+    /* gaps: after v (heads, attention) and after gate/up (SwiGLU), as many blocks as the real kernels */
+    auto step = [&](bool gaps) {
+        for (size_t i = 0; i < mats.size(); i++) {
+            mats[i].launch(st, mats[i].p);
+            if (gaps && kinds[i] == 1) {
+                LPC_LAUNCH_PDL(gap_kernel, dim3(40), dim3(128), st, sink);
+                LPC_LAUNCH_PDL(gap_kernel, dim3(32), dim3(128), st, sink);
+            }
+            if (gaps && kinds[i] == 3) LPC_LAUNCH_PDL(gap_kernel, dim3(48), dim3(256), st, sink);
+        }
+    };
+    const double plain = replay_us(st, [&] { step(false); }), gapped = replay_us(st, [&] { step(true); });
+    /* each matmul alone: the same launch 8 times over consecutive layers' weights (past L2) */
+    double alone = 0;
+    const char *names[] = {"q+k", "v", "o", "gate/up", "down", "lm_head"};
+    double per_kind[6] = {0};
+    for (size_t i = 0; i < mats.size(); i++) {
+        const int reps = 8;
+        const double us = replay_us(st, [&] {
+            for (int r = 0; r < reps; r++) {
+                size_t j = i;
+                if (kinds[i] != 5) j = (i + 5 * 2 * r) % (5 * LAYERS); /* same kind and type, another layer */
+                mats[j].launch(st, mats[j].p);
+            }
+        }) / reps;
+        alone += us;
+        per_kind[kinds[i]] += us;
+    }
+    printf("chain: %d matmuls, %.2f GB of weights per step\n", (int)mats.size(), bytes / 1e9);
+    for (int k = 0; k < 6; k++) printf("  alone %-8s %8.1f us per step\n", names[k], per_kind[k]);
+    printf("  sum alone        %8.1f us  %6.0f GB/s  %6.1f tok/s\n", alone, bytes / alone / 1e3, 1e6 / alone);
+    printf("  chain            %8.1f us  %6.0f GB/s  %6.1f tok/s\n", plain, bytes / plain / 1e3, 1e6 / plain);
+    printf("  chain + gaps     %8.1f us  %6.0f GB/s  %6.1f tok/s\n", gapped, bytes / gapped / 1e3, 1e6 / gapped);
+    lpc_pdl_enabled() = false;
+}
+
 static const int shapes[][2] = {{4096, 4096}, {6144, 4096}, {24576, 4096}, {4096, 12288}};
 
 template <class T>
@@ -280,7 +414,7 @@ static void mma_type(const char *tname, cudaStream_t st) {
 
 int main(int argc, char **argv) {
     const char *part = argc > 1 ? argv[1] : "all";
-    const bool x1 = strcmp(part, "mma") != 0, mma = strcmp(part, "x1") != 0;
+    const bool x1 = !strcmp(part, "all") || !strcmp(part, "x1"), mma = !strcmp(part, "all") || !strcmp(part, "mma");
     cudaStream_t st;
     CK(cudaStreamCreate(&st));
     cudaDeviceProp prop;
@@ -288,6 +422,7 @@ int main(int argc, char **argv) {
     printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
     g_pdl = prop.major >= 9;
     g_n_sm = prop.multiProcessorCount;
+    if (!strcmp(part, "chain")) chain(st);
     if (x1) {
         x1_type<lpc_q4_K>("q4_K", st);
         x1_type<lpc_q6_K>("q6_K", st);
