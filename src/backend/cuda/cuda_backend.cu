@@ -6,7 +6,8 @@
  * Holding the whole list first buys three things:
  *   - fusion: a matmul followed by a residual add writes straight into the
  *     residual; a per-head RMSNorm followed by rope is one kernel, and q's and k's
- *     such ops run inside attention's KV-store kernel; the op that produces a
+ *     such ops run inside attention's KV-store kernel (for one token, inside the
+ *     attention kernel itself: lpc_attention1); the op that produces a
  *     matmul's input also writes its int8 copy for the GEMV (LP_CUDA_NOFUSE leaves
  *     any of these out);
  *   - CUDA graphs: every kernel reads the step's tokens/positions/slots from
@@ -68,8 +69,8 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_COUNT };
-static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm"};
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_ATTN1, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm", "attn1"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -106,6 +107,7 @@ typedef struct {
     int skip;            /* fused into another op */
     lpc_head_xform head[2]; /* attention: q's and k's per-head ops, done by its kv-store kernel */
     int keep_k;          /* attention with k's op folded in: the F32 k is read later, write it too */
+    int keep_q;          /* ... q's op folded in and the F32 q read after attention */
     const lpc_weight *epi_norm; /* matmul: the batch-1 GEMV does the RMSNorm after it (lpc_gemv_epi) */
     lp_bbuf *epi_out;    /* ... that norm's output (only its int8 shadow is written) */
     int x_rms;           /* matmul: bit i = x[i]'s shadow is of an RMSNorm's w * x, 1/rms left to us */
@@ -804,6 +806,7 @@ static void fuse_heads(lp_cuda *c, int a) {
         op->skip = 1;
     }
     at->keep_k = at->head[1].on && !dead_after(c, a, k);
+    at->keep_q = at->head[0].on && !dead_after(c, a, q);
 }
 
 /* At least `count` zeroed counters in s (the folded attention combine, the MMA split-K
@@ -1120,10 +1123,28 @@ static void exec_heads(lp_cuda *c, const lpc_op *op, uint16_t *kc, uint16_t *vc)
     lpc_heads(c->st, h);
 }
 
+/* One token's attention with its heads in one launch (lpc_attention1): the batch-1
+ * decode step. Needs the folded merge (its counters) and q not read afterwards (the
+ * kernel leaves the F32 q as the GEMV wrote it). */
+static void exec_attention1(lp_cuda *c, const lpc_op *op, const lpc_attn_args *a) {
+    lpc_attn1_args p;
+    memset(&p, 0, sizeof p);
+    p.a = *a;
+    p.qh = head_set(op->x[0], 1, op->i1, &op->head[0]);
+    p.kh = head_set(op->x[1], 1, c->cfg.n_head_kv, &op->head[1]);
+    if (op->keep_k) p.kh.back = op->x[1]->d;
+    p.v = op->x[2]->d;
+    p.cs = c->d_cos;
+    p.sn = c->d_sin;
+    p.neox = c->cfg.rope == LP_ROPE_NEOX;
+    lpc_attention1(c->st, p, c->cfg.head_dim);
+}
+
 static void exec_attention(lp_cuda *c, const lpc_op *op) {
     const int n = op->n, hd = c->cfg.head_dim, layer = op->i0, n_head = op->i1;
     uint16_t *kc = c->k_cache + (size_t)layer * c->layer_elems, *vc = c->v_cache + (size_t)layer * c->layer_elems;
-    exec_heads(c, op, kc, vc);
+    const bool one = n == 1 && fuse_on(c, FUSE_FOLD) && fuse_on(c, FUSE_ATTN1) && !op->keep_q;
+    if (!one) exec_heads(c, op, kc, vc);
     lpc_attn_args a;
     memset(&a, 0, sizeof a);
     a.q = op->x[0]->d;
@@ -1146,7 +1167,8 @@ static void exec_attention(lp_cuda *c, const lpc_op *op) {
     a.emit = op->emit_q8;
     a.o = op->emit_q8 ? op->y[0]->q8 : no_q8();
     a.counters = fuse_on(c, FUSE_FOLD) ? (unsigned *)c->attn_cnt.p : NULL; /* zeroed by plan() */
-    lpc_attention(c->st, a, n, hd);
+    if (one) exec_attention1(c, op, &a);
+    else lpc_attention(c->st, a, n, hd);
 }
 
 /* Sparse FFN, all on the device (graph-safe): routing, then one GEMV row set per

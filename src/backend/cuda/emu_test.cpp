@@ -925,6 +925,109 @@ static void test_attention(void **state) {
     run_attention_case(64, 8, 2, 8, 32, true, 300, 32); /* window 32: one live split */
 }
 
+/* One configuration of the one-token attention (lpc_attention1) against the launches it
+ * replaces: the fused heads kernel, then the split kernel with the folded merge. */
+struct attn1_case {
+    int hd, n_head, n_kv, nsplit, min_chunk, window, sinks, pos;
+    int with_norm, rope, q_op, k_op, keep_k, neox;
+};
+
+/* The same bits everywhere: output and its int8 shadow, both caches whole (the token's
+ * row written, nothing else touched: positions after it hold NaN sentinels, the token's own
+ * row a stale value that must not be read), the F32 k written back, q untouched; blocks in
+ * shuffled orders over two launches on the same counters (a graph replay), which must be
+ * back at zero after each. */
+static void run_attn1_case(const attn1_case &ac) {
+    const int hd = ac.hd, half = hd / 2, n_kv = ac.n_kv, n_head = ac.n_head, G = n_head / n_kv, n_slots = 2, slot = 1;
+    const int n_ctx = ac.pos + 40;
+    const float eps = 1e-6f;
+    std::vector<float> inv(half), cs(half), sn(half), qw = rand_vec(hd, 1.0f), kw = rand_vec(hd, 1.0f), sink = rand_vec(n_head, 2.0f);
+    for (int i = 0; i < half; i++) inv[i] = 1.0f / powf(10000.0f, (float)(2 * i) / hd);
+    const int pos_arr[1] = {ac.pos}, slot_arr[1] = {slot};
+    lpc_rope_table(0, 1, pos_arr, inv.data(), half, 1.0f, cs.data(), sn.data());
+    std::vector<uint16_t> cache0((size_t)n_slots * n_kv * n_ctx * hd, 0x7e00); /* NaN: never read */
+    for (int h = 0; h < n_kv; h++)
+        for (int p = 0; p <= ac.pos; p++) /* earlier steps' rows, and a stale row at pos */
+            for (int d = 0; d < hd; d++) cache0[(((size_t)slot * n_kv + h) * n_ctx + p) * hd + d] = lpc_f2h_soft(frand());
+    std::vector<uint16_t> vcache0 = cache0;
+    for (auto &x : vcache0)
+        if (x != 0x7e00) x = lpc_f2h_soft(frand());
+    const std::vector<float> q0 = rand_vec((size_t)n_head * hd, 3.0f), k0 = rand_vec((size_t)n_kv * hd, 3.0f),
+                             v = rand_vec(k0.size(), 1.0f);
+    lpc_head_set qs = {}, ks = {};
+    qs.n_head = n_head, qs.rows = n_head, ks.n_head = n_kv, ks.rows = n_kv;
+    if (ac.q_op) qs.w = ac.with_norm ? qw.data() : NULL, qs.eps = eps, qs.rope = ac.rope;
+    if (ac.k_op) ks.w = ac.with_norm ? kw.data() : NULL, ks.eps = eps, ks.rope = ac.rope;
+    lpc_attn_args a = {};
+    a.pos = pos_arr, a.slot = slot_arr, a.n_ctx = n_ctx, a.n_head = n_head, a.n_kv = n_kv, a.G = G, a.nsplit = ac.nsplit;
+    a.window = ac.window, a.min_chunk = ac.min_chunk, a.scale = 1.0f / sqrtf((float)hd), a.sinks = ac.sinks ? sink.data() : NULL;
+    a.emit = 1;
+    const size_t count = (size_t)n_head * hd;
+    std::vector<float> part((size_t)n_head * ac.nsplit * (hd + LPC_ATTN_PART_HEAD), NAN);
+    a.part = part.data();
+    /* the launches it replaces */
+    std::vector<float> q1 = q0, k1 = k0, out1(count, NAN);
+    std::vector<uint16_t> kc1 = cache0, vc1 = vcache0;
+    std::vector<unsigned> cnt1(n_kv, 0);
+    q8_buf o1(count);
+    lpc_heads_args h = {};
+    h.set[0] = qs, h.set[1] = ks, h.set[2] = ks;
+    if (ac.q_op) h.set[0].x = q1.data(), h.set[0].back = q1.data();
+    else h.set[0].rows = 0;
+    h.set[1].x = k1.data(), h.set[1].cache = kc1.data(), h.set[1].back = ac.k_op && ac.keep_k ? k1.data() : NULL;
+    h.set[2] = lpc_head_set{}, h.set[2].x = v.data(), h.set[2].cache = vc1.data(), h.set[2].rows = n_kv, h.set[2].n_head = n_kv;
+    h.cs = cs.data(), h.sn = sn.data(), h.pos = pos_arr, h.slot = slot_arr, h.hd = hd, h.neox = ac.neox, h.n_kv = n_kv, h.n_ctx = n_ctx;
+    lpc_heads(0, h);
+    lpc_attn_args a1 = a;
+    a1.q = q1.data(), a1.kc = kc1.data(), a1.vc = vc1.data(), a1.out = out1.data(), a1.o = o1.view(), a1.counters = cnt1.data();
+    lpc_attention(0, a1, 1, hd);
+    char what[200];
+    snprintf(what, sizeof what, "hd %d heads %d/%d splits %d chunk %d window %d sinks %d pos %d norm %d rope %d q %d k %d keep %d neox %d",
+             hd, n_head, n_kv, ac.nsplit, ac.min_chunk, ac.window, ac.sinks, ac.pos, ac.with_norm, ac.rope, ac.q_op, ac.k_op,
+             ac.keep_k, ac.neox);
+    for (int replay = 0; replay < 2; replay++) {
+        std::vector<float> q2 = q0, k2 = k0, out2(count, NAN);
+        std::vector<uint16_t> kc2 = cache0, vc2 = vcache0;
+        std::vector<unsigned> cnt2(n_kv, 0);
+        q8_buf o2(count);
+        std::fill(part.begin(), part.end(), NAN);
+        lpc_attn1_args p = {};
+        p.a = a;
+        p.a.q = q2.data(), p.a.kc = kc2.data(), p.a.vc = vc2.data(), p.a.out = out2.data(), p.a.o = o2.view();
+        p.a.counters = cnt2.data();
+        p.qh = qs, p.qh.x = q2.data();
+        p.kh = ks, p.kh.x = k2.data(), p.kh.back = ac.k_op && ac.keep_k ? k2.data() : NULL;
+        p.v = v.data(), p.cs = cs.data(), p.sn = sn.data(), p.neox = ac.neox;
+        emu::block_order_seed() = 0x7a11u + 77u * replay;
+        lpc_attention1(0, p, hd);
+        emu::block_order_seed() = 0;
+        if (!same_bits(out1.data(), out2.data(), count * 4)) fail_msg("%s: output differs (launch %d)", what, replay);
+        if (!same_bits(o1.q.data(), o2.q.data(), count) || !same_bits(o1.d.data(), o2.d.data(), count / 32 * 4) ||
+            !same_bits(o1.s.data(), o2.s.data(), count / 16 * 4))
+            fail_msg("%s: int8 shadow differs", what);
+        if (!same_bits(kc1.data(), kc2.data(), kc1.size() * 2)) fail_msg("%s: K cache differs", what);
+        if (!same_bits(vc1.data(), vc2.data(), vc1.size() * 2)) fail_msg("%s: V cache differs", what);
+        if (!same_bits(q0.data(), q2.data(), q0.size() * 4)) fail_msg("%s: q was written", what);
+        if (!same_bits(k1.data(), k2.data(), k1.size() * 4)) fail_msg("%s: F32 k differs", what);
+        for (unsigned c : cnt2) assert_int_equal(c, 0);
+    }
+    /* and against a plain reading of the output: no NaN came through from the sentinels */
+    for (float x : out1) assert_false(isnan(x));
+}
+
+static void test_attention1(void **state) {
+    (void)state;
+    /* Qwen3-8B's shape at 512 positions: 4 live splits of one tile per warp, the token in the last row */
+    run_attn1_case({128, 16, 4, 8, 128, 0, 0, 511, 1, 1, 1, 1, 0, 1});
+    run_attn1_case({128, 16, 4, 8, 128, 0, 0, 300, 1, 1, 1, 1, 1, 1}); /* the token mid-tile; k read later */
+    run_attn1_case({64, 8, 2, 2, 0, 0, 1, 1000, 1, 1, 1, 1, 0, 0});    /* 4 tiles per warp: restaged tiles; sinks */
+    run_attn1_case({64, 16, 2, 16, 32, 100, 0, 700, 0, 1, 1, 1, 0, 1}); /* window; rope only (Qwen2); G 8 */
+    run_attn1_case({256, 4, 2, 4, 32, 0, 1, 90, 1, 0, 1, 1, 1, 1});    /* norm without rope; one V row per step */
+    run_attn1_case({32, 12, 1, 3, 0, 0, 0, 45, 0, 1, 1, 0, 0, 0});     /* G 12 (the 16-head kernel); q's op only */
+    run_attn1_case({128, 8, 8, 4, 128, 0, 0, 0, 1, 1, 0, 1, 0, 1});    /* the first token: only its own row; no GQA */
+    run_attn1_case({64, 4, 2, 2, 0, 0, 0, 33, 0, 0, 0, 0, 0, 0});      /* nothing folded: q and k as they come */
+}
+
 static void test_moe_routing(void **state) {
     (void)state;
     const int n = 3, E = 40, k = 4;
@@ -994,6 +1097,7 @@ int main(void) {
         cmocka_unit_test(test_gemv_epilogue),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
         cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention1),
         cmocka_unit_test(test_moe_routing),       cmocka_unit_test(test_mma_fragments),
         cmocka_unit_test(test_mma_kinds),         cmocka_unit_test(test_mma_quant),
     };

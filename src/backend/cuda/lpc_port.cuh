@@ -171,6 +171,7 @@ __device__ __forceinline__ bool lpc_last_block(unsigned *counter, unsigned n) {
 #define lpc_grid_wait() ((void)0)
 #define lpc_launch_dependents() ((void)0)
 #define LPC_LAUNCH_PDL LPC_LAUNCH
+#define LPC_LAUNCH_PDL_SMEM(kernel, grid, block, smem, stream, ...) LPC_LAUNCH(kernel, grid, block, stream, __VA_ARGS__)
 #define LPC_PDL_ENTRY() ((void)0)
 #else
 __device__ __forceinline__ void lpc_grid_wait(void) {
@@ -189,14 +190,15 @@ inline bool &lpc_pdl_enabled(void) {
     return on;
 }
 template <class... KArgs, class... Args>
-inline void lpc_launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t st, Args... args) {
+inline void lpc_launch_pdl_smem(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args... args) {
     if (!lpc_pdl_enabled()) {
-        kernel<<<grid, block, 0, st>>>(args...);
+        kernel<<<grid, block, smem, st>>>(args...);
         return;
     }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -205,7 +207,10 @@ inline void lpc_launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cuda
     cfg.numAttrs = 1;
     cudaLaunchKernelEx(&cfg, kernel, args...);
 }
-#define LPC_LAUNCH_PDL(kernel, grid, block, stream, ...) lpc_launch_pdl(kernel, (grid), (block), (stream), __VA_ARGS__)
+#define LPC_LAUNCH_PDL(kernel, grid, block, stream, ...) lpc_launch_pdl_smem(kernel, (grid), (block), 0, (stream), __VA_ARGS__)
+/* with `smem` bytes of dynamic shared memory (lpc_dyn_smem; over 48 KB: lpc_smem_optin first) */
+#define LPC_LAUNCH_PDL_SMEM(kernel, grid, block, smem, stream, ...) \
+    lpc_launch_pdl_smem(kernel, (grid), (block), (smem), (stream), __VA_ARGS__)
 #define LPC_PDL_ENTRY()          \
     do {                         \
         lpc_launch_dependents(); \
@@ -226,6 +231,55 @@ template <class K>
 inline int lpc_resident_blocks(K k, int threads) {
     int n = 0;
     return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, threads, 0) == cudaSuccess && n > 0 ? n : 1;
+}
+#endif
+
+/* Dynamic shared memory (the launch's smem bytes) and asynchronous 16-byte copies from
+ * global into it (cp.async, sm_80+): a kernel can start loading data it will need and
+ * go on with other work, or wait on the previous grid, while the loads are in flight.
+ * lpc_cp_async_wait_all() makes the calling thread's copies visible to itself; other
+ * threads see them after a barrier (__syncwarp / __syncthreads). Before sm_80 and in
+ * the emulator the copies are plain loads and stores. */
+enum { LPC_DYN_SMEM_MAX = 227 * 1024 };
+#ifdef LPC_EMU
+inline uint8_t *lpc_dyn_smem(void) {
+    alignas(16) static uint8_t buf[LPC_DYN_SMEM_MAX]; /* one block runs at a time */
+    return buf;
+}
+inline void lpc_cp_async16(void *dst, const void *src) { memcpy(dst, src, 16); }
+inline void lpc_cp_async_commit(void) {}
+inline void lpc_cp_async_wait_all(void) {}
+template <class K>
+inline void lpc_smem_optin(K k, size_t bytes) {
+    (void)k, (void)bytes;
+}
+#else
+__device__ __forceinline__ uint8_t *lpc_dyn_smem(void) {
+    extern __shared__ __align__(16) uint8_t lpc_dyn[];
+    return lpc_dyn;
+}
+__device__ __forceinline__ void lpc_cp_async16(void *dst, const void *src) {
+#if __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(src) : "memory");
+#else
+    *(uint4 *)dst = *(const uint4 *)src;
+#endif
+}
+__device__ __forceinline__ void lpc_cp_async_commit(void) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void lpc_cp_async_wait_all(void) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+/* Allow kernel k `bytes` of dynamic shared memory (needed above 48 KB). */
+template <class K>
+inline void lpc_smem_optin(K k, size_t bytes) {
+    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
 }
 #endif
 

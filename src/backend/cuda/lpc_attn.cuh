@@ -1,0 +1,594 @@
+/* lpc_attn.cuh — the attention kernels of decode and prefill: per-head rows (q/k
+ * RMSNorm + rope), the KV-cache store, split-K attention over the F16 cache with its
+ * merge, and the batch-1 decode attention that does all of it in one launch
+ * (lpc_attn1). Written against lpc_port.cuh only, like every kernel header. */
+#ifndef LPC_ATTN_CUH
+#define LPC_ATTN_CUH
+
+#include <math.h>
+
+#include "lpc_gemv.cuh"
+/* ---- per-head rows (q/k norm + rope) and the KV-cache store ---- */
+
+/* KV cache F16, [layer][slot][kv head][pos][head_dim]; this indexes one layer. */
+__device__ __forceinline__ size_t lpc_kv_index(int slot, int kvh, int pos, int n_kv, int n_ctx, int hd) {
+    return (((size_t)slot * n_kv + kvh) * n_ctx + pos) * hd;
+}
+
+__device__ __forceinline__ void lpc_head_put(float *dst, uint16_t *h, int i, float v) {
+    if (dst) dst[i] = v;
+    if (h) h[i] = lpc_f2h(v);
+}
+
+/* One row of hd values by one warp: RMSNorm (w != NULL) then rope (cs != NULL: this
+ * token's table rows; neox: pairs (i, i+half)) of src, written to dst (F32; may be
+ * src: every lane reads before any lane writes) and/or h (F16 bits: a KV-cache row).
+ * b: the warp's hd floats of shared memory. */
+__device__ __forceinline__ void lpc_head_row(const float *src, int hd, const float *w, float eps, const float *cs,
+                                             const float *sn, int neox, float *b, float *dst, uint16_t *h) {
+    const int lane = threadIdx.x % 32;
+    float scale = 1.0f;
+    if (w) {
+        float ss = 0.0f;
+        for (int i = lane; i < hd; i += 32) ss += src[i] * src[i];
+        ss = lpc_warp_sum(ss);
+        scale = 1.0f / sqrtf(ss / (float)hd + eps);
+    }
+    for (int i = lane; i < hd; i += 32) b[i] = w ? w[i] * (src[i] * scale) : src[i];
+    __syncwarp();
+    if (!cs) {
+        for (int i = lane; i < hd; i += 32) lpc_head_put(dst, h, i, b[i]);
+        return;
+    }
+    const int half = hd / 2;
+    for (int i = lane; i < half; i += 32) {
+        const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+        const float c = cs[i], s = sn[i], x0 = b[ia], x1 = b[ib];
+        lpc_head_put(dst, h, ia, x0 * c - x1 * s);
+        lpc_head_put(dst, h, ib, x1 * c + x0 * s);
+    }
+}
+
+/* Rows [0, rows) of x, head_dim each; row r belongs to token r / n_head. */
+typedef struct {
+    const float *x;
+    float *back;     /* F32 result (may be x: in place), or NULL */
+    uint16_t *cache; /* the layer's F16 K or V cache (n_head = the kv heads), or NULL */
+    int rows, n_head;
+    const float *w;  /* per-head RMSNorm weight [hd], or NULL */
+    float eps;
+    int rope;        /* rotate by the token's row of the cos/sin tables */
+} lpc_head_set;
+
+enum { LPC_HEAD_SETS = 3 /* q, k, v */ };
+
+typedef struct {
+    lpc_head_set set[LPC_HEAD_SETS]; /* rows of set i follow those of set i-1 in the grid */
+    const float *cs, *sn;            /* [token][hd/2] */
+    const int *pos, *slot;           /* [token]: where cache rows go */
+    int hd, neox, n_kv, n_ctx;
+} lpc_heads_args;
+
+/* One warp per row over the concatenated sets. One kernel serves the per-head q/k norm
+ * and rope in place, the KV-cache store, and (decode) all of them at once: q normalised
+ * and roped in place, k normalised and roped straight into the cache, v into the cache,
+ * where three launches cost ~2 us each of graph time per layer. */
+__global__ void __launch_bounds__(128) lpc_heads_kernel(lpc_heads_args p) {
+    __shared__ float buf[4][256];
+    LPC_PDL_ENTRY();
+    int r = blockIdx.x * 4 + threadIdx.x / 32;
+    lpc_head_set s = p.set[0];
+#pragma unroll
+    for (int i = 1; i < LPC_HEAD_SETS; i++)
+        if (r >= s.rows) r -= s.rows, s = p.set[i]; /* constant indices: the sets stay in registers */
+    if (r >= s.rows) return;
+    const int t = r / s.n_head, half = p.hd / 2;
+    uint16_t *h = s.cache ? s.cache + lpc_kv_index(p.slot[t], r % s.n_head, p.pos[t], p.n_kv, p.n_ctx, p.hd) : NULL;
+    const float *cs = s.rope ? p.cs + (size_t)t * half : NULL, *sn = s.rope ? p.sn + (size_t)t * half : NULL;
+    lpc_head_row(s.x + (size_t)r * p.hd, p.hd, s.w, s.eps, cs, sn, p.neox, buf[threadIdx.x / 32],
+                 s.back ? s.back + (size_t)r * p.hd : NULL, h);
+}
+
+inline void lpc_heads(lpc_stream st, const lpc_heads_args &p) {
+    int rows = 0;
+    for (int i = 0; i < LPC_HEAD_SETS; i++) rows += p.set[i].rows;
+    if (rows) LPC_LAUNCH_PDL(lpc_heads_kernel, dim3((unsigned)((rows + 3) / 4)), dim3(128), st, p);
+}
+
+/* Per-head RMSNorm (w may be NULL: none) and/or rope (cs may be NULL: none) in place over
+ * rows of head_dim; row = token * n_head + head. */
+inline void lpc_norm_rope(lpc_stream st, float *x, int rows, int n_head, int hd, const float *w, float eps, const float *cs,
+                          const float *sn, int neox) {
+    lpc_heads_args p = {};
+    lpc_head_set &s = p.set[0];
+    s.x = x, s.back = x, s.rows = rows, s.n_head = n_head, s.w = w, s.eps = eps, s.rope = cs != NULL;
+    p.cs = cs, p.sn = sn, p.hd = hd, p.neox = neox;
+    lpc_heads(st, p);
+}
+
+/* k, v [n][n_kv * hd] F32 into the cache at (slot[t], pos[t]), nothing else (the
+ * backend's exec_heads adds q's and k's folded ops to the same launch). */
+inline void lpc_kv_store(lpc_stream st, int n, const float *k, const float *v, uint16_t *kc, uint16_t *vc, const int *pos,
+                         const int *slot, int n_kv, int n_ctx, int hd) {
+    lpc_heads_args p = {};
+    const float *src[2] = {k, v};
+    uint16_t *dst[2] = {kc, vc};
+    for (int i = 0; i < 2; i++) {
+        lpc_head_set &s = p.set[1 + i];
+        s.x = src[i], s.cache = dst[i], s.rows = n * n_kv, s.n_head = n_kv;
+    }
+    p.pos = pos, p.slot = slot, p.hd = hd, p.n_kv = n_kv, p.n_ctx = n_ctx;
+    lpc_heads(st, p);
+}
+
+/* ---- attention. KV cache F16, [layer][slot][kv head][pos][head_dim] ---- */
+
+typedef struct {
+    const float *q;              /* [n][n_head][hd] */
+    const uint16_t *kc, *vc;     /* this layer's cache */
+    const int *pos, *slot;       /* [n] */
+    float *part;                 /* [n * n_head][nsplit][hd + 4]: m, l, 2 pad, acc (16-byte aligned) */
+    int n_ctx, n_head, n_kv, G, nsplit, window;
+    int min_chunk;               /* positions per split at least (0: always nsplit splits) */
+    float scale;
+    const float *sinks;          /* [n_head] or NULL */
+    float *out;                  /* [n][n_head][hd] */
+    int emit;                    /* also the int8 shadow o of out */
+    lpc_q8 o;
+    unsigned *counters;          /* [n * n_kv], zero between launches: the split kernel's last
+                                    block per (token, kv head) merges; NULL: a combine launch */
+} lpc_attn_args;
+
+enum {
+    LPC_ATTN_MAX_SPLIT = 64,
+    LPC_ATTN_MIN_CHUNK = 128, /* positions per split at least, in decode */
+    LPC_ATTN_PART_HEAD = 4,   /* floats before a partial's acc */
+};
+
+/* Splits that a token attending to len positions uses: nsplit is fixed per graph (sized
+ * for the longest context), the live length decides how many carry work, at least
+ * min_chunk positions each, so a short context is not spread over 64 splits of a few
+ * positions (512 blocks, and a 64-way merge) when 4 do. Blocks of the other splits exit
+ * at once. */
+__device__ __forceinline__ int lpc_attn_live_splits(const lpc_attn_args &p, int len) {
+    return p.min_chunk > 0 ? lpc_imax(1, lpc_imin(p.nsplit, (len + p.min_chunk - 1) / p.min_chunk)) : p.nsplit;
+}
+
+/* The first position a query at pos attends to (sliding window or 0). */
+__device__ __forceinline__ int lpc_attn_first(const lpc_attn_args &p, int pos) {
+    return p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
+}
+
+/* Output rows row0 .. row0+nr-1 (nr <= GM; row = token * n_head + head) from their first
+ * S partials, by the whole block (hd % 32 == 0). Each row's split maxima and weights are
+ * staged in shared memory once, then every element sums over the splits in split order
+ * with sinks first in the denominator: the arithmetic of a per-element merge, so the
+ * folded and the separate combine give the same bits. A thread takes 4 consecutive
+ * elements (one 16-byte load per split: the 64-split merge of Qwen3's 4 heads x 128 was
+ * 256 dependent-ish 4-byte loads per thread). Partials are read through L2 (__ldcg): in
+ * the folded combine, blocks on other SMs wrote them during this launch. */
+template <int GM>
+__device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, int row0, int nr, int S) {
+    __shared__ float ms[GM][LPC_ATTN_MAX_SPLIT], ls[GM][LPC_ATTN_MAX_SPLIT], ws[GM][LPC_ATTN_MAX_SPLIT], Mr[GM], Lr[GM];
+    const int stride = hd + LPC_ATTN_PART_HEAD, lane = threadIdx.x % 32;
+    const float *part = p.part + (size_t)row0 * p.nsplit * stride; /* [nr][nsplit][stride] */
+    for (int i = threadIdx.x; i < nr * S; i += blockDim.x) {
+        const float *ps = part + ((size_t)(i / S) * p.nsplit + i % S) * stride;
+        ms[i / S][i % S] = __ldcg(ps);
+        ls[i / S][i % S] = __ldcg(ps + 1);
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < nr) {
+        const int r = threadIdx.x;
+        float M = p.sinks ? p.sinks[(row0 + r) % p.n_head] : -INFINITY;
+        for (int s = 0; s < S; s++) M = fmaxf(M, ms[r][s]);
+        Mr[r] = M;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nr * S; i += blockDim.x) {
+        const int r = i / S, s = i % S;
+        ws[r][s] = ms[r][s] == -INFINITY ? 0.0f : expf(ms[r][s] - Mr[r]); /* empty splits are skipped below */
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < nr) {
+        const int r = threadIdx.x;
+        float L = p.sinks ? expf(p.sinks[(row0 + r) % p.n_head] - Mr[r]) : 0.0f;
+        for (int s = 0; s < S; s++)
+            if (ms[r][s] != -INFINITY) L += ws[r][s] * ls[r][s];
+        Lr[r] = L;
+    }
+    __syncthreads();
+    const int per_row = hd / 4, n4 = nr * per_row;
+    for (int base = (int)threadIdx.x - lane; base < n4; base += blockDim.x) { /* warp-uniform: the shadow's shuffles */
+        const int i = base + lane;
+        const bool ok = i < n4;
+        const int r = ok ? i / per_row : 0, d = 4 * (i % per_row);
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (ok) {
+            const float *pr = part + (size_t)r * p.nsplit * stride + LPC_ATTN_PART_HEAD + d;
+#pragma unroll 4
+            for (int s = 0; s < S; s++) {
+                if (ms[r][s] == -INFINITY) continue;
+                const float4 v = __ldcg((const float4 *)(pr + (size_t)s * stride));
+                const float w = ws[r][s];
+                acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
+            }
+            acc.x /= Lr[r], acc.y /= Lr[r], acc.z /= Lr[r], acc.w /= Lr[r];
+            *(float4 *)(p.out + ((size_t)row0 + r) * hd + d) = acc;
+        }
+        if (p.emit) lpc_q8_emit4(acc, ((size_t)row0 + r) * hd + d, ok, p.o);
+    }
+}
+
+/* After a split block wrote its partials: the last of the S live blocks of (token t, kv
+ * head kvh) to get here (lpc_last_block) merges the G heads' outputs, which saves the
+ * combine launch (~2 us of graph time per layer). */
+template <int GM>
+__device__ __forceinline__ void lpc_attn_fold(const lpc_attn_args &p, int hd, int t, int kvh, int S) {
+    if (lpc_last_block(p.counters + (size_t)t * p.n_kv + kvh, (unsigned)S))
+        lpc_attn_merge<GM>(p, hd, t * p.n_head + kvh * p.G, p.G, S);
+}
+
+/* A warp's running state over its tiles of positions: the online softmax's max and sum
+ * per query head, and 8 dims (vd .. vd+7) of the weighted V sum per head for the V rows
+ * this lane reads (vr, vr + RPI, ...). */
+template <int GM>
+struct lpc_attn_acc {
+    float m[GM], l[GM], acc[GM][8];
+};
+
+template <bool SMEM>
+__device__ __forceinline__ uint4 lpc_attn_ld16(const uint8_t *p) {
+    if (SMEM) return *(const uint4 *)p;
+    return lpc_load16(p);
+}
+
+/* One tile of up to 32 positions (the first nv valid) for a warp: lane l scores its
+ * position (K row at krow, the whole row in flight at once) for all G heads, then the
+ * warp adds the tile's values with an online softmax, a row of V per HD/8 lanes
+ * (16-byte loads, 32*8/HD rows per step, four steps' loads issued together: fetched one
+ * dependent load at a time, V rows made decode attention latency-bound; loading all of a
+ * tile's V rows up front was slower at long contexts: the registers cost occupancy).
+ * V row j of the tile at vrow + j * vstride (this lane's dims included). SMEM: the rows
+ * are staged in shared memory (lpc_attn1_kernel), else read from the cache. */
+template <int HD, int GM, bool SMEM>
+__device__ __forceinline__ void lpc_attn_tile(const float (*qs)[HD], int G, const uint8_t *krow, int nv, const uint8_t *vrow,
+                                              size_t vstride, lpc_attn_acc<GM> &st) {
+    enum { LPR = HD / 8, RPI = 32 / LPR, NIT = 32 / RPI, UNR = NIT < 4 ? NIT : 4 }; /* lanes per V row, rows per step */
+    const int lane = threadIdx.x % 32, vr = lane / LPR;
+    const bool valid = lane < nv;
+    float s[GM];
+#pragma unroll
+    for (int g = 0; g < GM; g++) s[g] = 0.0f;
+    if (valid) {
+        enum { KB = HD / 8 < 8 ? HD / 8 : 8 }; /* 16-byte loads in flight together */
+#pragma unroll
+        for (int c0 = 0; c0 < HD / 8; c0 += KB) {
+            uint4 kv[KB];
+#pragma unroll
+            for (int c = 0; c < KB; c++) kv[c] = lpc_attn_ld16<SMEM>(krow + 16 * (c0 + c));
+#pragma unroll
+            for (int c = 0; c < KB; c++) {
+                float kf[8];
+                lpc_widen16<1>(kv[c], kf);
+#pragma unroll
+                for (int g = 0; g < GM; g++) {
+                    if (g >= G) break;
+#pragma unroll
+                    for (int k = 0; k < 8; k++) s[g] += qs[g][8 * (c0 + c) + k] * kf[k];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        if (g >= G) break;
+        const float sv = valid ? s[g] : -INFINITY;
+        const float mn = fmaxf(st.m[g], lpc_warp_max(sv));
+        const float alpha = __expf(st.m[g] - mn);
+        const float pg = valid ? __expf(sv - mn) : 0.0f;
+        st.l[g] = st.l[g] * alpha + pg;
+#pragma unroll
+        for (int d = 0; d < 8; d++) st.acc[g][d] *= alpha;
+        st.m[g] = mn;
+        s[g] = pg; /* 0 for positions past the end */
+    }
+#pragma unroll
+    for (int it0 = 0; it0 < NIT; it0 += UNR) {
+        uint4 vv[UNR];
+#pragma unroll
+        for (int u = 0; u < UNR; u++) {
+            const int j = (it0 + u) * RPI + vr;
+            vv[u] = j < nv ? lpc_attn_ld16<SMEM>(vrow + (size_t)j * vstride) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < UNR; u++) {
+            float vf[8];
+            lpc_widen16<1>(vv[u], vf);
+#pragma unroll
+            for (int g = 0; g < GM; g++) {
+                if (g >= G) break;
+                const float pj = __shfl_sync(LPC_FULL_MASK, s[g], (it0 + u) * RPI + vr);
+#pragma unroll
+                for (int d = 0; d < 8; d++) st.acc[g][d] += pj * vf[d];
+            }
+        }
+    }
+}
+
+/* After the warps' tiles: merge the four warps (shared max, rescaled sums), write the
+ * block's unnormalised partials of split sp, and with p.counters let the last live block
+ * of (token t, kv head) merge them (lpc_attn_fold). Every live block calls it. */
+template <int HD, int GM>
+__device__ __forceinline__ void lpc_attn_finish(const lpc_attn_args &p, lpc_attn_acc<GM> &st, int t, int kvh, int sp, int live) {
+    enum { LPR = HD / 8 };
+    __shared__ float red_m[4][GM], red_l[4][GM];
+    __shared__ float acc_s[GM][HD];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, G = p.G;
+    const int vr = lane / LPR, vd = 8 * (lane % LPR);
+    /* the RPI rows of a step went to different lanes: sum lanes with the same dims */
+#pragma unroll
+    for (int g = 0; g < GM; g++)
+#pragma unroll
+        for (int d = 0; d < 8; d++)
+#pragma unroll
+            for (int mk = LPR; mk < 32; mk <<= 1) st.acc[g][d] += __shfl_xor_sync(LPC_FULL_MASK, st.acc[g][d], mk);
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        const float lw = lpc_warp_sum(st.l[g]);
+        if (lane == 0 && g < G) red_m[warp][g] = st.m[g], red_l[warp][g] = lw;
+    }
+    __syncthreads();
+    for (int w = 0; w < 4; w++) {
+        if (warp == w && vr == 0) {
+#pragma unroll
+            for (int g = 0; g < GM; g++) {
+                if (g >= G) break;
+                const float M = fmaxf(fmaxf(red_m[0][g], red_m[1][g]), fmaxf(red_m[2][g], red_m[3][g]));
+                const float f = st.m[g] == -INFINITY ? 0.0f : __expf(st.m[g] - M);
+#pragma unroll
+                for (int d = 0; d < 8; d++) {
+                    const float v = st.acc[g][d] * f;
+                    acc_s[g][vd + d] = w == 0 ? v : acc_s[g][vd + d] + v;
+                }
+            }
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < G * (HD + LPC_ATTN_PART_HEAD); i += blockDim.x) {
+        const int g = i / (HD + LPC_ATTN_PART_HEAD), k = i % (HD + LPC_ATTN_PART_HEAD);
+        float *dst = p.part + (((size_t)t * p.n_head + kvh * G + g) * p.nsplit + sp) * (HD + LPC_ATTN_PART_HEAD);
+        const float M = fmaxf(fmaxf(red_m[0][g], red_m[1][g]), fmaxf(red_m[2][g], red_m[3][g]));
+        if (k == 0) {
+            dst[0] = M;
+        } else if (k == 1) {
+            float L = 0.0f;
+            for (int w = 0; w < 4; w++)
+                if (red_m[w][g] != -INFINITY) L += red_l[w][g] * __expf(red_m[w][g] - M);
+            dst[1] = L;
+        } else if (k >= LPC_ATTN_PART_HEAD) {
+            dst[k] = M == -INFINITY ? 0.0f : acc_s[g][k - LPC_ATTN_PART_HEAD];
+        }
+    }
+    if (p.counters) lpc_attn_fold<GM>(p, HD, t, kvh, live);
+}
+
+template <int GM>
+__device__ __forceinline__ void lpc_attn_acc_init(lpc_attn_acc<GM> &st) {
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        st.m[g] = -INFINITY;
+        st.l[g] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < 8; d++) st.acc[g][d] = 0.0f;
+    }
+}
+
+/* Positions [beg, end) of split sp for a query at pos (live: the splits in use; false:
+ * this split has none). Chunks are whole tiles of 32. */
+__device__ __forceinline__ bool lpc_attn_range(const lpc_attn_args &p, int pos, int sp, int &beg, int &end, int &live) {
+    const int first = lpc_attn_first(p, pos);
+    const int len = pos - first + 1;
+    live = lpc_attn_live_splits(p, len);
+    if (sp >= live) return false;
+    const int chunk = ((len + live - 1) / live + 31) & ~31;
+    beg = first + sp * chunk, end = lpc_imin(beg + chunk, pos + 1);
+    return true;
+}
+
+/* One block per (token, kv head, split): the G query heads sharing the kv head, over
+ * split `blockIdx.y` of the positions [first, pos]; each warp takes tiles of 32
+ * positions 128 apart (lpc_attn_tile). Writes unnormalised partials; with p.counters
+ * the last block of the (token, kv head) also merges them (lpc_attn_fold), else
+ * lpc_attn_combine_kernel does. nsplit <= 64. */
+template <int HD, int GM>
+__global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
+    __shared__ float qs[GM][HD];
+    LPC_PDL_ENTRY();
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, vd = 8 * (lane % (HD / 8));
+    const int t = blockIdx.x / p.n_kv, kvh = blockIdx.x % p.n_kv, sp = blockIdx.y, G = p.G;
+    const int pos = p.pos[t], slot = p.slot[t];
+    int beg, end, live;
+    if (!lpc_attn_range(p, pos, sp, beg, end, live)) return; /* block-uniform; never counted in */
+    for (int i = threadIdx.x; i < G * HD; i += blockDim.x)
+        qs[i / HD][i % HD] = p.q[((size_t)t * p.n_head + kvh * G + i / HD) * HD + i % HD] * p.scale;
+    __syncthreads();
+    const uint16_t *kbase = p.kc + lpc_kv_index(slot, kvh, 0, p.n_kv, p.n_ctx, HD);
+    const uint16_t *vbase = p.vc + lpc_kv_index(slot, kvh, 0, p.n_kv, p.n_ctx, HD);
+    lpc_attn_acc<GM> st;
+    lpc_attn_acc_init(st);
+    for (int tile = beg + 32 * warp; tile < end; tile += 128)
+        lpc_attn_tile<HD, GM, false>(qs, G, (const uint8_t *)(kbase + (size_t)(tile + lane) * HD), end - tile,
+                                     (const uint8_t *)(vbase + (size_t)tile * HD + vd), 2 * HD, st);
+    lpc_attn_finish<HD, GM>(p, st, t, kvh, sp, live);
+}
+
+/* ---- batch-1 decode attention in one launch (lpc_attn1) ----
+ *
+ * The decode step's attention for one token, with the per-head ops folded in: each
+ * block normalises and ropes its G query heads itself, the block whose tile holds the
+ * token's position normalises and ropes k and stores k and v into the cache (and uses
+ * them from shared memory), and the positions before it, written by earlier steps and
+ * by no kernel of this one, are copied into shared memory (cp.async) before the block
+ * waits for the previous grid. So the K/V stream of a short context is in flight while
+ * the q/k/v GEMVs still run, and the heads kernel's launch is gone: the H100 spent ~24 us
+ * per layer between the v GEMV and the o GEMV (LP_CUDA_DROP=attention: 286 -> 381
+ * tok/s for Qwen3-8B q4_k_m at 512 positions) on ~2 MB of K/V.
+ * Only for a single token: with several, a token may attend to positions another token
+ * of the same launch writes. The arithmetic is lpc_heads_kernel's and the split
+ * kernel's (same warps, same tiles, same order): the same bits. */
+typedef struct {
+    lpc_attn_args a;     /* q: the token's q rows as the GEMV wrote them (before qh's op) */
+    lpc_head_set qh, kh; /* q's and k's per-head op: x, w (norm), eps, rope; kh.back: the F32 k
+                            result (or NULL). No q result: every block reads the q rows it needs
+                            while others may still be reading, so q stays as it came */
+    const float *v;      /* the token's v rows */
+    const float *cs, *sn; /* the token's rope row */
+    int neox;
+} lpc_attn1_args;
+
+/* Dynamic shared memory of a block: per warp, a tile of 32 K rows and 32 V rows, each row
+ * padded by 16 bytes so the 32 lanes reading 32 different K rows hit different banks,
+ * then per warp hd floats of scratch for lpc_head_row (static shared memory is full
+ * at head_dim 256 with 16 heads per kv head). */
+__host__ __device__ constexpr int lpc_attn1_row_bytes(int hd) { return 2 * hd + 16; }
+__host__ __device__ constexpr int lpc_attn1_tiles_bytes(int hd) { return 4 * 2 * 32 * lpc_attn1_row_bytes(hd); }
+inline size_t lpc_attn1_smem(int hd) { return (size_t)lpc_attn1_tiles_bytes(hd) + 4 * (size_t)hd * sizeof(float); }
+
+/* A warp's tile: K and V rows [tile, min(tile + 32, lim)) copied into kt / vt. */
+template <int HD>
+__device__ __forceinline__ void lpc_attn1_stage(uint8_t *kt, uint8_t *vt, const uint16_t *kbase, const uint16_t *vbase, int tile,
+                                                int lim) {
+    enum { RB = lpc_attn1_row_bytes(HD), CH = HD / 8 };
+    const int lane = threadIdx.x % 32;
+    for (int i = lane; i < 32 * CH; i += 32) {
+        const int r = i / CH, c = i % CH;
+        if (tile + r >= lim) break;
+        lpc_cp_async16(kt + r * RB + 16 * c, (const uint8_t *)(kbase + (size_t)(tile + r) * HD) + 16 * c);
+        lpc_cp_async16(vt + r * RB + 16 * c, (const uint8_t *)(vbase + (size_t)(tile + r) * HD) + 16 * c);
+    }
+    lpc_cp_async_commit();
+}
+
+/* The token's own K and V rows of kv head kvh (k through kh's op) into the staged rows
+ * krow / vrow and the cache rows kc / vc, by one warp; hb: the warp's hd floats. */
+template <int HD>
+__device__ __forceinline__ void lpc_attn1_current(const lpc_attn1_args &p, int kvh, uint8_t *krow, uint8_t *vrow, uint16_t *kc,
+                                                  uint16_t *vc, float *hb) {
+    const int lane = threadIdx.x % 32;
+    const lpc_head_set &k = p.kh;
+    lpc_head_row(k.x + (size_t)kvh * HD, HD, k.w, k.eps, k.rope ? p.cs : NULL, p.sn, p.neox, hb,
+                 k.back ? k.back + (size_t)kvh * HD : NULL, (uint16_t *)krow);
+    __syncwarp();
+    lpc_head_row(p.v + (size_t)kvh * HD, HD, NULL, 0.0f, NULL, NULL, 0, hb, NULL, (uint16_t *)vrow);
+    __syncwarp();
+    for (int c = lane; c < HD / 8; c += 32) {
+        lpc_store16(kc + 8 * c, *(const uint4 *)(krow + 16 * c));
+        lpc_store16(vc + 8 * c, *(const uint4 *)(vrow + 16 * c));
+    }
+}
+
+template <int HD, int GM>
+__global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
+    enum { RB = lpc_attn1_row_bytes(HD) };
+    __shared__ float qs[GM][HD];
+    lpc_launch_dependents();
+    const lpc_attn_args &a = p.a;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, vd = 8 * (lane % (HD / 8));
+    const int kvh = blockIdx.x, sp = blockIdx.y, G = a.G;
+    const int pos = a.pos[0], slot = a.slot[0]; /* uploaded before the step's first kernel */
+    int beg, end, live;
+    if (!lpc_attn_range(a, pos, sp, beg, end, live)) return; /* block-uniform; never counted in */
+    const uint16_t *kbase = a.kc + lpc_kv_index(slot, kvh, 0, a.n_kv, a.n_ctx, HD);
+    const uint16_t *vbase = a.vc + lpc_kv_index(slot, kvh, 0, a.n_kv, a.n_ctx, HD);
+    uint8_t *kt = lpc_dyn_smem() + (size_t)warp * 2 * 32 * RB, *vt = kt + 32 * RB;
+    float *hb = (float *)(lpc_dyn_smem() + lpc_attn1_tiles_bytes(HD)) + warp * HD; /* lpc_head_row's scratch */
+    const int tile0 = beg + 32 * warp;
+    if (tile0 < end) lpc_attn1_stage<HD>(kt, vt, kbase, vbase, tile0, lpc_imin(end, pos)); /* rows before pos only */
+    lpc_grid_wait(); /* q, k, v of this token are the previous kernels' */
+    for (int g = warp; g < G; g += 4) {
+        const size_t h = (size_t)kvh * G + g;
+        const lpc_head_set &q = p.qh;
+        lpc_head_row(q.x + h * HD, HD, q.w, q.eps, q.rope ? p.cs : NULL, p.sn, p.neox, hb, qs[g], NULL);
+        __syncwarp();
+        for (int i = lane; i < HD; i += 32) qs[g][i] *= a.scale;
+        __syncwarp();
+    }
+    __syncthreads();
+    lpc_attn_acc<GM> st;
+    lpc_attn_acc_init(st);
+    for (int tile = tile0; tile < end; tile += 128) {
+        if (tile != tile0) {
+            __syncwarp(); /* every lane is done with the previous tile */
+            lpc_attn1_stage<HD>(kt, vt, kbase, vbase, tile, lpc_imin(end, pos));
+        }
+        lpc_cp_async_wait_all();
+        __syncwarp();
+        if (pos >= tile && pos < tile + 32) { /* the token's own row: this warp of the last split */
+            const size_t at = lpc_kv_index(slot, kvh, pos, a.n_kv, a.n_ctx, HD);
+            lpc_attn1_current<HD>(p, kvh, kt + (pos - tile) * RB, vt + (pos - tile) * RB, (uint16_t *)a.kc + at,
+                                  (uint16_t *)a.vc + at, hb);
+            __syncwarp();
+        }
+        lpc_attn_tile<HD, GM, true>(qs, G, kt + lane * RB, end - tile, vt + 2 * vd, RB, st);
+    }
+    lpc_attn_finish<HD, GM>(a, st, 0, kvh, sp, live);
+}
+
+template <int HD, int GM>
+inline void lpc_attn1_go(lpc_stream st, const lpc_attn1_args &p) {
+    const size_t smem = lpc_attn1_smem(HD);
+    auto kern = lpc_attn1_kernel<HD, GM>;
+    static bool opted = false; /* per instantiation */
+    if (!opted) lpc_smem_optin(kern, smem), opted = true;
+    LPC_LAUNCH_PDL_SMEM(kern, dim3((unsigned)p.a.n_kv, (unsigned)p.a.nsplit), dim3(128), smem, st, p);
+}
+
+template <int HD>
+inline void lpc_attn1_hd(lpc_stream st, const lpc_attn1_args &p) {
+    if (p.a.G <= 4) lpc_attn1_go<HD, 4>(st, p);
+    else if (p.a.G <= 8) lpc_attn1_go<HD, 8>(st, p);
+    else lpc_attn1_go<HD, 16>(st, p);
+}
+
+/* One token's decode attention with its heads (head_dim in {32, 64, 128, 256}, G <= 16,
+ * p.a.counters set: the merge is folded). */
+inline void lpc_attention1(lpc_stream st, const lpc_attn1_args &p, int hd) {
+    switch (hd) {
+    case 32: lpc_attn1_hd<32>(st, p); break;
+    case 64: lpc_attn1_hd<64>(st, p); break;
+    case 128: lpc_attn1_hd<128>(st, p); break;
+    default: lpc_attn1_hd<256>(st, p); break;
+    }
+}
+
+/* The unfolded combine (LP_CUDA_FUSE=0): one block of hd threads per output row. */
+__global__ void lpc_attn_combine_kernel(lpc_attn_args p, int hd) {
+    const int pos = p.pos[blockIdx.x / p.n_head];
+    lpc_attn_merge<1>(p, hd, blockIdx.x, 1, lpc_attn_live_splits(p, pos - lpc_attn_first(p, pos) + 1));
+}
+
+template <int HD>
+inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
+    const dim3 grid((unsigned)(n * p.n_kv), (unsigned)p.nsplit);
+    auto g4 = lpc_attn_split_kernel<HD, 4>, g8 = lpc_attn_split_kernel<HD, 8>, g16 = lpc_attn_split_kernel<HD, 16>;
+    if (p.G <= 4)
+        LPC_LAUNCH_PDL(g4, grid, dim3(128), st, p);
+    else if (p.G <= 8)
+        LPC_LAUNCH_PDL(g8, grid, dim3(128), st, p);
+    else
+        LPC_LAUNCH_PDL(g16, grid, dim3(128), st, p);
+}
+
+/* head_dim in {32, 64, 128, 256} and G <= 16 (checked by the caller). */
+inline void lpc_attention(lpc_stream st, const lpc_attn_args &p, int n, int hd) {
+    switch (hd) {
+    case 32: lpc_attn_split_hd<32>(st, p, n); break;
+    case 64: lpc_attn_split_hd<64>(st, p, n); break;
+    case 128: lpc_attn_split_hd<128>(st, p, n); break;
+    default: lpc_attn_split_hd<256>(st, p, n); break;
+    }
+    if (!p.counters) LPC_LAUNCH(lpc_attn_combine_kernel, dim3((unsigned)(n * p.n_head)), dim3((unsigned)hd), st, p, hd);
+}
+
+#endif
