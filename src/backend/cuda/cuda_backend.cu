@@ -609,6 +609,21 @@ static void cuda_rope(lp_backend *be, lp_bbuf *x, int n_head) {
     op->n = c->n_batch;
 }
 
+static int n_split(const lp_cuda *c, int n);
+
+/* A one-token step whose split blocks each cover their positions with one tile of 32 per
+ * warp: its attention runs as lpc_attention1, the K/V tiles copied into shared memory
+ * before the grid wait. Longer contexts keep the split kernel, whose blocks need no
+ * shared memory (4 fit per SM, 2 of lpc_attention1's): at 32k positions lpc_attention1
+ * ran 155 tok/s against 180 (Qwen3-8B q4_k_m, H100). Recorded in the op, so a context
+ * crossing the limit gets a graph of its own. */
+static int attn_one_tile(const lp_cuda *c, int window) {
+    if (c->n_batch != 1 || c->attn_chunk > LPC_ATTN_MIN_CHUNK) return 0;
+    const int pos = c->h_batch[c->n_batch]; /* tokens, then positions */
+    const int len = window > 0 && pos + 1 > window ? window : pos + 1;
+    return len <= n_split(c, 1) * LPC_ATTN_MIN_CHUNK;
+}
+
 static void cuda_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp_bbuf *k, const lp_bbuf *v,
                            const lp_attn_params *p, lp_bbuf *out) {
     lp_cuda *c = (lp_cuda *)be;
@@ -622,6 +637,7 @@ static void cuda_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp
     op->i0 = layer;
     op->i1 = p->n_head;
     op->i2 = p->window;
+    op->i3 = attn_one_tile(c, p->window);
     op->f0 = p->scale;
     if (p->n_head_kv != c->cfg.n_head_kv || p->head_dim != c->cfg.head_dim || p->n_head % p->n_head_kv ||
         p->n_head / p->n_head_kv > 16)
@@ -1124,7 +1140,7 @@ static void exec_heads(lp_cuda *c, const lpc_op *op, uint16_t *kc, uint16_t *vc)
 }
 
 /* One token's attention with its heads in one launch (lpc_attention1): the batch-1
- * decode step. Needs the folded merge (its counters) and q not read afterwards (the
+ * decode step at contexts of one tile per warp (attn_one_tile). Needs the folded merge (its counters) and q not read afterwards (the
  * kernel leaves the F32 q as the GEMV wrote it). */
 static void exec_attention1(lp_cuda *c, const lpc_op *op, const lpc_attn_args *a) {
     lpc_attn1_args p;
@@ -1143,7 +1159,7 @@ static void exec_attention1(lp_cuda *c, const lpc_op *op, const lpc_attn_args *a
 static void exec_attention(lp_cuda *c, const lpc_op *op) {
     const int n = op->n, hd = c->cfg.head_dim, layer = op->i0, n_head = op->i1;
     uint16_t *kc = c->k_cache + (size_t)layer * c->layer_elems, *vc = c->v_cache + (size_t)layer * c->layer_elems;
-    const bool one = n == 1 && fuse_on(c, FUSE_FOLD) && fuse_on(c, FUSE_ATTN1) && !op->keep_q;
+    const bool one = op->i3 && fuse_on(c, FUSE_FOLD) && fuse_on(c, FUSE_ATTN1) && !op->keep_q;
     if (!one) exec_heads(c, op, kc, vc);
     lpc_attn_args a;
     memset(&a, 0, sizeof a);
