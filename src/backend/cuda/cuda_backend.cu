@@ -132,6 +132,7 @@ typedef struct {
     int gemv_max_n;      /* batches up to this many rows run the GEMV kernels, larger ones GEMM */
     int attn_chunk;      /* decode attention: cache positions per split at least (LP_CUDA_ATTN_CHUNK) */
     int mma_max_n;       /* ... or up to this many, quantized weights, the int8 MMA kernel (0: never) */
+    int attn1_grid;      /* lpc_attention1 launches the live splits only (LP_CUDA_ATTN1_GRID) */
     int gemv_bps;        /* batch-1 GEMV: blocks per SM at most (and no more than fit), each walking
                             several row groups (LP_CUDA_GEMV_BPS; 0: one block per row group) */
     char name[256];
@@ -615,13 +616,21 @@ static int n_split(const lp_cuda *c, int n);
  * warp: its attention runs as lpc_attention1, the K/V tiles copied into shared memory
  * before the grid wait. Longer contexts keep the split kernel, whose blocks need no
  * shared memory (4 fit per SM, 2 of lpc_attention1's): at 32k positions lpc_attention1
- * ran 155 tok/s against 180 (Qwen3-8B q4_k_m, H100). Recorded in the op, so a context
- * crossing the limit gets a graph of its own. */
-static int attn_one_tile(const lp_cuda *c, int window) {
+ * ran 155 tok/s against 180 (Qwen3-8B q4_k_m, H100). Returns the splits lpc_attention1
+ * launches, 0 for the split kernel: the live splits rounded up to a power of two (with
+ * LP_CUDA_ATTN1_GRID=0 all nsplit), so the blocks without positions, each holding 70 KB
+ * of shared memory until it exits, do not stand in the next GEMV's way, while the op
+ * (and so the graph) changes at 7 context lengths, not every 128 positions. */
+static int attn1_splits(const lp_cuda *c, int window) {
     if (c->n_batch != 1 || c->attn_chunk > LPC_ATTN_MIN_CHUNK) return 0;
     const int pos = c->h_batch[c->n_batch]; /* tokens, then positions */
-    const int len = window > 0 && pos + 1 > window ? window : pos + 1;
-    return len <= n_split(c, 1) * LPC_ATTN_MIN_CHUNK;
+    const int len = window > 0 && pos + 1 > window ? window : pos + 1, ns = n_split(c, 1);
+    if (len > ns * LPC_ATTN_MIN_CHUNK) return 0;
+    if (!c->attn1_grid) return ns;
+    const int live = c->attn_chunk > 0 ? (len + c->attn_chunk - 1) / c->attn_chunk : ns; /* lpc_attn_live_splits */
+    int g = 1;
+    while (g < live) g *= 2;
+    return g < ns ? g : ns;
 }
 
 static void cuda_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp_bbuf *k, const lp_bbuf *v,
@@ -637,7 +646,7 @@ static void cuda_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp
     op->i0 = layer;
     op->i1 = p->n_head;
     op->i2 = p->window;
-    op->i3 = attn_one_tile(c, p->window);
+    op->i3 = attn1_splits(c, p->window);
     op->f0 = p->scale;
     if (p->n_head_kv != c->cfg.n_head_kv || p->head_dim != c->cfg.head_dim || p->n_head % p->n_head_kv ||
         p->n_head / p->n_head_kv > 16)
@@ -1140,7 +1149,7 @@ static void exec_heads(lp_cuda *c, const lpc_op *op, uint16_t *kc, uint16_t *vc)
 }
 
 /* One token's attention with its heads in one launch (lpc_attention1): the batch-1
- * decode step at contexts of one tile per warp (attn_one_tile). Needs the folded merge (its counters) and q not read afterwards (the
+ * decode step at contexts of one tile per warp (attn1_splits). Needs the folded merge (its counters) and q not read afterwards (the
  * kernel leaves the F32 q as the GEMV wrote it). */
 static void exec_attention1(lp_cuda *c, const lpc_op *op, const lpc_attn_args *a) {
     lpc_attn1_args p;
@@ -1153,7 +1162,7 @@ static void exec_attention1(lp_cuda *c, const lpc_op *op, const lpc_attn_args *a
     p.cs = c->d_cos;
     p.sn = c->d_sin;
     p.neox = c->cfg.rope == LP_ROPE_NEOX;
-    lpc_attention1(c->st, p, c->cfg.head_dim);
+    lpc_attention1(c->st, p, c->cfg.head_dim, op->i3);
 }
 
 static void exec_attention(lp_cuda *c, const lpc_op *op) {
@@ -1657,6 +1666,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->mma_max_n = env_count("LP_CUDA_MMA_MAX_N", LPC_MMA_MAX_N);
     c->attn_chunk = env_count("LP_CUDA_ATTN_CHUNK", LPC_ATTN_MIN_CHUNK);
     c->gemv_bps = env_count("LP_CUDA_GEMV_BPS", LPC_GEMV_BPS);
+    c->attn1_grid = !env_off("LP_CUDA_ATTN1_GRID");
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
     if (c->prof.on) c->use_graphs = false; /* eager launches, an event after each op */

@@ -26,7 +26,8 @@
  * LP_CUDA_ATTN_CHUNK (decode attention: cache positions per split block at least;
  * default 128; 0 splits every context the most ways), LP_CUDA_GEMV_BPS (batch-1 GEMV:
  * blocks per SM, no more than fit, each walking several row groups; default 8, i.e. one
- * resident wave; 0 launches one block per row group). */
+ * resident wave; 0 launches one block per row group), LP_CUDA_ATTN1_GRID=0 (one-token
+ * attention launches a block for every split, not just the live ones). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 

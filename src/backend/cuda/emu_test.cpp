@@ -999,7 +999,10 @@ static void run_attn1_case(const attn1_case &ac) {
         p.kh = ks, p.kh.x = k2.data(), p.kh.back = ac.k_op && ac.keep_k ? k2.data() : NULL;
         p.v = v.data(), p.cs = cs.data(), p.sn = sn.data(), p.neox = ac.neox;
         emu::block_order_seed() = 0x7a11u + 77u * replay;
-        lpc_attention1(0, p, hd);
+        /* the launch of the live splits only (as the backend does), then all of them */
+        const int len = ac.window > 0 ? std::min(ac.window, ac.pos + 1) : ac.pos + 1;
+        const int live = ac.min_chunk ? std::max(1, std::min(ac.nsplit, (len + ac.min_chunk - 1) / ac.min_chunk)) : ac.nsplit;
+        lpc_attention1(0, p, hd, replay == 0 ? live : ac.nsplit);
         emu::block_order_seed() = 0;
         if (!same_bits(out1.data(), out2.data(), count * 4)) fail_msg("%s: output differs (launch %d)", what, replay);
         if (!same_bits(o1.q.data(), o2.q.data(), count) || !same_bits(o1.d.data(), o2.d.data(), count / 32 * 4) ||

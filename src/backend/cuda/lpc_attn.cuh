@@ -540,29 +540,30 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
 }
 
 template <int HD, int GM>
-inline void lpc_attn1_go(lpc_stream st, const lpc_attn1_args &p) {
+inline void lpc_attn1_go(lpc_stream st, const lpc_attn1_args &p, int splits) {
     const size_t smem = lpc_attn1_smem(HD);
     auto kern = lpc_attn1_kernel<HD, GM>;
     static bool opted = false; /* per instantiation */
     if (!opted) lpc_smem_optin(kern, smem), opted = true;
-    LPC_LAUNCH_PDL_SMEM(kern, dim3((unsigned)p.a.n_kv, (unsigned)p.a.nsplit), dim3(128), smem, st, p);
+    LPC_LAUNCH_PDL_SMEM(kern, dim3((unsigned)p.a.n_kv, (unsigned)splits), dim3(128), smem, st, p);
 }
 
 template <int HD>
-inline void lpc_attn1_hd(lpc_stream st, const lpc_attn1_args &p) {
-    if (p.a.G <= 4) lpc_attn1_go<HD, 4>(st, p);
-    else if (p.a.G <= 8) lpc_attn1_go<HD, 8>(st, p);
-    else lpc_attn1_go<HD, 16>(st, p);
+inline void lpc_attn1_hd(lpc_stream st, const lpc_attn1_args &p, int splits) {
+    if (p.a.G <= 4) lpc_attn1_go<HD, 4>(st, p, splits);
+    else if (p.a.G <= 8) lpc_attn1_go<HD, 8>(st, p, splits);
+    else lpc_attn1_go<HD, 16>(st, p, splits);
 }
 
 /* One token's decode attention with its heads (head_dim in {32, 64, 128, 256}, G <= 16,
- * p.a.counters set: the merge is folded). */
-inline void lpc_attention1(lpc_stream st, const lpc_attn1_args &p, int hd) {
+ * p.a.counters set: the merge is folded), launching blocks for splits 0 .. splits-1 of
+ * p.a.nsplit (at least the live ones; the partials keep the nsplit layout). */
+inline void lpc_attention1(lpc_stream st, const lpc_attn1_args &p, int hd, int splits) {
     switch (hd) {
-    case 32: lpc_attn1_hd<32>(st, p); break;
-    case 64: lpc_attn1_hd<64>(st, p); break;
-    case 128: lpc_attn1_hd<128>(st, p); break;
-    default: lpc_attn1_hd<256>(st, p); break;
+    case 32: lpc_attn1_hd<32>(st, p, splits); break;
+    case 64: lpc_attn1_hd<64>(st, p, splits); break;
+    case 128: lpc_attn1_hd<128>(st, p, splits); break;
+    default: lpc_attn1_hd<256>(st, p, splits); break;
     }
 }
 
