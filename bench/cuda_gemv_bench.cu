@@ -134,24 +134,19 @@ static double rel_err(const std::vector<float> &got, const std::vector<float> &r
     return mag > 0 ? err / mag : err;
 }
 
-/* Best time per call (us) of a graph of `iters` calls rotating over the weight copies. */
-template <class T>
-static double graph_us(cudaStream_t st, const bench_weight<T> &w, lpc_gemv_args p, const launch_fn &launch) {
-    const int iters = w.iters();
+/* Time per replay (us, best of 4) of a graph recorded by rec. */
+static double replay_us(cudaStream_t st, const std::function<void()> &rec) {
     cudaGraph_t g;
     cudaGraphExec_t ge;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < iters; i++) {
-        p.a[0] = w.A[i % w.copies], p.b[0] = w.B[i % w.copies];
-        launch(st, p);
-    }
+    rec();
     CK(cudaStreamEndCapture(st, &g));
     CK(cudaGraphInstantiate(&ge, g, 0));
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
     float best = 1e30f;
-    for (int rep = 0; rep < 4; rep++) {
+    for (int rep = 0; rep < 5; rep++) {
         CK(cudaEventRecord(e0, st));
         CK(cudaGraphLaunch(ge, st));
         CK(cudaEventRecord(e1, st));
@@ -164,7 +159,19 @@ static double graph_us(cudaStream_t st, const bench_weight<T> &w, lpc_gemv_args 
     CK(cudaGraphDestroy(g));
     CK(cudaEventDestroy(e0));
     CK(cudaEventDestroy(e1));
-    return best * 1000.0 / iters;
+    return best * 1000.0;
+}
+
+/* Best time per call (us) of a graph of `iters` calls rotating over the weight copies. */
+template <class T>
+static double graph_us(cudaStream_t st, const bench_weight<T> &w, lpc_gemv_args p, const launch_fn &launch) {
+    const int iters = w.iters();
+    return replay_us(st, [&] {
+        for (int i = 0; i < iters; i++) {
+            p.a[0] = w.A[i % w.copies], p.b[0] = w.B[i % w.copies];
+            launch(st, p);
+        }
+    }) / iters;
 }
 
 /* ---- x1: batch-1 GEMV variants ---- */
@@ -310,34 +317,6 @@ static chain_mat chain_alloc(int M, int K, const bench_io &io, float *y, cudaStr
     m.p.per_sm = 8, m.p.n_sm = g_n_sm; /* the backend's default (LP_CUDA_GEMV_BPS) */
     m.launch = [](cudaStream_t s, const lpc_gemv_args &q) { lpc_gemv1<T>::launch(s, q, 0); };
     return m;
-}
-
-/* Time per replay (us, best of 4) of a graph recorded by rec. */
-static double replay_us(cudaStream_t st, const std::function<void()> &rec) {
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    rec();
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    float best = 1e30f;
-    for (int rep = 0; rep < 5; rep++) {
-        CK(cudaEventRecord(e0, st));
-        CK(cudaGraphLaunch(ge, st));
-        CK(cudaEventRecord(e1, st));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (rep > 0) best = std::min(best, ms);
-    }
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    return best * 1000.0;
 }
 
 static void chain(cudaStream_t st) {
