@@ -543,8 +543,8 @@ template <int HD, int GM>
 inline void lpc_attn1_go(lpc_stream st, const lpc_attn1_args &p, int splits) {
     const size_t smem = lpc_attn1_smem(HD);
     auto kern = lpc_attn1_kernel<HD, GM>;
-    static bool opted = false; /* per instantiation */
-    if (!opted) lpc_smem_optin(kern, smem), opted = true;
+    static unsigned opted = 0; /* per instantiation: devices done */
+    lpc_smem_optin(kern, smem, opted);
     LPC_LAUNCH_PDL_SMEM(kern, dim3((unsigned)p.a.n_kv, (unsigned)splits), dim3(128), smem, st, p);
 }
 

@@ -250,8 +250,8 @@ inline void lpc_cp_async16(void *dst, const void *src) { memcpy(dst, src, 16); }
 inline void lpc_cp_async_commit(void) {}
 inline void lpc_cp_async_wait_all(void) {}
 template <class K>
-inline void lpc_smem_optin(K k, size_t bytes) {
-    (void)k, (void)bytes;
+inline void lpc_smem_optin(K k, size_t bytes, unsigned &done) {
+    (void)k, (void)bytes, (void)done;
 }
 #else
 __device__ __forceinline__ uint8_t *lpc_dyn_smem(void) {
@@ -276,10 +276,16 @@ __device__ __forceinline__ void lpc_cp_async_wait_all(void) {
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
 }
-/* Allow kernel k `bytes` of dynamic shared memory (needed above 48 KB). */
+/* Allow kernel k `bytes` of dynamic shared memory (needed above 48 KB) on the current
+ * device, once per device: done holds a bit per device already set (the caller's static,
+ * one per kernel and size). */
 template <class K>
-inline void lpc_smem_optin(K k, size_t bytes) {
-    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+inline void lpc_smem_optin(K k, size_t bytes, unsigned &done) {
+    int dev = 0;
+    cudaGetDevice(&dev);
+    const unsigned bit = 1u << (dev & 31);
+    if (done & bit) return;
+    if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) == cudaSuccess) done |= bit;
 }
 #endif
 
