@@ -174,6 +174,26 @@ __device__ __forceinline__ float lpc_run_dot(const lpc_slice<RUNS> &sl, int q, u
     return sl.scale[q] * xd * (float)sumi - sl.minv[q] * xs;
 }
 
+/* A warp's R rows from row group start grow (past the end: false). Rows past the end
+ * of the problems repeat row 0's loads and are not stored. */
+template <class T, int R>
+__device__ __forceinline__ bool lpc_gemv_pick(const lpc_gemv_args &p, int grow, lpc_row_pick (&r)[R], int &n_rows,
+                                               const uint8_t *(&A)[R], const uint8_t *(&B)[R]) {
+    if (!lpc_pick_row(p, grow, r[0])) return false;
+    n_rows = 1;
+#pragma unroll
+    for (int i = 1; i < R; i++) {
+        if (lpc_pick_row(p, grow + i, r[i])) n_rows++;
+        else r[i] = r[0];
+    }
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
+        B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
+    }
+    return true;
+}
+
 /* Quantized weights: each warp takes LPC_GEMV_ROWS consecutive rows, so every
  * activation load (int8 codes, scales) serves that many weight rows: with one row
  * per warp the GEMVs issued about as many activation loads as weight loads and sat
@@ -185,19 +205,9 @@ __global__ void __launch_bounds__(128) lpc_gemv_q(lpc_gemv_args p) {
     const int lane = threadIdx.x % 32;
     const int grow = (blockIdx.x * LPC_GEMV_WARPS + threadIdx.x / 32) * R;
     lpc_row_pick r[R];
-    if (!lpc_pick_row(p, grow, r[0])) return;
-    int n_rows = 1; /* rows past the end repeat row 0's loads and are not stored */
-#pragma unroll
-    for (int i = 1; i < R; i++) {
-        if (lpc_pick_row(p, grow + i, r[i])) n_rows++;
-        else r[i] = r[0];
-    }
+    int n_rows;
     const uint8_t *A[R], *B[R];
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
-        B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
-    }
+    if (!lpc_gemv_pick<T, R>(p, grow, r, n_rows, A, B)) return;
     const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
     float acc[R][NC];
 #pragma unroll
@@ -338,26 +348,6 @@ __device__ __forceinline__ float lpc_x_rms(const lpc_gemv_args &p, const float *
     return 1.0f / sqrtf(ss / (float)p.K + p.x_eps);
 }
 
-/* A warp's R rows from row group start grow (past the end: false). Rows past the end
- * of the problems repeat row 0's loads and are not stored. */
-template <class T, int R>
-__device__ __forceinline__ bool lpc_gemv1_pick(const lpc_gemv_args &p, int grow, lpc_row_pick (&r)[R], int &n_rows,
-                                               const uint8_t *(&A)[R], const uint8_t *(&B)[R]) {
-    if (!lpc_pick_row(p, grow, r[0])) return false;
-    n_rows = 1;
-#pragma unroll
-    for (int i = 1; i < R; i++) {
-        if (lpc_pick_row(p, grow + i, r[i])) n_rows++;
-        else r[i] = r[0];
-    }
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        A[i] = r[i].a + (size_t)r[i].row * p.bpr * T::A_BYTES;
-        B[i] = r[i].b + (size_t)r[i].row * p.bpr * T::B_BYTES;
-    }
-    return true;
-}
-
 /* The dot products of a warp's R rows with x (per lane, before the warp sum), first
  * slices already in w; w is free again when it returns. */
 template <class T, int R, int U>
@@ -428,7 +418,7 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_a
     const uint8_t *A[R] = {}, *B[R] = {};
     const int S = p.bpr * T::SLICES;
     typename T::raw w[U][R];
-    bool active = lpc_gemv1_pick<T, R>(p, grow, r, n_rows, A, B); /* warps without rows still help stage */
+    bool active = lpc_gemv_pick<T, R>(p, grow, r, n_rows, A, B); /* warps without rows still help stage */
     if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
     if (!p.sel) lpc_grid_wait(); /* launched PDL: the weights above are in flight; x is the previous kernel's */
     const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
@@ -450,7 +440,7 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_a
         for (int i = 0; i < R; i++) cur[i] = r[i];
         const int cur_rows = n_rows;
         grow += stride;
-        active = lpc_gemv1_pick<T, R>(p, grow, r, n_rows, A, B);
+        active = lpc_gemv_pick<T, R>(p, grow, r, n_rows, A, B);
         if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
         lpc_gemv1_store<R>(p, cur, cur_rows, acc, xss);
     }
