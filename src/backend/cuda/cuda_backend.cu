@@ -623,14 +623,16 @@ static int n_split(const lp_cuda *c, int n);
  * (and so the graph) changes at 7 context lengths, not every 128 positions. */
 static int attn1_splits(const lp_cuda *c, int window) {
     if (c->n_batch != 1 || c->attn_chunk > LPC_ATTN_MIN_CHUNK) return 0;
+    lpc_attn_args a;
+    memset(&a, 0, sizeof a);
+    a.nsplit = n_split(c, 1), a.min_chunk = c->attn_chunk, a.window = window;
     const int pos = c->h_batch[c->n_batch]; /* tokens, then positions */
-    const int len = window > 0 && pos + 1 > window ? window : pos + 1, ns = n_split(c, 1);
-    if (len > ns * LPC_ATTN_MIN_CHUNK) return 0;
-    if (!c->attn1_grid) return ns;
-    const int live = c->attn_chunk > 0 ? (len + c->attn_chunk - 1) / c->attn_chunk : ns; /* lpc_attn_live_splits */
+    const int len = pos - lpc_attn_first(a, pos) + 1, live = lpc_attn_live_splits(a, len);
+    if (len > a.nsplit * LPC_ATTN_MIN_CHUNK) return 0;
+    if (!c->attn1_grid) return a.nsplit;
     int g = 1;
     while (g < live) g *= 2;
-    return g < ns ? g : ns;
+    return g < a.nsplit ? g : a.nsplit;
 }
 
 static void cuda_attention(lp_backend *be, int layer, const lp_bbuf *q, const lp_bbuf *k, const lp_bbuf *v,

@@ -149,13 +149,13 @@ enum {
  * for the longest context), the live length decides how many carry work, at least
  * min_chunk positions each, so a short context is not spread over 64 splits of a few
  * positions (512 blocks, and a 64-way merge) when 4 do. Blocks of the other splits exit
- * at once. */
-__device__ __forceinline__ int lpc_attn_live_splits(const lpc_attn_args &p, int len) {
+ * at once. The host asks too (attn1_splits). */
+LPC_HD int lpc_attn_live_splits(const lpc_attn_args &p, int len) {
     return p.min_chunk > 0 ? lpc_imax(1, lpc_imin(p.nsplit, (len + p.min_chunk - 1) / p.min_chunk)) : p.nsplit;
 }
 
 /* The first position a query at pos attends to (sliding window or 0). */
-__device__ __forceinline__ int lpc_attn_first(const lpc_attn_args &p, int pos) {
+LPC_HD int lpc_attn_first(const lpc_attn_args &p, int pos) {
     return p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
 }
 
