@@ -971,7 +971,7 @@ static void run_attn1_case(const attn1_case &ac) {
     std::vector<unsigned> cnt1(n_kv, 0);
     q8_buf o1(count);
     lpc_heads_args h = {};
-    h.set[0] = qs, h.set[1] = ks, h.set[2] = ks;
+    h.set[0] = qs, h.set[1] = ks;
     if (ac.q_op) h.set[0].x = q1.data(), h.set[0].back = q1.data();
     else h.set[0].rows = 0;
     h.set[1].x = k1.data(), h.set[1].cache = kc1.data(), h.set[1].back = ac.k_op && ac.keep_k ? k1.data() : NULL;
