@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "backend/cuda/lpc_kernels.cuh"
@@ -50,16 +51,16 @@ __global__ void fill_x(float *x, int n) {
 
 static int g_n_sm;
 
-/* M x K weights of type T in enough copies that together they exceed L2. */
+/* M x K weights of type T in n_copies copies (0: enough that together they exceed L2). */
 template <class T>
 struct bench_weight {
     int M, K, bpr, copies;
     size_t bytes; /* one copy: planes A + B */
     std::vector<uint8_t *> A, B;
-    bench_weight(int m, int k, cudaStream_t st) : M(m), K(k), bpr(k / T::BLOCK) {
+    bench_weight(int m, int k, cudaStream_t st, int n_copies = 0) : M(m), K(k), bpr(k / T::BLOCK) {
         const size_t a_bytes = (size_t)M * bpr * T::A_BYTES, b_bytes = (size_t)M * bpr * T::B_BYTES;
         bytes = a_bytes + b_bytes;
-        copies = (int)std::max<size_t>(1, std::min<size_t>(16, ((size_t)400 << 20) / bytes));
+        copies = n_copies > 0 ? n_copies : (int)std::max<size_t>(1, std::min<size_t>(16, ((size_t)400 << 20) / bytes));
         A.resize(copies), B.resize(copies);
         for (int c = 0; c < copies; c++) {
             CK(cudaMalloc(&A[c], a_bytes));
@@ -288,32 +289,19 @@ __global__ void gap_kernel(float *sink) {
 }
 
 struct chain_mat {
-    int M, K;
+    std::shared_ptr<void> weight; /* the bench_weight<T> (one copy) the launch reads */
     size_t bytes;
     lpc_gemv_args p;
     launch_fn launch;
 };
 
 template <class T>
-static chain_mat chain_alloc(int M, int K, const bench_io &io, float *y, cudaStream_t st, uint32_t seed) {
+static chain_mat chain_alloc(int M, int K, const bench_io &io, cudaStream_t st) {
+    auto w = std::make_shared<bench_weight<T>>(M, K, st, 1);
     chain_mat m;
-    m.M = M, m.K = K;
-    const int bpr = K / T::BLOCK;
-    const size_t a_bytes = (size_t)M * bpr * T::A_BYTES, b_bytes = (size_t)M * bpr * T::B_BYTES;
-    m.bytes = a_bytes + b_bytes;
-    uint8_t *A, *B;
-    CK(cudaMalloc(&A, a_bytes));
-    CK(cudaMalloc(&B, b_bytes));
-    fill_bytes<<<1024, 256, 0, st>>>(A, a_bytes, seed);
-    fill_bytes<<<1024, 256, 0, st>>>(B, b_bytes, seed + 1);
-    fix_scales<<<1024, 256, 0, st>>>(B, (size_t)M * bpr, T::B_BYTES, (int)T::TYPE == LPC_Q4_K ? 2 : 1, 0x2000);
-    memset(&m.p, 0, sizeof m.p);
-    m.p.nprob = 1;
-    m.p.M[0] = M, m.p.row0[1] = M;
-    m.p.K = K, m.p.bpr = bpr, m.p.ncols = 1;
-    m.p.xq = io.q8;
-    m.p.y[0] = y;
-    m.p.a[0] = A, m.p.b[0] = B;
+    m.weight = w;
+    m.bytes = w->bytes;
+    m.p = bench_args(*w, io, 1);
     m.p.per_sm = 8, m.p.n_sm = g_n_sm; /* the backend's default (LP_CUDA_GEMV_BPS) */
     m.launch = [](cudaStream_t s, const lpc_gemv_args &q) { lpc_gemv1<T>::launch(s, q, 0); };
     return m;
@@ -330,15 +318,15 @@ static void chain(cudaStream_t st) {
     std::vector<int> kinds;
     for (int l = 0; l < LAYERS; l++) {
         const bool six = l % 2 == 0;
-        mats.push_back(chain_alloc<lpc_q4_K>(H + KV, H, xh, xh.y, st, 10 * l + 1)), kinds.push_back(0);
-        mats.push_back(six ? chain_alloc<lpc_q6_K>(KV, H, xh, xh.y, st, 10 * l + 3)
-                           : chain_alloc<lpc_q4_K>(KV, H, xh, xh.y, st, 10 * l + 3)), kinds.push_back(1);
-        mats.push_back(chain_alloc<lpc_q4_K>(H, H, xh, xh.y, st, 10 * l + 5)), kinds.push_back(2);
-        mats.push_back(chain_alloc<lpc_q4_K>(2 * FF, H, xh, xh.y, st, 10 * l + 7)), kinds.push_back(3);
-        mats.push_back(six ? chain_alloc<lpc_q6_K>(H, FF, xf, xf.y, st, 10 * l + 9)
-                           : chain_alloc<lpc_q4_K>(H, FF, xf, xf.y, st, 10 * l + 9)), kinds.push_back(4);
+        mats.push_back(chain_alloc<lpc_q4_K>(H + KV, H, xh, st)), kinds.push_back(0);
+        mats.push_back(six ? chain_alloc<lpc_q6_K>(KV, H, xh, st)
+                           : chain_alloc<lpc_q4_K>(KV, H, xh, st)), kinds.push_back(1);
+        mats.push_back(chain_alloc<lpc_q4_K>(H, H, xh, st)), kinds.push_back(2);
+        mats.push_back(chain_alloc<lpc_q4_K>(2 * FF, H, xh, st)), kinds.push_back(3);
+        mats.push_back(six ? chain_alloc<lpc_q6_K>(H, FF, xf, st)
+                           : chain_alloc<lpc_q4_K>(H, FF, xf, st)), kinds.push_back(4);
     }
-    mats.push_back(chain_alloc<lpc_q6_K>(VOCAB, H, xh, xh.y, st, 999)), kinds.push_back(5);
+    mats.push_back(chain_alloc<lpc_q6_K>(VOCAB, H, xh, st)), kinds.push_back(5);
     CK(cudaStreamSynchronize(st));
     double bytes = 0;
     for (const chain_mat &m : mats) bytes += (double)m.bytes;
@@ -375,6 +363,7 @@ static void chain(cudaStream_t st) {
     printf("  sum alone        %8.1f us  %6.0f GB/s  %6.1f tok/s\n", alone, bytes / alone / 1e3, 1e6 / alone);
     printf("  chain            %8.1f us  %6.0f GB/s  %6.1f tok/s\n", plain, bytes / plain / 1e3, 1e6 / plain);
     printf("  chain + gaps     %8.1f us  %6.0f GB/s  %6.1f tok/s\n", gapped, bytes / gapped / 1e3, 1e6 / gapped);
+    CK(cudaFree(sink));
     lpc_pdl_enabled() = false;
 }
 
