@@ -133,6 +133,8 @@ typedef struct {
     int attn_chunk;      /* decode attention: cache positions per split at least (LP_CUDA_ATTN_CHUNK) */
     int mma_max_n;       /* ... or up to this many, quantized weights, the int8 MMA kernel (0: never) */
     int attn1_grid;      /* lpc_attention1 launches the live splits only (LP_CUDA_ATTN1_GRID) */
+    int attn1_max;       /* lpc_attention1 up to this many positions (LP_CUDA_ATTN1_MAX; 0: one
+                            tile per warp, nsplit x 128; -1: never, the GPU lacks mma.sync) */
     int gemv_bps;        /* batch-1 GEMV: blocks per SM at most (and no more than fit), each walking
                             several row groups (LP_CUDA_GEMV_BPS; 0: one block per row group) */
     char name[256];
@@ -628,7 +630,7 @@ static int attn1_splits(const lp_cuda *c, int window) {
     a.nsplit = n_split(c, 1), a.min_chunk = c->attn_chunk, a.window = window;
     const int pos = c->h_batch[c->n_batch]; /* tokens, then positions */
     const int len = pos - lpc_attn_first(a, pos) + 1, live = lpc_attn_live_splits(a, len);
-    if (len > a.nsplit * LPC_ATTN_MIN_CHUNK) return 0;
+    if (c->attn1_max < 0 || len > (c->attn1_max ? c->attn1_max : a.nsplit * LPC_ATTN_MIN_CHUNK)) return 0;
     if (!c->attn1_grid) return a.nsplit;
     int g = 1;
     while (g < live) g *= 2;
@@ -1669,6 +1671,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->attn_chunk = env_count("LP_CUDA_ATTN_CHUNK", LPC_ATTN_MIN_CHUNK);
     c->gemv_bps = env_count("LP_CUDA_GEMV_BPS", LPC_GEMV_BPS);
     c->attn1_grid = !env_off("LP_CUDA_ATTN1_GRID");
+    c->attn1_max = env_count("LP_CUDA_ATTN1_MAX", 0);
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
     if (c->prof.on) c->use_graphs = false; /* eager launches, an event after each op */
@@ -1688,7 +1691,7 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     snprintf(c->name, sizeof c->name, "%s", prop.name);
     c->n_sm = prop.multiProcessorCount;
     c->pdl = prop.major >= 9 && !env_off("LP_CUDA_PDL");
-    if (!mma_runs_here()) c->mma_max_n = 0;
+    if (!mma_runs_here()) c->mma_max_n = 0, c->attn1_max = -1; /* both need mma.sync */
     c->drop_ops = drop_mask(getenv("LP_CUDA_DROP"));
     c->no_fuse = name_mask(getenv("LP_CUDA_NOFUSE"), fuse_names, FUSE_COUNT);
     /* a fixed workspace keeps cuBLAS from allocating inside graph captures */

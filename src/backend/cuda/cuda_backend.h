@@ -27,7 +27,9 @@
  * default 128; 0 splits every context the most ways), LP_CUDA_GEMV_BPS (batch-1 GEMV:
  * blocks per SM, no more than fit, each walking several row groups; default 8, i.e. one
  * resident wave; 0 launches one block per row group), LP_CUDA_ATTN1_GRID=0 (one-token
- * attention launches a block for every split, not just the live ones). */
+ * attention launches a block for every split, not just the live ones), LP_CUDA_ATTN1_MAX
+ * (one-token attention in one launch up to this many positions; default 0: while each
+ * warp has one tile, 128 x the splits). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "lpc_gemv.cuh"
+#include "lpc_tc.cuh"
 /* ---- per-head rows (q/k norm + rope) and the KV-cache store ---- */
 
 /* KV cache F16, [layer][slot][kv head][pos][head_dim]; this indexes one layer. */
@@ -237,21 +238,15 @@ struct lpc_attn_acc {
     float m[GM], l[GM], acc[GM][8];
 };
 
-template <bool SMEM>
-__device__ __forceinline__ uint4 lpc_attn_ld16(const uint8_t *p) {
-    if (SMEM) return *(const uint4 *)p;
-    return lpc_load16(p);
-}
-
 /* One tile of up to 32 positions (the first nv valid) for a warp: lane l scores its
  * position (K row at krow, the whole row in flight at once) for all G heads, then the
  * warp adds the tile's values with an online softmax, a row of V per HD/8 lanes
  * (16-byte loads, 32*8/HD rows per step, four steps' loads issued together: fetched one
  * dependent load at a time, V rows made decode attention latency-bound; loading all of a
  * tile's V rows up front was slower at long contexts: the registers cost occupancy).
- * V row j of the tile at vrow + j * vstride (this lane's dims included). SMEM: the rows
- * are staged in shared memory (lpc_attn1_kernel), else read from the cache. */
-template <int HD, int GM, bool SMEM>
+ * V row j of the tile at vrow + j * vstride (this lane's dims included), read from the
+ * cache. */
+template <int HD, int GM>
 __device__ __forceinline__ void lpc_attn_tile(const float (*qs)[HD], int G, const uint8_t *krow, int nv, const uint8_t *vrow,
                                               size_t vstride, lpc_attn_acc<GM> &st) {
     enum { LPR = HD / 8, RPI = 32 / LPR, NIT = 32 / RPI, UNR = NIT < 4 ? NIT : 4 }; /* lanes per V row, rows per step */
@@ -266,7 +261,7 @@ __device__ __forceinline__ void lpc_attn_tile(const float (*qs)[HD], int G, cons
         for (int c0 = 0; c0 < HD / 8; c0 += KB) {
             uint4 kv[KB];
 #pragma unroll
-            for (int c = 0; c < KB; c++) kv[c] = lpc_attn_ld16<SMEM>(krow + 16 * (c0 + c));
+            for (int c = 0; c < KB; c++) kv[c] = lpc_load16(krow + 16 * (c0 + c));
 #pragma unroll
             for (int c = 0; c < KB; c++) {
                 float kf[8];
@@ -299,7 +294,7 @@ __device__ __forceinline__ void lpc_attn_tile(const float (*qs)[HD], int G, cons
 #pragma unroll
         for (int u = 0; u < UNR; u++) {
             const int j = (it0 + u) * RPI + vr;
-            vv[u] = j < nv ? lpc_attn_ld16<SMEM>(vrow + (size_t)j * vstride) : make_uint4(0, 0, 0, 0);
+            vv[u] = j < nv ? lpc_load16(vrow + (size_t)j * vstride) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < UNR; u++) {
@@ -312,6 +307,30 @@ __device__ __forceinline__ void lpc_attn_tile(const float (*qs)[HD], int G, cons
 #pragma unroll
                 for (int d = 0; d < 8; d++) st.acc[g][d] += pj * vf[d];
             }
+        }
+    }
+}
+
+/* A block's partials of split sp for the G heads of kv head kvh of token t: the heads'
+ * maxima and sums over the block's 4 warps (red_m / red_l, [warp][head] with row stride
+ * rs) merged, and the weighted V sums acc(head, d), already scaled to the merged max. */
+template <class Acc>
+__device__ __forceinline__ void lpc_attn_put_part(const lpc_attn_args &p, int hd, int t, int kvh, int sp, const float *red_m,
+                                                  const float *red_l, int rs, Acc acc) {
+    const int G = p.G, stride = hd + LPC_ATTN_PART_HEAD;
+    for (int i = threadIdx.x; i < G * stride; i += blockDim.x) {
+        const int g = i / stride, k = i % stride;
+        float *dst = p.part + (((size_t)t * p.n_head + kvh * G + g) * p.nsplit + sp) * stride;
+        const float M = fmaxf(fmaxf(red_m[g], red_m[rs + g]), fmaxf(red_m[2 * rs + g], red_m[3 * rs + g]));
+        if (k == 0) {
+            dst[0] = M;
+        } else if (k == 1) {
+            float L = 0.0f;
+            for (int w = 0; w < 4; w++)
+                if (red_m[w * rs + g] != -INFINITY) L += red_l[w * rs + g] * __expf(red_m[w * rs + g] - M);
+            dst[1] = L;
+        } else if (k >= LPC_ATTN_PART_HEAD) {
+            dst[k] = M == -INFINITY ? 0.0f : acc(g, k - LPC_ATTN_PART_HEAD);
         }
     }
 }
@@ -355,21 +374,7 @@ __device__ __forceinline__ void lpc_attn_finish(const lpc_attn_args &p, lpc_attn
         }
         __syncthreads();
     }
-    for (int i = threadIdx.x; i < G * (HD + LPC_ATTN_PART_HEAD); i += blockDim.x) {
-        const int g = i / (HD + LPC_ATTN_PART_HEAD), k = i % (HD + LPC_ATTN_PART_HEAD);
-        float *dst = p.part + (((size_t)t * p.n_head + kvh * G + g) * p.nsplit + sp) * (HD + LPC_ATTN_PART_HEAD);
-        const float M = fmaxf(fmaxf(red_m[0][g], red_m[1][g]), fmaxf(red_m[2][g], red_m[3][g]));
-        if (k == 0) {
-            dst[0] = M;
-        } else if (k == 1) {
-            float L = 0.0f;
-            for (int w = 0; w < 4; w++)
-                if (red_m[w][g] != -INFINITY) L += red_l[w][g] * __expf(red_m[w][g] - M);
-            dst[1] = L;
-        } else if (k >= LPC_ATTN_PART_HEAD) {
-            dst[k] = M == -INFINITY ? 0.0f : acc_s[g][k - LPC_ATTN_PART_HEAD];
-        }
-    }
+    lpc_attn_put_part(p, HD, t, kvh, sp, &red_m[0][0], &red_l[0][0], GM, [&](int g, int d) { return acc_s[g][d]; });
     if (p.counters) lpc_attn_fold<GM>(p, HD, t, kvh, live);
 }
 
@@ -418,7 +423,7 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
     lpc_attn_acc<GM> st;
     lpc_attn_acc_init(st);
     for (int tile = beg + 32 * warp; tile < end; tile += 128)
-        lpc_attn_tile<HD, GM, false>(qs, G, (const uint8_t *)(kbase + (size_t)(tile + lane) * HD), end - tile,
+        lpc_attn_tile<HD, GM>(qs, G, (const uint8_t *)(kbase + (size_t)(tile + lane) * HD), end - tile,
                                      (const uint8_t *)(vbase + (size_t)tile * HD + vd), 2 * HD, st);
     lpc_attn_finish<HD, GM>(p, st, t, kvh, sp, live);
 }
@@ -431,16 +436,19 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
  * them from shared memory), and the positions before it, written by earlier steps and
  * by no kernel of this one, are copied into shared memory (cp.async) before the block
  * waits for the previous grid. So the K/V stream of a short context is in flight while
- * the q/k/v GEMVs still run, and the heads kernel's launch is gone: the H100 spent ~24 us
- * per layer between the v GEMV and the o GEMV (LP_CUDA_DROP=attention: 286 -> 381
- * tok/s for Qwen3-8B q4_k_m at 512 positions) on ~2 MB of K/V. Measured: 307 vs 287
- * tok/s at 512 positions, 281 vs 269 at 4k. Correct for any context, fast where each
- * warp has one tile: later tiles are staged after the previous one is used, and the
- * 70 KB of tiles let 2 blocks per SM run where the split kernel runs 4 (32k positions:
- * 155 vs 180 tok/s), so the backend uses it up to nsplit x 128 positions.
+ * the q/k/v GEMVs still run, and the heads kernel's launch is gone.
+ *
+ * The products run on tensor cores (mma.sync m16n8k16, f16 operands, f32 sums), the
+ * heads as the n dimension (8 or 16 columns): per 32-position tile S^T = K q^T (the K
+ * rows straight from shared memory by ldmatrix), the online softmax over each column,
+ * P^T transposed into B fragments in registers (movmatrix), O^T += V^T P^T (V by
+ * ldmatrix.trans). ~150 instructions per warp and tile where the FMA version (the split
+ * kernel's lpc_attn_tile) spent ~1.6k dependent ones: at short contexts attention was
+ * latency-bound on them (Nsight Compute: 7.5 cycles per issued instruction, one 4-warp
+ * block per SM). Arithmetic: q and P rounded to f16 (the K/V cache is f16 already), the
+ * sums in f32; the split kernel's results within ~1e-3 (test_cuda_emu test_attention1).
  * Only for a single token: with several, a token may attend to positions another token
- * of the same launch writes. The arithmetic is lpc_heads_kernel's and the split
- * kernel's (same warps, same tiles, same order): the same bits. */
+ * of the same launch writes. */
 typedef struct {
     lpc_attn_args a;     /* q: the token's q rows as the GEMV wrote them (before qh's op) */
     lpc_head_set qh, kh; /* q's and k's per-head op: x, w (norm), eps, rope; kh.back: the F32 k
@@ -452,14 +460,17 @@ typedef struct {
 } lpc_attn1_args;
 
 /* Dynamic shared memory of a block: per warp, a tile of 32 K rows and 32 V rows, each row
- * padded by 16 bytes so the 32 lanes reading 32 different K rows hit different banks,
- * then per warp hd floats of scratch for lpc_head_row (static shared memory is full
- * at head_dim 256 with 16 heads per kv head). */
+ * padded by 16 bytes (ldmatrix's 8 rows of a block, and the lanes reading q, then hit
+ * different banks), then per warp hd floats of scratch for lpc_head_row, then 16 f16 q
+ * rows padded the same way (static shared memory is full at head_dim 256 with 16 heads
+ * per kv head). After the tiles, the merge of the warps overlays them. */
 __host__ __device__ constexpr int lpc_attn1_row_bytes(int hd) { return 2 * hd + 16; }
 __host__ __device__ constexpr int lpc_attn1_tiles_bytes(int hd) { return 4 * 2 * 32 * lpc_attn1_row_bytes(hd); }
-inline size_t lpc_attn1_smem(int hd) { return (size_t)lpc_attn1_tiles_bytes(hd) + 4 * (size_t)hd * sizeof(float); }
+__host__ __device__ constexpr int lpc_attn1_q_at(int hd) { return lpc_attn1_tiles_bytes(hd) + 4 * hd * (int)sizeof(float); }
+inline size_t lpc_attn1_smem(int hd) { return (size_t)lpc_attn1_q_at(hd) + 16 * (size_t)lpc_attn1_row_bytes(hd); }
 
-/* A warp's tile: K and V rows [tile, min(tile + 32, lim)) copied into kt / vt. */
+/* A warp's tile: K and V rows [tile, min(tile + 32, lim)) copied into kt / vt, the rest
+ * of the 32 rows zeroed (the mma reads whole tiles: P = 0 times stale bits could be NaN). */
 template <int HD>
 __device__ __forceinline__ void lpc_attn1_stage(uint8_t *kt, uint8_t *vt, const uint16_t *kbase, const uint16_t *vbase, int tile,
                                                 int lim) {
@@ -467,9 +478,13 @@ __device__ __forceinline__ void lpc_attn1_stage(uint8_t *kt, uint8_t *vt, const 
     const int lane = threadIdx.x % 32;
     for (int i = lane; i < 32 * CH; i += 32) {
         const int r = i / CH, c = i % CH;
-        if (tile + r >= lim) break;
-        lpc_cp_async16(kt + r * RB + 16 * c, (const uint8_t *)(kbase + (size_t)(tile + r) * HD) + 16 * c);
-        lpc_cp_async16(vt + r * RB + 16 * c, (const uint8_t *)(vbase + (size_t)(tile + r) * HD) + 16 * c);
+        if (tile + r < lim) {
+            lpc_cp_async16(kt + r * RB + 16 * c, (const uint8_t *)(kbase + (size_t)(tile + r) * HD) + 16 * c);
+            lpc_cp_async16(vt + r * RB + 16 * c, (const uint8_t *)(vbase + (size_t)(tile + r) * HD) + 16 * c);
+        } else {
+            *(uint4 *)(kt + r * RB + 16 * c) = make_uint4(0, 0, 0, 0);
+            *(uint4 *)(vt + r * RB + 16 * c) = make_uint4(0, 0, 0, 0);
+        }
     }
     lpc_cp_async_commit();
 }
@@ -492,14 +507,141 @@ __device__ __forceinline__ void lpc_attn1_current(const lpc_attn1_args &p, int k
     }
 }
 
-template <int HD, int GM>
-__global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
+/* A warp's running state over its tiles, in the mma layout with heads as columns (g =
+ * lane / 4, t = lane % 4): for n-tile nb of 8 heads and e in {0, 1}, head 8 nb + 2t + e's
+ * running max m and sum l (l: this lane's share, positions g and g + 8 of each 16), and
+ * O^T[d][head] in o[d / 16][nb][e] (d % 16 = g) and o[d / 16][nb][2 + e] (d % 16 = g + 8). */
+template <int HD, int NB>
+struct lpc_attn1_acc {
+    float m[NB][2], l[NB][2], o[HD / 16][NB][4];
+};
+
+/* One tile of 32 positions (the first nv valid) staged at kt / vt, for the heads in q16
+ * (f16 rows of HD + 8, zero past G). */
+template <int HD, int NB>
+__device__ __forceinline__ void lpc_attn1_tile(const uint16_t *q16, const uint8_t *kt, const uint8_t *vt, int nv,
+                                               float scale, lpc_attn1_acc<HD, NB> &st) {
     enum { RB = lpc_attn1_row_bytes(HD) };
-    __shared__ float qs[GM][HD];
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    float s[2][NB][4]; /* S^T: m-tile mt = positions 16 mt .. +15 */
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) s[mt][nb][i] = 0.0f;
+    /* S^T = K q^T; lane l's ldmatrix row: position l % 8 (+8 for blocks 1, 3), dims +8 for blocks 2, 3 */
+    const uint8_t *krow = kt + (size_t)((lane & 7) + (lane >> 3 & 1) * 8) * RB + 16 * (lane >> 4);
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t b[NB][2];
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            const uint16_t *qrow = q16 + (8 * nb + g) * (HD + 8) + 16 * kk + 2 * t;
+            b[nb][0] = lpc_h2_at(qrow);
+            b[nb][1] = lpc_h2_at(qrow + 8);
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+            uint32_t a[4];
+            lpc_ldsm4<false>(a, krow + 16 * mt * RB + 32 * kk);
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) lpc_mma_f16(s[mt][nb], a, b[nb]);
+        }
+    }
+    /* the online softmax per head: this lane's 4 positions, then the 8 lanes of its column */
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float &v = s[i / 2][nb][2 * (i % 2) + e];
+                v = 16 * (i / 2) + 8 * (i % 2) + g < nv ? v * scale : -INFINITY;
+                mx = fmaxf(mx, v);
+            }
+#pragma unroll
+            for (int mk = 4; mk < 32; mk <<= 1) mx = fmaxf(mx, __shfl_xor_sync(LPC_FULL_MASK, mx, mk));
+            const float mn = fmaxf(st.m[nb][e], mx), alpha = __expf(st.m[nb][e] - mn);
+            float sum = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float &v = s[i / 2][nb][2 * (i % 2) + e];
+                v = __expf(v - mn); /* 0 past the end */
+                sum += v;
+            }
+            st.m[nb][e] = mn;
+            st.l[nb][e] = st.l[nb][e] * alpha + sum;
+#pragma unroll
+            for (int md = 0; md < HD / 16; md++) st.o[md][nb][e] *= alpha, st.o[md][nb][2 + e] *= alpha;
+        }
+    /* P^T as B fragments: the S^T fragment of (mt, nb) rows g / g + 8 transposed */
+    uint32_t pb[2][NB][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            pb[mt][nb][0] = lpc_movm_trans(lpc_pack_h2(s[mt][nb][0], s[mt][nb][1]));
+            pb[mt][nb][1] = lpc_movm_trans(lpc_pack_h2(s[mt][nb][2], s[mt][nb][3]));
+        }
+    /* O^T += V^T P^T; lane l's ldmatrix row: position l % 8 (+8 for blocks 2, 3), dims +8 for blocks 1, 3 */
+    const uint8_t *vrow = vt + (size_t)((lane & 7) + (lane >> 4) * 8) * RB + 16 * (lane >> 3 & 1);
+#pragma unroll
+    for (int md = 0; md < HD / 16; md++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            uint32_t a[4];
+            lpc_ldsm4<true>(a, vrow + 16 * j * RB + 32 * md);
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) lpc_mma_f16(st.o[md][nb], a, pb[j][nb]);
+        }
+}
+
+/* After the warps' tiles: each warp's sums rescaled to the block's max per head into
+ * scratch (over the tiles: every warp is past them at the barrier), then the block's
+ * partials of split sp (lpc_attn_put_part) and the fold. */
+template <int HD, int NB>
+__device__ __forceinline__ void lpc_attn1_finish(const lpc_attn_args &p, lpc_attn1_acc<HD, NB> &st, int kvh, int sp, int live,
+                                                 float *scratch) {
+    enum { H = 8 * NB, AS = HD + 4 }; /* scratch rows padded: the 4 t-lanes of a store hit different banks */
+    __shared__ float red_m[4][H], red_l[4][H];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float l = st.l[nb][e];
+#pragma unroll
+            for (int mk = 4; mk < 32; mk <<= 1) l += __shfl_xor_sync(LPC_FULL_MASK, l, mk);
+            if (g == 0) red_m[warp][8 * nb + 2 * t + e] = st.m[nb][e], red_l[warp][8 * nb + 2 * t + e] = l;
+        }
+    __syncthreads();
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int h = 8 * nb + 2 * t + e;
+            const float M = fmaxf(fmaxf(red_m[0][h], red_m[1][h]), fmaxf(red_m[2][h], red_m[3][h]));
+            const float f = st.m[nb][e] == -INFINITY ? 0.0f : __expf(st.m[nb][e] - M);
+            float *row = scratch + ((size_t)warp * H + h) * AS;
+#pragma unroll
+            for (int md = 0; md < HD / 16; md++) row[16 * md + g] = st.o[md][nb][e] * f, row[16 * md + 8 + g] = st.o[md][nb][2 + e] * f;
+        }
+    __syncthreads();
+    lpc_attn_put_part(p, HD, 0, kvh, sp, &red_m[0][0], &red_l[0][0], H, [&](int h, int d) {
+        return scratch[(size_t)h * AS + d] + scratch[((size_t)H + h) * AS + d] + scratch[((size_t)2 * H + h) * AS + d] +
+               scratch[((size_t)3 * H + h) * AS + d];
+    });
+    if (p.counters) lpc_attn_fold<H>(p, HD, 0, kvh, live);
+}
+
+template <int HD, int NB>
+__global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
+    enum { RB = lpc_attn1_row_bytes(HD), QS = HD + 8 };
     lpc_launch_dependents();
     const lpc_attn_args &a = p.a;
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, vd = 8 * (lane % (HD / 8));
-    const int kvh = blockIdx.x, sp = blockIdx.y, G = a.G;
+    const int warp = threadIdx.x / 32, kvh = blockIdx.x, sp = blockIdx.y, G = a.G;
     const int pos = a.pos[0], slot = a.slot[0]; /* uploaded before the step's first kernel */
     int beg, end, live;
     if (!lpc_attn_range(a, pos, sp, beg, end, live)) return; /* block-uniform; never counted in */
@@ -507,20 +649,26 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
     const uint16_t *vbase = a.vc + lpc_kv_index(slot, kvh, 0, a.n_kv, a.n_ctx, HD);
     uint8_t *kt = lpc_dyn_smem() + (size_t)warp * 2 * 32 * RB, *vt = kt + 32 * RB;
     float *hb = (float *)(lpc_dyn_smem() + lpc_attn1_tiles_bytes(HD)) + warp * HD; /* lpc_head_row's scratch */
+    uint16_t *q16 = (uint16_t *)(lpc_dyn_smem() + lpc_attn1_q_at(HD)); /* [8 NB][QS]: f16 q rows */
     const int tile0 = beg + 32 * warp;
     if (tile0 < end) lpc_attn1_stage<HD>(kt, vt, kbase, vbase, tile0, lpc_imin(end, pos)); /* rows before pos only */
+    for (int i = threadIdx.x; i < (8 * NB - G) * QS; i += blockDim.x) q16[G * QS + i] = 0; /* no head: zero */
     lpc_grid_wait(); /* q, k, v of this token are the previous kernels' */
     for (int g = warp; g < G; g += 4) {
-        const size_t h = (size_t)kvh * G + g;
         const lpc_head_set &q = p.qh;
-        lpc_head_row(q.x + h * HD, HD, q.w, q.eps, q.rope ? p.cs : NULL, p.sn, p.neox, hb, qs[g], NULL);
-        __syncwarp();
-        for (int i = lane; i < HD; i += 32) qs[g][i] *= a.scale;
+        lpc_head_row(q.x + ((size_t)kvh * G + g) * HD, HD, q.w, q.eps, q.rope ? p.cs : NULL, p.sn, p.neox, hb, NULL, q16 + g * QS);
         __syncwarp();
     }
     __syncthreads();
-    lpc_attn_acc<GM> st;
-    lpc_attn_acc_init(st);
+    lpc_attn1_acc<HD, NB> st;
+#pragma unroll
+    for (int nb = 0; nb < NB; nb++) {
+        st.m[nb][0] = st.m[nb][1] = -INFINITY, st.l[nb][0] = st.l[nb][1] = 0.0f;
+#pragma unroll
+        for (int md = 0; md < HD / 16; md++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) st.o[md][nb][i] = 0.0f;
+    }
     for (int tile = tile0; tile < end; tile += 128) {
         if (tile != tile0) {
             __syncwarp(); /* every lane is done with the previous tile */
@@ -534,15 +682,15 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
                                   (uint16_t *)a.vc + at, hb);
             __syncwarp();
         }
-        lpc_attn_tile<HD, GM, true>(qs, G, kt + lane * RB, end - tile, vt + 2 * vd, RB, st);
+        lpc_attn1_tile<HD, NB>(q16, kt, vt, end - tile, a.scale, st);
     }
-    lpc_attn_finish<HD, GM>(a, st, 0, kvh, sp, live);
+    lpc_attn1_finish<HD, NB>(a, st, kvh, sp, live, (float *)lpc_dyn_smem());
 }
 
-template <int HD, int GM>
+template <int HD, int NB>
 inline void lpc_attn1_go(lpc_stream st, const lpc_attn1_args &p, int splits) {
     const size_t smem = lpc_attn1_smem(HD);
-    auto kern = lpc_attn1_kernel<HD, GM>;
+    auto kern = lpc_attn1_kernel<HD, NB>;
     static unsigned opted = 0; /* per instantiation: devices done */
     lpc_smem_optin(kern, smem, opted);
     LPC_LAUNCH_PDL_SMEM(kern, dim3((unsigned)p.a.n_kv, (unsigned)splits), dim3(128), smem, st, p);
@@ -550,14 +698,14 @@ inline void lpc_attn1_go(lpc_stream st, const lpc_attn1_args &p, int splits) {
 
 template <int HD>
 inline void lpc_attn1_hd(lpc_stream st, const lpc_attn1_args &p, int splits) {
-    if (p.a.G <= 4) lpc_attn1_go<HD, 4>(st, p, splits);
-    else if (p.a.G <= 8) lpc_attn1_go<HD, 8>(st, p, splits);
-    else lpc_attn1_go<HD, 16>(st, p, splits);
+    if (p.a.G <= 8) lpc_attn1_go<HD, 1>(st, p, splits);
+    else lpc_attn1_go<HD, 2>(st, p, splits);
 }
 
 /* One token's decode attention with its heads (head_dim in {32, 64, 128, 256}, G <= 16,
- * p.a.counters set: the merge is folded), launching blocks for splits 0 .. splits-1 of
- * p.a.nsplit (at least the live ones; the partials keep the nsplit layout). */
+ * p.a.counters set: the merge is folded; sm_80+: mma.sync), launching blocks for splits
+ * 0 .. splits-1 of p.a.nsplit (at least the live ones; the partials keep the nsplit
+ * layout). */
 inline void lpc_attention1(lpc_stream st, const lpc_attn1_args &p, int hd, int splits) {
     switch (hd) {
     case 32: lpc_attn1_hd<32>(st, p, splits); break;

@@ -1,9 +1,8 @@
 /* lpc_mma.cuh — the batched matmul on int8 tensor cores: y[c][row] (+)= W[row] . x[c]
  * for quantized weights (any decoder of lpc_quant.cuh) times the int8 activation shadow
  * (lpc_q8), for batches wider than the GEMV's (LP_CUDA_MMA_MAX_N, 9..64 columns by
- * default; any count works, in tiles of 64 columns). It owns the mma.sync wrappers (PTX on
- * the GPU, an exact emulation on the CPU emulator), the per-type traits that choose the
- * fast paths, the kernel and its launcher.
+ * default; any count works, in tiles of 64 columns). It owns the per-type traits that
+ * choose the fast paths, the kernel and its launcher (the mma.sync wrappers: lpc_tc.cuh).
  *
  * Arithmetic: the GEMV's, run by run. A 16-element run of weight row r (packed bytes w,
  * per-run scale and minv from T::unpack) times 16 activation codes q of column c (d of
@@ -38,71 +37,7 @@
 #define LPC_MMA_CUH
 
 #include "lpc_gemv.cuh"
-
-/* ---- mma.sync wrappers: D = A . B + C, A 16 x K row-major s8, B K x 8 column-major s8 ----
- *
- * Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16 / m16n8k32", integer types), with
- * g = lane / 4 and t = lane % 4: a[2h] holds A[g][16h + 4t .. +3], a[2h + 1] holds
- * A[g + 8][16h + 4t .. +3] (h = 0 for k16, 0..1 for k32); b[h] holds B[16h + 4t .. +3][g];
- * c[0], c[1] are D[g][2t], D[g][2t + 1]; c[2], c[3] the same columns of row g + 8. */
-
-#ifdef LPC_EMU
-/* The emulator: each lane gathers every lane's fragments (one warp-wide exchange) and
- * sums the products its four outputs need, reading A and B where the layout above puts
- * them. H = number of 16-deep halves (1: k16, 2: k32). */
-template <int H>
-inline void lpc_mma_emu(int (&c)[4], const uint32_t (&a)[2 * H], const uint32_t (&b)[H]) {
-    struct frag {
-        uint32_t a[2 * H], b[H];
-    } mine, all[32];
-    memcpy(mine.a, a, sizeof mine.a);
-    memcpy(mine.b, b, sizeof mine.b);
-    emu::warp_gather(mine, all);
-    const int lane = emu::me().linear % 32, g = lane / 4, t = lane % 4;
-    for (int i = 0; i < 4; i++) {
-        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
-        int sum = c[i];
-        /* A[row][16h + 4tq ..] is in lane 4 (row % 8) + tq, B[16h + 4tq ..][col] in lane 4 col + tq */
-        for (int h = 0; h < H; h++)
-            for (int tq = 0; tq < 4; tq++)
-                sum = __dp4a((int)all[4 * (row % 8) + tq].a[2 * h + row / 8], (int)all[4 * col + tq].b[h], sum);
-        c[i] = sum;
-    }
-}
-#endif
-
-__device__ __forceinline__ void lpc_mma_s8_16x8x16(int (&c)[4], const uint32_t (&a)[2], uint32_t b) {
-#if defined(LPC_EMU)
-    const uint32_t bb[1] = {b};
-    lpc_mma_emu<1>(c, a, bb);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(b));
-#elif defined(__CUDA_ARCH__)
-    __trap();
-#endif
-}
-
-__device__ __forceinline__ void lpc_mma_s8_16x8x32(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-#if defined(LPC_EMU)
-    lpc_mma_emu<2>(c, a, b);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#elif defined(__CUDA_ARCH__)
-    __trap();
-#endif
-}
-
-/* The k-depth the kernel steps by (16 or 32): one wrapper per depth, same arguments. */
-__device__ __forceinline__ void lpc_mma_s8(int (&c)[4], const uint32_t (&a)[2], const uint32_t (&b)[1]) {
-    lpc_mma_s8_16x8x16(c, a, b[0]);
-}
-__device__ __forceinline__ void lpc_mma_s8(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    lpc_mma_s8_16x8x32(c, a, b);
-}
+#include "lpc_tc.cuh"
 
 /* ---- per-type traits (see the top): the default is right for every decoder ---- */
 
