@@ -42,7 +42,6 @@ enum {
                                       streams GEMV (4 passes) ran 846 tok/s, cuBLAS tiles 1376 (H100) */
     LPC_MMA_MAX_N = 64,            /* rows of a batch done by the int8 MMA kernel on quantized weights: x32
                                       q4_k_m 2,420 tok/s vs 1,383 with cuBLAS tiles (H100) */
-    LPC_ATTN_PF_MB = 24,           /* weights lpc_attention1 fetches into L2 for the matmuls after it */
     LPC_GEMV_BPS = 8,              /* batch-1 GEMV blocks per SM, capped by what fits: one wave (0: no cap) */
     LPC_GRAPH_CACHE = 4,           /* graphs kept (decode, batched decode, prefill chunk, ...) */
     LPC_RECENT = 8,                /* signatures remembered: a second sighting is captured */
@@ -134,7 +133,6 @@ typedef struct {
     int attn_chunk;      /* decode attention: cache positions per split at least (LP_CUDA_ATTN_CHUNK) */
     int mma_max_n;       /* ... or up to this many, quantized weights, the int8 MMA kernel (0: never) */
     int attn1_grid;      /* lpc_attention1 launches the live splits only (LP_CUDA_ATTN1_GRID) */
-    size_t attn_pf;      /* lpc_attention1 prefetches this many bytes of the next weights (LP_CUDA_ATTN_PF, MB) */
     int attn1_max;       /* lpc_attention1 up to this many positions (LP_CUDA_ATTN1_MAX; 0: one
                             tile per warp, nsplit x 128; -1: never, the GPU lacks mma.sync) */
     int gemv_bps;        /* batch-1 GEMV: blocks per SM at most (and no more than fit), each walking
@@ -1153,26 +1151,6 @@ static void exec_heads(lp_cuda *c, const lpc_op *op, uint16_t *kc, uint16_t *vc)
     lpc_heads(c->st, h);
 }
 
-/* The weights of the matmuls after attention op `op` (up to the next attention), in
- * order, up to c->attn_pf bytes: a weight's two planes each by the same share of its
- * rows from the start (the GEMV walks rows in order), for lpc_attention1 to fetch into
- * L2 while DRAM idles under it (LP_CUDA_ATTN_PF). */
-static void attn1_prefetch(const lp_cuda *c, const lpc_op *op, lpc_span *pf) {
-    size_t left = c->attn_pf;
-    int n = 0;
-    for (const lpc_op *o = op + 1; o < c->ops + c->n_ops && o->kind != OP_ATTN && left >= 16; o++) {
-        if (o->kind != OP_MATMUL) continue;
-        for (int k = 0; k < o->count && n + 2 <= LPC_ATTN1_PF && left >= 16; k++) {
-            const lpc_weight *w = o->w[k];
-            const double share = w->bytes <= left ? 1.0 : (double)left / (double)w->bytes;
-            const size_t a = (size_t)(share * (double)w->expert_a) & ~(size_t)15, b = (size_t)(share * (double)w->expert_b) & ~(size_t)15;
-            pf[n++] = lpc_span{w->a + (size_t)o->expert[k] * w->expert_a, a};
-            if (w->b && b) pf[n++] = lpc_span{w->b + (size_t)o->expert[k] * w->expert_b, b};
-            left -= a + b < left ? a + b : left;
-        }
-    }
-}
-
 /* One token's attention with its heads in one launch (lpc_attention1): the batch-1
  * decode step at contexts of one tile per warp (attn1_splits). Needs the folded merge
  * (its counters) and q not read afterwards (the kernel leaves the F32 q as it came). */
@@ -1187,7 +1165,6 @@ static void exec_attention1(lp_cuda *c, const lpc_op *op, const lpc_attn_args *a
     p.cs = c->d_cos;
     p.sn = c->d_sin;
     p.neox = c->cfg.rope == LP_ROPE_NEOX;
-    attn1_prefetch(c, op, p.pf);
     lpc_attention1(c->st, p, c->cfg.head_dim, op->i3);
 }
 
@@ -1694,7 +1671,6 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->gemv_bps = env_count("LP_CUDA_GEMV_BPS", LPC_GEMV_BPS);
     c->attn1_grid = !env_off("LP_CUDA_ATTN1_GRID");
     c->attn1_max = env_count("LP_CUDA_ATTN1_MAX", 1 << 20);
-    c->attn_pf = (size_t)env_count("LP_CUDA_ATTN_PF", LPC_ATTN_PF_MB) << 20;
     const char *prof = getenv("LP_CUDA_PROFILE");
     c->prof.on = prof && strcmp(prof, "1") == 0;
     if (c->prof.on) c->use_graphs = false; /* eager launches, an event after each op */

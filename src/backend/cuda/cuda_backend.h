@@ -29,8 +29,7 @@
  * resident wave; 0 launches one block per row group), LP_CUDA_ATTN1_GRID=0 (one-token
  * attention launches a block for every split, not just the live ones), LP_CUDA_ATTN1_MAX
  * (one-token attention in one launch up to this many positions, the split kernel above;
- * default: always; 0: while each warp has one tile, 128 x the splits), LP_CUDA_ATTN_PF
- * (MB of the next matmuls' weights the one-token attention fetches into L2; default 24). */
+ * default: always; 0: while each warp has one tile, 128 x the splits). */
 #ifndef LP_CUDA_BACKEND_H
 #define LP_CUDA_BACKEND_H
 

@@ -449,14 +449,6 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
  * sums in f32; the split kernel's results within ~1e-3 (test_cuda_emu test_attention1).
  * Only for a single token: with several, a token may attend to positions another token
  * of the same launch writes. */
-/* A byte range of device memory (bytes a multiple of 16, p 16-byte aligned). */
-typedef struct {
-    const uint8_t *p;
-    size_t bytes;
-} lpc_span;
-
-enum { LPC_ATTN1_PF = 6 /* spans: the o weight's two planes, gate's and up's */ };
-
 typedef struct {
     lpc_attn_args a;     /* q: the token's q rows as the GEMV wrote them (before qh's op) */
     lpc_head_set qh, kh; /* q's and k's per-head op: x, w (norm), eps, rope; kh.back: the F32 k
@@ -465,20 +457,7 @@ typedef struct {
     const float *v;      /* the token's v rows */
     const float *cs, *sn; /* the token's rope row */
     int neox;
-    lpc_span pf[LPC_ATTN1_PF]; /* weights of the next matmuls, fetched into L2 meanwhile (or empty) */
 } lpc_attn1_args;
-
-/* The live blocks' threads ask L2 for the spans, a chunk each in turn, right after the
- * grid wait: from then until the o GEMV's blocks get going the step's only DRAM traffic
- * is attention's K/V, so the o weights (and the first gate/up rows) load in time the
- * weight stream would otherwise lose. */
-__device__ __forceinline__ void lpc_attn1_prefetch(const lpc_span *pf, int n_kv, int live) {
-    enum { CH = 16384 };
-    const size_t n = (size_t)n_kv * live * blockDim.x, me = ((size_t)blockIdx.y * n_kv + blockIdx.x) * blockDim.x + threadIdx.x;
-    for (int i = 0; i < LPC_ATTN1_PF; i++)
-        for (size_t off = me * CH; off < pf[i].bytes; off += n * CH)
-            lpc_prefetch_l2(pf[i].p + off, (unsigned)(pf[i].bytes - off < (size_t)CH ? pf[i].bytes - off : (size_t)CH));
-}
 
 /* Dynamic shared memory of a block: per warp, a tile of 32 K rows and 32 V rows, each row
  * padded by 16 bytes (ldmatrix's 8 rows of a block, and the lanes reading q, then hit
@@ -675,7 +654,6 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
     if (tile0 < end) lpc_attn1_stage<HD>(kt, vt, kbase, vbase, tile0, lpc_imin(end, pos)); /* rows before pos only */
     for (int i = threadIdx.x; i < (8 * NB - G) * QS; i += blockDim.x) q16[G * QS + i] = 0; /* no head: zero */
     lpc_grid_wait(); /* q, k, v of this token are the previous kernels' */
-    lpc_attn1_prefetch(p.pf, a.n_kv, live);
     for (int g = warp; g < G; g += 4) {
         const lpc_head_set &q = p.qh;
         lpc_head_row(q.x + ((size_t)kvh * G + g) * HD, HD, q.w, q.eps, q.rope ? p.cs : NULL, p.sn, p.neox, hb, NULL, q16 + g * QS);

@@ -289,21 +289,6 @@ inline void lpc_smem_optin(K k, size_t bytes, unsigned &done) {
 }
 #endif
 
-/* Ask L2 to fetch [p, p + bytes) (p 16-byte aligned, bytes a multiple of 16) and go on:
- * nothing waits for it, no register or shared memory holds it (sm_90's bulk prefetch; a
- * no-op before it and in the emulator). */
-#ifdef LPC_EMU
-inline void lpc_prefetch_l2(const void *p, unsigned bytes) { (void)p, (void)bytes; }
-#else
-__device__ __forceinline__ void lpc_prefetch_l2(const void *p, unsigned bytes) {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-#else
-    (void)p, (void)bytes;
-#endif
-}
-#endif
-
 /* 16-byte read-only load (the weight planes and activations are 16-byte aligned). */
 __device__ __forceinline__ uint4 lpc_ld16(const void *p) { return __ldg((const uint4 *)p); }
 __device__ __forceinline__ uint2 lpc_ld8(const void *p) { return __ldg((const uint2 *)p); }
