@@ -21,13 +21,21 @@ __device__ __forceinline__ void lpc_head_put(float *dst, uint16_t *h, int i, flo
     if (h) h[i] = lpc_f2h(v);
 }
 
-/* One row of hd values by one warp: RMSNorm (w != NULL) then rope (cs != NULL: this
- * token's table rows; neox: pairs (i, i+half)) of src, written to dst (F32; may be
- * src: every lane reads before any lane writes) and/or h (F16 bits: a KV-cache row).
- * b: the warp's hd floats of shared memory. */
+/* One row of hd values (hd <= 256) by one warp: RMSNorm (w != NULL) then rope (cs !=
+ * NULL: this token's table rows; neox: pairs (i, i+half)) of src, written to dst (F32;
+ * may be src: every lane reads before any lane writes) and/or h (F16 bits: a KV-cache
+ * row). b: the warp's hd floats of shared memory. The rope table's loads go out with
+ * the row's: one L2 round trip, where loading them after the norm made two. */
 __device__ __forceinline__ void lpc_head_row(const float *src, int hd, const float *w, float eps, const float *cs,
                                              const float *sn, int neox, float *b, float *dst, uint16_t *h) {
-    const int lane = threadIdx.x % 32;
+    const int lane = threadIdx.x % 32, half = hd / 2;
+    float c[4], sv[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int i = lane + 32 * j;
+        c[j] = cs && i < half ? cs[i] : 0.0f;
+        sv[j] = cs && i < half ? sn[i] : 0.0f;
+    }
     float scale = 1.0f;
     if (w) {
         float ss = 0.0f;
@@ -41,12 +49,14 @@ __device__ __forceinline__ void lpc_head_row(const float *src, int hd, const flo
         for (int i = lane; i < hd; i += 32) lpc_head_put(dst, h, i, b[i]);
         return;
     }
-    const int half = hd / 2;
-    for (int i = lane; i < half; i += 32) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int i = lane + 32 * j;
+        if (i >= half) break;
         const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
-        const float c = cs[i], s = sn[i], x0 = b[ia], x1 = b[ib];
-        lpc_head_put(dst, h, ia, x0 * c - x1 * s);
-        lpc_head_put(dst, h, ib, x1 * c + x0 * s);
+        const float x0 = b[ia], x1 = b[ib];
+        lpc_head_put(dst, h, ia, x0 * c[j] - x1 * sv[j]);
+        lpc_head_put(dst, h, ib, x1 * c[j] + x0 * sv[j]);
     }
 }
 
@@ -462,12 +472,13 @@ typedef struct {
 /* Dynamic shared memory of a block: per warp, a tile of 32 K rows and 32 V rows, each row
  * padded by 16 bytes (ldmatrix's 8 rows of a block, and the lanes reading q, then hit
  * different banks), then per warp hd floats of scratch for lpc_head_row, then 16 f16 q
- * rows padded the same way (static shared memory is full at head_dim 256 with 16 heads
- * per kv head). After the tiles, the merge of the warps overlays them. */
+ * rows and the token's own K and V rows, padded the same way (static shared memory is
+ * full at head_dim 256 with 16 heads per kv head). After the tiles, the merge of the
+ * warps overlays them. */
 __host__ __device__ constexpr int lpc_attn1_row_bytes(int hd) { return 2 * hd + 16; }
 __host__ __device__ constexpr int lpc_attn1_tiles_bytes(int hd) { return 4 * 2 * 32 * lpc_attn1_row_bytes(hd); }
 __host__ __device__ constexpr int lpc_attn1_q_at(int hd) { return lpc_attn1_tiles_bytes(hd) + 4 * hd * (int)sizeof(float); }
-inline size_t lpc_attn1_smem(int hd) { return (size_t)lpc_attn1_q_at(hd) + 16 * (size_t)lpc_attn1_row_bytes(hd); }
+inline size_t lpc_attn1_smem(int hd) { return (size_t)lpc_attn1_q_at(hd) + 18 * (size_t)lpc_attn1_row_bytes(hd); }
 
 /* A warp's tile: K and V rows [tile, min(tile + 32, lim)) copied into kt / vt, the rest
  * of the 32 rows zeroed (the mma reads whole tiles: P = 0 times stale bits could be NaN). */
@@ -489,22 +500,20 @@ __device__ __forceinline__ void lpc_attn1_stage(uint8_t *kt, uint8_t *vt, const 
     lpc_cp_async_commit();
 }
 
-/* The token's own K and V rows of kv head kvh (k through kh's op) into the staged rows
- * krow / vrow and the cache rows kc / vc, by one warp; hb: the warp's hd floats. */
+/* The token's own K row of kv head kvh (through kh's op; the F32 k result too when kh
+ * asks) or V row, by one warp: F16 into row (shared memory) and the cache at `at`. */
 template <int HD>
-__device__ __forceinline__ void lpc_attn1_current(const lpc_attn1_args &p, int kvh, uint8_t *krow, uint8_t *vrow, uint16_t *kc,
-                                                  uint16_t *vc, float *hb) {
+__device__ __forceinline__ void lpc_attn1_own_row(const lpc_attn1_args &p, int kvh, bool is_v, uint8_t *row, size_t at, float *hb) {
     const int lane = threadIdx.x % 32;
     const lpc_head_set &k = p.kh;
-    lpc_head_row(k.x + (size_t)kvh * HD, HD, k.w, k.eps, k.rope ? p.cs : NULL, p.sn, p.neox, hb,
-                 k.back ? k.back + (size_t)kvh * HD : NULL, (uint16_t *)krow);
+    if (!is_v)
+        lpc_head_row(k.x + (size_t)kvh * HD, HD, k.w, k.eps, k.rope ? p.cs : NULL, p.sn, p.neox, hb,
+                     k.back ? k.back + (size_t)kvh * HD : NULL, (uint16_t *)row);
+    else
+        lpc_head_row(p.v + (size_t)kvh * HD, HD, NULL, 0.0f, NULL, NULL, 0, hb, NULL, (uint16_t *)row);
     __syncwarp();
-    lpc_head_row(p.v + (size_t)kvh * HD, HD, NULL, 0.0f, NULL, NULL, 0, hb, NULL, (uint16_t *)vrow);
-    __syncwarp();
-    for (int c = lane; c < HD / 8; c += 32) {
-        lpc_store16(kc + 8 * c, *(const uint4 *)(krow + 16 * c));
-        lpc_store16(vc + 8 * c, *(const uint4 *)(vrow + 16 * c));
-    }
+    uint16_t *cache = (uint16_t *)(is_v ? p.a.vc : p.a.kc) + at;
+    for (int c = lane; c < HD / 8; c += 32) lpc_store16(cache + 8 * c, *(const uint4 *)(row + 16 * c));
 }
 
 /* A warp's running state over its tiles, in the mma layout with heads as columns (g =
@@ -641,7 +650,7 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
     enum { RB = lpc_attn1_row_bytes(HD), QS = HD + 8 };
     lpc_launch_dependents();
     const lpc_attn_args &a = p.a;
-    const int warp = threadIdx.x / 32, kvh = blockIdx.x, sp = blockIdx.y, G = a.G;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, kvh = blockIdx.x, sp = blockIdx.y, G = a.G;
     const int pos = a.pos[0], slot = a.slot[0]; /* uploaded before the step's first kernel */
     int beg, end, live;
     if (!lpc_attn_range(a, pos, sp, beg, end, live)) return; /* block-uniform; never counted in */
@@ -650,13 +659,20 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
     uint8_t *kt = lpc_dyn_smem() + (size_t)warp * 2 * 32 * RB, *vt = kt + 32 * RB;
     float *hb = (float *)(lpc_dyn_smem() + lpc_attn1_tiles_bytes(HD)) + warp * HD; /* lpc_head_row's scratch */
     uint16_t *q16 = (uint16_t *)(lpc_dyn_smem() + lpc_attn1_q_at(HD)); /* [8 NB][QS]: f16 q rows */
+    uint8_t *own = (uint8_t *)(q16 + 16 * QS);                            /* the token's K row, then V row */
     const int tile0 = beg + 32 * warp;
     if (tile0 < end) lpc_attn1_stage<HD>(kt, vt, kbase, vbase, tile0, lpc_imin(end, pos)); /* rows before pos only */
     for (int i = threadIdx.x; i < (8 * NB - G) * QS; i += blockDim.x) q16[G * QS + i] = 0; /* no head: zero */
     lpc_grid_wait(); /* q, k, v of this token are the previous kernels' */
-    for (int g = warp; g < G; g += 4) {
+    /* the rows: G q heads, and in the block whose split holds pos the token's k and v (so
+     * the warp whose tile holds pos does not do three rows in a row while the others wait) */
+    const size_t at = lpc_kv_index(slot, kvh, pos, a.n_kv, a.n_ctx, HD);
+    for (int r = warp; r < G + (pos < end ? 2 : 0); r += 4) {
         const lpc_head_set &q = p.qh;
-        lpc_head_row(q.x + ((size_t)kvh * G + g) * HD, HD, q.w, q.eps, q.rope ? p.cs : NULL, p.sn, p.neox, hb, NULL, q16 + g * QS);
+        if (r < G)
+            lpc_head_row(q.x + ((size_t)kvh * G + r) * HD, HD, q.w, q.eps, q.rope ? p.cs : NULL, p.sn, p.neox, hb, NULL, q16 + r * QS);
+        else
+            lpc_attn1_own_row<HD>(p, kvh, r > G, own + (size_t)(r - G) * RB, at, hb);
         __syncwarp();
     }
     __syncthreads();
@@ -676,10 +692,11 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
         }
         lpc_cp_async_wait_all();
         __syncwarp();
-        if (pos >= tile && pos < tile + 32) { /* the token's own row: this warp of the last split */
-            const size_t at = lpc_kv_index(slot, kvh, pos, a.n_kv, a.n_ctx, HD);
-            lpc_attn1_current<HD>(p, kvh, kt + (pos - tile) * RB, vt + (pos - tile) * RB, (uint16_t *)a.kc + at,
-                                  (uint16_t *)a.vc + at, hb);
+        if (pos >= tile && pos < tile + 32) { /* the token's own rows into this warp's tile */
+            for (int c = lane; c < HD / 8; c += 32) {
+                *(uint4 *)(kt + (pos - tile) * RB + 16 * c) = *(const uint4 *)(own + 16 * c);
+                *(uint4 *)(vt + (pos - tile) * RB + 16 * c) = *(const uint4 *)(own + RB + 16 * c);
+            }
             __syncwarp();
         }
         lpc_attn1_tile<HD, NB>(q16, kt, vt, end - tile, a.scale, st);

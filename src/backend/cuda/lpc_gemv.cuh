@@ -472,11 +472,7 @@ struct lpc_gemv1 {
      * copy bandwidth); Q8_0 4 slices except on the tall gate/up (2.93 vs 2.68 on q/o). */
     static void launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) {
         if constexpr (T::A_BYTES * 8 == 4 * T::BLOCK || T::A_BYTES * 8 == 5 * T::BLOCK) { /* Q4_K, Q5_K, MLX 4-bit, Q4_0 */
-            if (p.K <= 4096) {
-                static const bool u5 = getenv("LP_CUDA_U5") && atoi(getenv("LP_CUDA_U5")) > 0; /* A/B, temporary */
-                if (u5 && p.bpr * T::SLICES > 128 && p.bpr * T::SLICES <= 160) return lpc_gemv1_launch<T, 1, 5, 8>(st, p, n_pairs);
-                return lpc_gemv1_launch<T, 1, 4, 8>(st, p, n_pairs);
-            }
+            if (p.K <= 4096) return lpc_gemv1_launch<T, 1, 4, 8>(st, p, n_pairs);
         } else if constexpr ((int)T::TYPE == LPC_Q8_0) {
             if (p.row0[p.nprob] <= 8192) return lpc_gemv1_launch<T, 2, 4, 8>(st, p, n_pairs);
         }
