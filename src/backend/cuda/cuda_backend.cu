@@ -1152,7 +1152,7 @@ static void exec_heads(lp_cuda *c, const lpc_op *op, uint16_t *kc, uint16_t *vc)
 }
 
 /* One token's attention with its heads in one launch (lpc_attention1): the batch-1
- * decode step at contexts of one tile per warp (attn1_splits). Needs the folded merge
+ * decode step (attn1_splits says when and with how many splits). Needs the folded merge
  * (its counters) and q not read afterwards (the kernel leaves the F32 q as it came). */
 static void exec_attention1(lp_cuda *c, const lpc_op *op, const lpc_attn_args *a) {
     lpc_attn1_args p;
