@@ -17,34 +17,38 @@
  * c[0], c[1] are D[g][2t], D[g][2t + 1]; c[2], c[3] the same columns of row g + 8. */
 
 #ifdef LPC_EMU
-/* The emulator: each lane gathers every lane's fragments (one warp-wide exchange) and
- * sums the products its four outputs need, reading A and B where the layout above puts
- * them. H = number of 16-deep halves (1: k16, 2: k32). */
-template <int H>
-inline void lpc_mma_emu(int (&c)[4], const uint32_t (&a)[2 * H], const uint32_t (&b)[H]) {
+/* The emulator: each lane gathers every lane's fragments (one warp-wide exchange), then
+ * computes its four outputs D[row][col] (row = g + 8 (i / 2), col = 2t + i % 2) as
+ * dot(all, row, col, c[i]), reading A and B where the fragment layout puts them. */
+template <int NA, int NB, class C, class Dot>
+inline void lpc_mma_emu(C (&c)[4], const uint32_t (&a)[NA], const uint32_t (&b)[NB], Dot dot) {
     struct frag {
-        uint32_t a[2 * H], b[H];
+        uint32_t a[NA], b[NB];
     } mine, all[32];
     memcpy(mine.a, a, sizeof mine.a);
     memcpy(mine.b, b, sizeof mine.b);
     emu::warp_gather(mine, all);
     const int lane = emu::me().linear % 32, g = lane / 4, t = lane % 4;
-    for (int i = 0; i < 4; i++) {
-        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
-        int sum = c[i];
-        /* A[row][16h + 4tq ..] is in lane 4 (row % 8) + tq, B[16h + 4tq ..][col] in lane 4 col + tq */
+    for (int i = 0; i < 4; i++) c[i] = dot(all, g + 8 * (i / 2), 2 * t + i % 2, c[i]);
+}
+
+/* int8: H = number of 16-deep halves (1: k16, 2: k32); A[row][16h + 4tq ..] is in lane
+ * 4 (row % 8) + tq, B[16h + 4tq ..][col] in lane 4 col + tq. */
+template <int H>
+inline void lpc_mma_emu_s8(int (&c)[4], const uint32_t (&a)[2 * H], const uint32_t (&b)[H]) {
+    lpc_mma_emu(c, a, b, [](const auto *all, int row, int col, int sum) {
         for (int h = 0; h < H; h++)
             for (int tq = 0; tq < 4; tq++)
                 sum = __dp4a((int)all[4 * (row % 8) + tq].a[2 * h + row / 8], (int)all[4 * col + tq].b[h], sum);
-        c[i] = sum;
-    }
+        return sum;
+    });
 }
 #endif
 
 __device__ __forceinline__ void lpc_mma_s8_16x8x16(int (&c)[4], const uint32_t (&a)[2], uint32_t b) {
 #if defined(LPC_EMU)
     const uint32_t bb[1] = {b};
-    lpc_mma_emu<1>(c, a, bb);
+    lpc_mma_emu_s8<1>(c, a, bb);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
@@ -56,7 +60,7 @@ __device__ __forceinline__ void lpc_mma_s8_16x8x16(int (&c)[4], const uint32_t (
 
 __device__ __forceinline__ void lpc_mma_s8_16x8x32(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
 #if defined(LPC_EMU)
-    lpc_mma_emu<2>(c, a, b);
+    lpc_mma_emu_s8<2>(c, a, b);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
@@ -89,25 +93,14 @@ inline float lpc_tc_half(uint32_t reg, int hi) { return lpc_h2f((uint16_t)(hi ? 
 
 __device__ __forceinline__ void lpc_mma_f16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
 #if defined(LPC_EMU)
-    struct frag {
-        uint32_t a[4], b[2];
-    } mine, all[32];
-    memcpy(mine.a, a, sizeof mine.a);
-    memcpy(mine.b, b, sizeof mine.b);
-    emu::warp_gather(mine, all);
-    const int lane = emu::me().linear % 32, g = lane / 4, t = lane % 4;
-    for (int i = 0; i < 4; i++) {
-        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
-        float sum = c[i];
-        for (int k = 0; k < 16; k++) {
-            /* A[row][k]: register (row / 8) + 2 (k / 8) of lane 4 (row % 8) + (k % 8) / 2;
-             * B[k][col]: register k / 8 of lane 4 col + (k % 8) / 2 */
-            const float x = lpc_tc_half(all[4 * (row % 8) + (k % 8) / 2].a[row / 8 + 2 * (k / 8)], k % 2);
-            const float y = lpc_tc_half(all[4 * col + (k % 8) / 2].b[k / 8], k % 2);
-            sum += x * y;
-        }
-        c[i] = sum;
-    }
+    /* A[row][k]: register row / 8 + 2 (k / 8) of lane 4 (row % 8) + (k % 8) / 2; B[k][col]:
+     * register k / 8 of lane 4 col + (k % 8) / 2; half k % 2 of each */
+    lpc_mma_emu(c, a, b, [](const auto *all, int row, int col, float sum) {
+        for (int k = 0; k < 16; k++)
+            sum += lpc_tc_half(all[4 * (row % 8) + (k % 8) / 2].a[row / 8 + 2 * (k / 8)], k % 2) *
+                   lpc_tc_half(all[4 * col + (k % 8) / 2].b[k / 8], k % 2);
+        return sum;
+    });
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
