@@ -434,7 +434,7 @@ __global__ void __launch_bounds__(128) lpc_attn_split_kernel(lpc_attn_args p) {
     lpc_attn_acc_init(st);
     for (int tile = beg + 32 * warp; tile < end; tile += 128)
         lpc_attn_tile<HD, GM>(qs, G, (const uint8_t *)(kbase + (size_t)(tile + lane) * HD), end - tile,
-                                     (const uint8_t *)(vbase + (size_t)tile * HD + vd), 2 * HD, st);
+                              (const uint8_t *)(vbase + (size_t)tile * HD + vd), 2 * HD, st);
     lpc_attn_finish<HD, GM>(p, st, t, kvh, sp, live);
 }
 
