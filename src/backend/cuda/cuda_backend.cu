@@ -619,7 +619,7 @@ static int n_split(const lp_cuda *c, int n);
  * length, 235 vs 217 tok/s at 16k and 197 vs 180 at 32k for Qwen3-8B q4_k_m on the H100;
  * the FMA version lost at 32k, 155 vs 180). Returns the splits it launches, 0 for the
  * split kernel: the live splits rounded up to a power of two (with LP_CUDA_ATTN1_GRID=0
- * all nsplit), so the blocks without positions, each holding 70 KB of shared memory until
+ * all nsplit), so the blocks without positions, each holding 76 KB of shared memory until
  * it exits, do not stand in the next GEMV's way, while the op (and so the graph) changes
  * at 7 context lengths, not every 128 positions. */
 static int attn1_splits(const lp_cuda *c, int window) {

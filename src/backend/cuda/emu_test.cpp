@@ -936,11 +936,11 @@ struct attn1_case {
     int with_norm, rope, q_op, k_op, keep_k, neox;
 };
 
-/* The same bits everywhere else: both caches whole (the token's
- * row written, nothing else touched: positions after it hold NaN sentinels, the token's own
- * row a stale value that must not be read), the F32 k written back, q untouched, the
- * int8 shadow that of the output; blocks in shuffled orders over two launches on the same
- * counters (a graph replay), which must be back at zero after each, with the same output. */
+/* The same bits everywhere else: both caches whole (the token's row written, nothing else
+ * touched: positions after it hold NaN sentinels, the token's own row a stale value that
+ * must not be read), the F32 k written back, q untouched, the int8 shadow that of the
+ * output; blocks in shuffled orders over two launches on the same counters (a graph
+ * replay), which must be back at zero after each, with the same output. */
 static void run_attn1_case(const attn1_case &ac) {
     const int hd = ac.hd, half = hd / 2, n_kv = ac.n_kv, n_head = ac.n_head, G = n_head / n_kv, n_slots = 2, slot = 1;
     const int n_ctx = ac.pos + 40;
@@ -1009,10 +1009,11 @@ static void run_attn1_case(const attn1_case &ac) {
         const int live = ac.min_chunk ? std::max(1, std::min(ac.nsplit, (len + ac.min_chunk - 1) / ac.min_chunk)) : ac.nsplit;
         lpc_attention1(0, p, hd, replay == 0 ? live : ac.nsplit);
         emu::block_order_seed() = 0;
-        double err = 0.0;
-        for (size_t i = 0; i < count; i++) err = fmax(err, fabs((double)out2[i] - out1[i]) / (1.0 + fabs(out1[i])));
-        if (!(err < ATTN1_BOUND)) fail_msg("%s: output off by %g (launch %d)", what, err, replay);
-        if (replay == 0) worst_attn1 = fmax(worst_attn1, err);
+        for (size_t i = 0; i < count; i++) {
+            const double err = fabs((double)out2[i] - out1[i]) / (1.0 + fabs(out1[i]));
+            if (!(err < ATTN1_BOUND)) fail_msg("%s: output %zu off by %g (launch %d)", what, i, err, replay); /* NaN too */
+            if (replay == 0) worst_attn1 = fmax(worst_attn1, err);
+        }
         if (replay == 1 && !same_bits(out_first.data(), out2.data(), count * 4)) fail_msg("%s: launches differ", what);
         out_first = out2;
         q8_buf oq(count); /* the shadow is of the output it came with */
