@@ -156,6 +156,22 @@ enum {
     LPC_ATTN_PART_HEAD = 4,   /* floats before a partial's acc */
 };
 
+/* The attention kernels' head_dim (32, 64, 128 or 256) as a compile-time constant: go(h)
+ * with decltype(h)::value the head_dim, for the launchers of both decode kernels. */
+template <int HD>
+struct lpc_hd_const {
+    static constexpr int value = HD;
+};
+template <class Go>
+inline void lpc_attn_hd(int hd, Go go) {
+    switch (hd) {
+    case 32: go(lpc_hd_const<32>{}); break;
+    case 64: go(lpc_hd_const<64>{}); break;
+    case 128: go(lpc_hd_const<128>{}); break;
+    default: go(lpc_hd_const<256>{}); break;
+    }
+}
+
 /* Splits that a token attending to len positions uses: nsplit is fixed per graph (sized
  * for the longest context), the live length decides how many carry work, at least
  * min_chunk positions each, so a short context is not spread over 64 splits of a few
@@ -724,12 +740,7 @@ inline void lpc_attn1_hd(lpc_stream st, const lpc_attn1_args &p, int splits) {
  * 0 .. splits-1 of p.a.nsplit (at least the live ones; the partials keep the nsplit
  * layout). */
 inline void lpc_attention1(lpc_stream st, const lpc_attn1_args &p, int hd, int splits) {
-    switch (hd) {
-    case 32: lpc_attn1_hd<32>(st, p, splits); break;
-    case 64: lpc_attn1_hd<64>(st, p, splits); break;
-    case 128: lpc_attn1_hd<128>(st, p, splits); break;
-    default: lpc_attn1_hd<256>(st, p, splits); break;
-    }
+    lpc_attn_hd(hd, [&](auto h) { lpc_attn1_hd<decltype(h)::value>(st, p, splits); });
 }
 
 /* The unfolded combine (LP_CUDA_FUSE=0): one block of hd threads per output row. */
@@ -752,12 +763,7 @@ inline void lpc_attn_split_hd(lpc_stream st, const lpc_attn_args &p, int n) {
 
 /* head_dim in {32, 64, 128, 256} and G <= 16 (checked by the caller). */
 inline void lpc_attention(lpc_stream st, const lpc_attn_args &p, int n, int hd) {
-    switch (hd) {
-    case 32: lpc_attn_split_hd<32>(st, p, n); break;
-    case 64: lpc_attn_split_hd<64>(st, p, n); break;
-    case 128: lpc_attn_split_hd<128>(st, p, n); break;
-    default: lpc_attn_split_hd<256>(st, p, n); break;
-    }
+    lpc_attn_hd(hd, [&](auto h) { lpc_attn_split_hd<decltype(h)::value>(st, p, n); });
     if (!p.counters) LPC_LAUNCH(lpc_attn_combine_kernel, dim3((unsigned)(n * p.n_head)), dim3((unsigned)hd), st, p, hd);
 }
 
