@@ -69,8 +69,8 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_ATTN1, FUSE_COUNT };
-static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm", "attn1"};
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_ATTN1, FUSE_GLU, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm", "attn1", "glu"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -87,7 +87,7 @@ typedef struct {
 } lpc_head_xform;
 
 /* One recorded op. Zeroed before filling: lists are compared with memcmp. */
-typedef struct {
+typedef struct lpc_op {
     int kind, n, count;
     lp_bbuf *x[LPC_MAX_PROB], *y[LPC_MAX_PROB]; /* inputs / outputs (per kind, see op_io) */
     lp_bbuf *z;                                 /* third operand (attention v, moe router) */
@@ -112,6 +112,8 @@ typedef struct {
     lp_bbuf *epi_out;    /* ... that norm's output (only its int8 shadow is written) */
     int x_rms;           /* matmul: bit i = x[i]'s shadow is of an RMSNorm's w * x, 1/rms left to us */
     float x_eps;
+    const struct lpc_op *glu; /* gate/up matmul: the SwiGLU after it, done by its GEMV (lpc_gemv_glu) */
+    int glu_f32;         /* ... whose F32 result is read later (else only its shadow is written) */
 } lpc_op;
 
 typedef struct {
@@ -146,6 +148,8 @@ typedef struct {
     bool pdl;            /* device and LP_CUDA_PDL allow programmatic dependent launch */
     unsigned drop_ops;   /* LP_CUDA_DROP: op kinds not run (timing experiments; wrong results) */
     unsigned no_fuse;    /* LP_CUDA_NOFUSE: FUSE_* fusions left out (measuring each one) */
+    int replay;          /* LP_CUDA_REPLAY: launches of a replayed graph (timing: the GPU's share of a
+                            step is the difference per extra launch; a step's ops are idempotent) */
     lp_backend_config cfg;
     float *d_inv_freq;
     uint16_t *k_cache, *v_cache;
@@ -623,7 +627,7 @@ static int n_split(const lp_cuda *c, int n);
  * it exits, do not stand in the next GEMV's way, while the op (and so the graph) changes
  * at 7 context lengths, not every 128 positions. */
 static int attn1_splits(const lp_cuda *c, int window) {
-    if (c->n_batch != 1 || c->attn_chunk > LPC_ATTN_MIN_CHUNK) return 0;
+    if (c->n_batch != 1) return 0;
     lpc_attn_args a;
     memset(&a, 0, sizeof a);
     a.nsplit = n_split(c, 1), a.min_chunk = c->attn_chunk, a.window = window;
@@ -910,6 +914,24 @@ static void fuse_epilogue(lp_cuda *c, int i) {
     counters(c, &c->epi_cnt, (size_t)mm->w[0]->M / 32);
 }
 
+/* A batch-1 gate/up GEMV followed by the SwiGLU of its two results does the SwiGLU too
+ * (lpc_gemv_glu): up's values are dead after it, gate's F32 result is written only when
+ * something other than a GEMV's shadow reads it. */
+static void fuse_glu(lp_cuda *c, int i) {
+    lpc_op *mm = &c->ops[i], *sw = next_live(c, i);
+    if (!sw || sw->kind != OP_SWIGLU || mm->kind != OP_MATMUL || mm->count != 2 || mm->n != 1 || mm->acc_into || mm->epi_norm)
+        return;
+    const lpc_weight *g = mm->w[0], *u = mm->w[1];
+    const int j = (int)(sw - c->ops);
+    if (!gemv1_runs(c, mm, 0) || !gemv1_runs(c, mm, 1) || g->type != u->type || g->K != u->K || g->M != u->M || g->M % 32 ||
+        mm->x[0] != mm->x[1] || mm->expert[0] || mm->expert[1] || sw->x[0] != mm->y[0] || sw->x[1] != mm->y[1] ||
+        sw->cnt != (size_t)g->M || !sw->emit_q8 || !dead_after(c, j, mm->y[1]))
+        return;
+    mm->glu = sw;
+    mm->glu_f32 = !shadow_only(c, j, sw->y[0]);
+    sw->skip = 1;
+}
+
 static void plan(lp_cuda *c) {
     lpc_op *ops = c->ops;
     if (fuse_on(c, FUSE_RES))
@@ -971,6 +993,8 @@ static void plan(lp_cuda *c) {
     }
     if (fuse_on(c, FUSE_EPI_NORM))
         for (int i = 0; i < c->n_ops; i++) fuse_epilogue(c, i);
+    if (fuse_on(c, FUSE_GLU))
+        for (int i = 0; i < c->n_ops; i++) fuse_glu(c, i);
 }
 
 /* ---- execution ---- */
@@ -1054,6 +1078,67 @@ static void exec_mma(lp_cuda *c, int type, const lpc_gemv_args *p) {
     if (!lpc_mma(c->st, type, *p, sp)) set_err(c, "cuda backend: no MMA kernel for type %d", type);
 }
 
+static void exec_swiglu(lp_cuda *c, const lpc_op *op) {
+    lpc_swiglu(c->st, op->x[0]->d, op->x[1]->d, op->cnt, op->f0, op->emit_q8, op->emit_q8 ? op->y[0]->q8 : no_q8());
+}
+
+/* Gate/up with the SwiGLU folded in (fuse_glu): one launch, or the GEMV and the SwiGLU
+ * kernel when the fused one would leave waves half empty. */
+static void exec_glu(lp_cuda *c, const lpc_op *op, lpc_gemv_args *p) {
+    const lpc_op *sw = op->glu;
+    p->glu.on = 1;
+    p->glu.limit = sw->f0;
+    p->glu.out = op->glu_f32 ? sw->y[0]->d : NULL;
+    p->glu.o = sw->y[0]->q8;
+    if (lpc_gemv_glu(c->st, op->w[0]->type, *p)) return;
+    p->glu.on = 0;
+    if (!lpc_gemv(c->st, op->w[0]->type, *p, 0)) set_err(c, "cuda backend: no GEMV kernel for type %d", op->w[0]->type);
+    exec_swiglu(c, sw);
+}
+
+/* The arguments of one launch: problem i of op and the later ones sharing its weight type
+ * and input (marked done); quantizes the input first when no producer wrote its shadow. */
+static void matmul_set(lp_cuda *c, const lpc_op *op, int i, bool *done, lp_bbuf **quantized, int *n_quantized,
+                       lpc_gemv_args *p) {
+    const lpc_weight *w = op->w[i];
+    const int n = op->n;
+    memset(p, 0, sizeof *p);
+    p->K = w->K;
+    p->bpr = w->bpr;
+    p->row_bytes = w->row_bytes;
+    p->ncols = n;
+    p->per_sm = c->gemv_bps, p->n_sm = c->n_sm;
+    if (quantized_weight(w)) {
+        if (!(op->x_ready >> i & 1) && !has(quantized, *n_quantized, op->x[i])) {
+            lpc_quantize(c->st, op->x[i]->d, (size_t)n * w->K, op->x[i]->q8);
+            quantized[(*n_quantized)++] = op->x[i];
+        }
+        p->xq = op->x[i]->q8;
+    } else {
+        p->x = op->x[i]->d;
+    }
+    for (int j = i; j < op->count; j++) {
+        const lpc_weight *wj = op->w[j];
+        if (done[j] || wj->type != w->type || wj->K != w->K || op->x[j] != op->x[i]) continue;
+        const int k = p->nprob++;
+        p->a[k] = wj->a + (size_t)op->expert[j] * wj->expert_a;
+        p->b[k] = wj->b ? wj->b + (size_t)op->expert[j] * wj->expert_b : NULL;
+        p->y[k] = op->acc_into ? op->acc_into->d : op->y[j]->d;
+        p->accumulate[k] = op->acc_into != NULL;
+        p->M[k] = wj->M;
+        p->row0[k + 1] = p->row0[k] + wj->M;
+        done[j] = true;
+    }
+    if (op->epi_norm) {
+        p->epi.count = (unsigned *)c->epi_cnt.p;
+        p->epi.w = (const float *)op->epi_norm->a;
+        p->epi.ss = op->epi_out->q8.ss;
+        p->epi.o = op->epi_out->q8;
+    }
+    if (op->x_rms >> i & 1) p->x_ss = op->x[i]->q8.ss, p->x_eps = op->x_eps;
+}
+
+/* A matmul op: cuBLAS problems first, then one launch per weight type and input. */
 static void exec_matmul(lp_cuda *c, const lpc_op *op) {
     const int n = op->n;
     bool done[LPC_MAX_PROB] = {false, false, false, false};
@@ -1063,51 +1148,23 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
         done[i] = true;
     }
     lp_bbuf *quantized[LPC_MAX_PROB];
-    int n_quantized = 0;
-    for (int i = 0; i < op->count; i++) {
-        if (done[i]) continue;
-        /* problems with the same weight type and input go into one launch */
-        const lpc_weight *w = op->w[i];
-        lpc_gemv_args p;
-        memset(&p, 0, sizeof p);
-        p.K = w->K;
-        p.bpr = w->bpr;
-        p.row_bytes = w->row_bytes;
-        p.ncols = n;
-        p.per_sm = c->gemv_bps, p.n_sm = c->n_sm;
-        const bool quant = quantized_weight(w);
-        if (quant) {
-            if (!(op->x_ready >> i & 1) && !has(quantized, n_quantized, op->x[i])) {
-                lpc_quantize(c->st, op->x[i]->d, (size_t)n * w->K, op->x[i]->q8);
-                quantized[n_quantized++] = op->x[i];
-            }
-            p.xq = op->x[i]->q8;
-        } else {
-            p.x = op->x[i]->d;
+    lpc_gemv_args sets[LPC_MAX_PROB];
+    const lpc_weight *first[LPC_MAX_PROB];
+    int n_quantized = 0, n_sets = 0;
+    for (int i = 0; i < op->count; i++)
+        if (!done[i]) {
+            first[n_sets] = op->w[i];
+            matmul_set(c, op, i, done, quantized, &n_quantized, &sets[n_sets++]);
         }
-        for (int j = i; j < op->count; j++) {
-            const lpc_weight *wj = op->w[j];
-            if (done[j] || wj->type != w->type || wj->K != w->K || op->x[j] != op->x[i]) continue;
-            const int k = p.nprob++;
-            p.a[k] = wj->a + (size_t)op->expert[j] * wj->expert_a;
-            p.b[k] = wj->b ? wj->b + (size_t)op->expert[j] * wj->expert_b : NULL;
-            p.y[k] = op->acc_into ? op->acc_into->d : op->y[j]->d;
-            p.accumulate[k] = op->acc_into != NULL;
-            p.M[k] = wj->M;
-            p.row0[k + 1] = p.row0[k] + wj->M;
-            done[j] = true;
-        }
-        if (op->epi_norm) {
-            p.epi.count = (unsigned *)c->epi_cnt.p;
-            p.epi.w = (const float *)op->epi_norm->a;
-            p.epi.ss = op->epi_out->q8.ss;
-            p.epi.o = op->epi_out->q8;
-        }
-        if (op->x_rms >> i & 1) p.x_ss = op->x[i]->q8.ss, p.x_eps = op->x_eps;
-        if (matmul_path(c, n, w) == MM_MMA)
-            exec_mma(c, w->type, &p);
-        else if (!lpc_gemv(c->st, w->type, p, 0))
-            set_err(c, "cuda backend: no GEMV kernel for type %d", w->type);
+    if (op->glu) {
+        exec_glu(c, op, &sets[0]); /* fuse_glu: one set */
+        return;
+    }
+    for (int k = 0; k < n_sets; k++) {
+        if (matmul_path(c, n, first[k]) == MM_MMA)
+            exec_mma(c, first[k]->type, &sets[k]);
+        else if (!lpc_gemv(c->st, first[k]->type, sets[k], 0))
+            set_err(c, "cuda backend: no GEMV kernel for type %d", first[k]->type);
     }
 }
 
@@ -1307,7 +1364,7 @@ static void exec_op(lp_cuda *c, const lpc_op *op) {
     case OP_ROPE: lpc_norm_rope(c->st, op->x[0]->d, op->n * op->i0, op->i0, hd, NULL, 0.0f, c->d_cos, c->d_sin, neox); break;
     case OP_ATTN: exec_attention(c, op); break;
     case OP_SWIGLU:
-        lpc_swiglu(c->st, op->x[0]->d, op->x[1]->d, op->cnt, op->f0, op->emit_q8, op->emit_q8 ? op->y[0]->q8 : no_q8());
+        exec_swiglu(c, op);
         break;
     case OP_MOE: exec_moe(c, op); break;
     case OP_GATHER:
@@ -1472,7 +1529,7 @@ static void flush(lp_cuda *c) {
     lpc_graph *g = c->use_graphs ? graph_find(c) : NULL;
     if (g) {
         g->last_used = c->clock;
-        cuda_ok(c, cudaGraphLaunch(g->exec, c->st), "graph launch");
+        for (int i = 0; i < c->replay; i++) cuda_ok(c, cudaGraphLaunch(g->exec, c->st), "graph launch");
         c->n_ops = 0;
         return;
     }
@@ -1693,6 +1750,8 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     if (!mma_runs_here()) c->mma_max_n = 0, c->attn1_max = -1; /* both need mma.sync */
     c->drop_ops = drop_mask(getenv("LP_CUDA_DROP"));
     c->no_fuse = name_mask(getenv("LP_CUDA_NOFUSE"), fuse_names, FUSE_COUNT);
+    c->replay = env_count("LP_CUDA_REPLAY", 1);
+    if (c->replay < 1) c->replay = 1;
     /* a fixed workspace keeps cuBLAS from allocating inside graph captures */
     const size_t ws = (size_t)32 << 20;
     c->blas_ws = dev_alloc(c, ws, "cuBLAS workspace");

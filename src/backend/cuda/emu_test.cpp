@@ -469,6 +469,50 @@ static void test_gemv_epilogue(void **state) {
     }
 }
 
+/* Gate/up with the SwiGLU in the GEMV (lpc_gemv_glu) against the GEMV and the SwiGLU
+ * kernel: the same F32 result and shadow bit for bit, with and without a deferred 1/rms
+ * and the gpt-oss clamp, blocks walking one and two groups; refused where waves would be
+ * left half empty. */
+static void test_gemv_glu(void **state) {
+    (void)state;
+    const int K = 256;
+    for (int type : {(int)LPC_Q4_K, (int)LPC_Q6_K, (int)LPC_Q8_0, (int)lp_mlx_type(4, 64)})
+        for (int M : {32, 192})
+            for (int deferred = 0; deferred < 2; deferred++) {
+                const float limit = deferred ? 1.5f : 0.0f;
+                dev_weight g = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
+                dev_weight u = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
+                std::vector<float> x = rand_vec(K, 2.0f), ss(K / 32);
+                for (float &v : ss) v = 1.0f + fabsf(frand()) * 30.0f;
+                q8_buf xq(K);
+                lpc_quantize(0, x.data(), K, xq.view());
+                std::vector<float> ga(M), ua(M), gb(M, NAN), ub(M, NAN);
+                std::vector<float> *ya[] = {&ga, &ua}, *yb[] = {&gb, &ub};
+                lpc_gemv_args pa = gemv1_args({&g, &u}, xq, ya, false);
+                if (deferred) pa.x_ss = ss.data(), pa.x_eps = 1e-6f;
+                assert_true(lpc_gemv(0, type, pa, 0));
+                q8_buf oa(M);
+                lpc_swiglu(0, ga.data(), ua.data(), M, limit, 1, oa.view());
+                lpc_gemv_args pb = gemv1_args({&g, &u}, xq, yb, false);
+                pb.x_ss = pa.x_ss, pb.x_eps = pa.x_eps;
+                pb.per_sm = 1, pb.n_sm = 3; /* 3 blocks: 2 groups each at M = 192 */
+                q8_buf ob(M);
+                std::vector<float> out(M, NAN);
+                pb.glu.on = 1, pb.glu.limit = limit, pb.glu.out = deferred ? NULL : out.data(), pb.glu.o = ob.view();
+                assert_true(lpc_gemv_glu(0, type, pb));
+                assert_true(same_bits(oa.q.data(), ob.q.data(), M) && same_bits(oa.d.data(), ob.d.data(), M / 32 * 4) &&
+                            same_bits(oa.s.data(), ob.s.data(), M / 16 * 4));
+                if (!deferred) assert_true(same_bits(ga.data(), out.data(), M * sizeof(float)));
+                for (int i = 0; i < M; i++) assert_true(std::isnan(gb[i]) && std::isnan(ub[i])); /* gate, up never stored */
+                if (M == 192) { /* 6 groups on 4 slots: a second wave of 2, refused; on 6 or 7, one wave */
+                    pb.n_sm = 7;
+                    assert_true(lpc_gemv_glu(0, type, pb));
+                    pb.n_sm = 4;
+                    assert_false(lpc_gemv_glu(0, type, pb));
+                }
+            }
+}
+
 /* ---- int8 tensor-core matmul (lpc_mma.cuh) ---- */
 
 /* 4 int8 at p, p + stride, ... as one little-endian word. */
@@ -1111,7 +1155,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_matches_to_float),
         cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
         cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
-        cmocka_unit_test(test_gemv_epilogue),
+        cmocka_unit_test(test_gemv_epilogue),    cmocka_unit_test(test_gemv_glu),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
         cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention1),

@@ -98,6 +98,25 @@ typedef struct {
     lpc_q8 o;        /* the shadow of w * y */
 } lpc_gemv_epi;
 
+/* A gate/up GEMV pair that also does the SwiGLU after it (lpc_gemv1_glu): problems 0 and 1
+ * are gate and up with equal M; their results never reach memory, only silu(gate) * up. */
+typedef struct {
+    int on;
+    float limit; /* lpc_swiglu_value's */
+    float *out;  /* [M] F32 result, or NULL when every reader takes the shadow */
+    lpc_q8 o;    /* its int8 shadow */
+} lpc_glu;
+
+/* SwiGLU of one element; gpt-oss clamps (limit > 0) and uses alpha 1.702, up + 1. */
+__device__ __forceinline__ float lpc_swiglu_value(float g, float u, float limit) {
+    if (limit > 0.0f) {
+        g = fminf(g, limit);
+        u = fminf(fmaxf(u, -limit), limit);
+        return g / (1.0f + expf(-1.702f * g)) * (u + 1.0f);
+    }
+    return g / (1.0f + expf(-g)) * u;
+}
+
 typedef struct {
     int nprob;
     const uint8_t *a[LPC_MAX_PROB]; /* plane A (quantized) or the rows (float types) */
@@ -121,6 +140,7 @@ typedef struct {
     const float *x_ss; /* xq is the shadow of w * x of an RMSNorm left to this GEMV (lpc_gemv_epi):
                           [K / 32] sums of squares of x; the results are scaled by 1/rms */
     float x_eps;
+    lpc_glu glu;       /* batch-1 kernel over (gate, up): SwiGLU fused (lpc_gemv_glu) */
     int per_sm, n_sm;  /* batch-1 kernel: when per_sm > 0, at most n_sm x min(per_sm, blocks of the
                           kernel resident per SM) blocks along x, each walking row groups
                           gridDim.x apart: one wave (n_sm: the SM count); else one block per
@@ -393,6 +413,28 @@ __device__ __forceinline__ void lpc_gemv1_store(const lpc_gemv_args &p, const lp
     if (p.epi.count) lpc_gemv_epilogue(p, r[0], n_rows, lane); /* a warp's rows share a group (R | 32) */
 }
 
+/* The block's copy of the activation column (from element xoff) in shared memory:
+ * codes, per-run (d, d * sum) and a deferred RMSNorm's sums of squares. */
+template <int W>
+__device__ __forceinline__ void lpc_gemv1_stage(const lpc_gemv_args &p, size_t xoff, uint4 *xc, float2 *xds, float *xss) {
+    for (int i = threadIdx.x; i < p.K / 16; i += W * 32) {
+        xc[i] = lpc_load16((const uint8_t *)(p.xq.q + xoff) + 16 * (size_t)i);
+        float2 ds;
+        ds.x = __ldg(p.xq.d + xoff / 32 + i / 2);
+        ds.y = __ldg(p.xq.s + xoff / 16 + i);
+        xds[i] = ds;
+    }
+    if (p.x_ss)
+        for (int i = threadIdx.x; i < p.K / 32; i += W * 32) xss[i] = __ldg(p.x_ss + i);
+    __syncthreads();
+}
+
+/* The batch-1 kernels' static shared memory: the staged activation column. */
+#define LPC_GEMV1_SMEM                                                                                              \
+    __shared__ uint4 xc[LPC_X1_MAX_K / 16];   /* int8 codes, 16 per entry */                                        \
+    __shared__ float2 xds[LPC_X1_MAX_K / 16]; /* per 16-element run: (d of its 32-group, d * sum of its codes) */   \
+    __shared__ float xss[LPC_X1_MAX_K / 32]   /* a deferred RMSNorm's sums of squares (x_ss) */
+
 /* Blocks walk row groups gridDim.x apart: one each when the grid covers the rows; the
  * backend caps the grid at one resident wave (per_sm), so a block stages x once for all
  * its groups and no block waits for a slot, and a warp issues its next rows' loads
@@ -404,9 +446,7 @@ __device__ __forceinline__ void lpc_gemv1_store(const lpc_gemv_args &p, const lp
  * 250 tok/s. */
 template <class T, int R, int U, int W>
 __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_args p) {
-    __shared__ uint4 xc[LPC_X1_MAX_K / 16];    /* int8 codes, 16 per entry */
-    __shared__ float2 xds[LPC_X1_MAX_K / 16];  /* per 16-element run: (d of its 32-group, d * sum of its codes) */
-    __shared__ float xss[LPC_X1_MAX_K / 32];   /* a deferred RMSNorm's sums of squares (x_ss) */
+    LPC_GEMV1_SMEM;
     lpc_launch_dependents();
     /* Expert mode reads the routing kernel's expert ids to find its rows: no weight
      * prefetch across the wait there (ids read early could be stale). */
@@ -421,17 +461,7 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_a
     bool active = lpc_gemv_pick<T, R>(p, grow, r, n_rows, A, B); /* warps without rows still help stage */
     if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
     if (!p.sel) lpc_grid_wait(); /* launched PDL: the weights above are in flight; x is the previous kernel's */
-    const size_t xoff = p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0;
-    for (int i = threadIdx.x; i < p.K / 16; i += W * 32) {
-        xc[i] = lpc_load16((const uint8_t *)(p.xq.q + xoff) + 16 * (size_t)i);
-        float2 ds;
-        ds.x = __ldg(p.xq.d + xoff / 32 + i / 2);
-        ds.y = __ldg(p.xq.s + xoff / 16 + i);
-        xds[i] = ds;
-    }
-    if (p.x_ss)
-        for (int i = threadIdx.x; i < p.K / 32; i += W * 32) xss[i] = __ldg(p.x_ss + i);
-    __syncthreads();
+    lpc_gemv1_stage<W>(p, p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0, xc, xds, xss);
     while (active) {
         float acc[R][1];
         lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
@@ -443,6 +473,59 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_a
         active = lpc_gemv_pick<T, R>(p, grow, r, n_rows, A, B);
         if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
         lpc_gemv1_store<R>(p, cur, cur_rows, acc, xss);
+    }
+}
+
+/* Gate and up, then the SwiGLU, in one launch (no SwiGLU kernel, one grid boundary less
+ * per layer). A block owns whole 32-element groups of the result: each of its W warps
+ * takes 32/W gate rows and the same up rows of a group (R at a time, the next rows' loads
+ * issued before the current ones are summed, as in lpc_gemv1_q), leaves the sums in
+ * shared memory, and after the block's barrier warp 0 forms the group's 32 values and
+ * their int8 shadow. Same arithmetic as lpc_gemv1_q + lpc_swiglu_kernel, same bits.
+ * Blocks walk groups gridDim.x apart; the sums are double-buffered by group, so one
+ * barrier per group suffices. */
+template <class T, int R, int U, int W>
+__global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv_args p) {
+    enum { HALF = 32 / W, STEPS = 2 * HALF / R }; /* rows per problem, row steps per group and warp */
+    static_assert(32 % W == 0 && HALF % R == 0, "a warp's rows of a group come in whole steps");
+    LPC_GEMV1_SMEM;
+    __shared__ float sums[2][2][32]; /* [group parity][gate, up][row in group] */
+    lpc_launch_dependents();
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, groups = p.M[0] / 32, S = p.bpr * T::SLICES;
+    /* row step t of group g: rows of problem t*R / HALF, from g*32 + warp*HALF + t*R % HALF */
+    auto first_row = [&](int g, int t) { return (t * R / HALF) * p.M[0] + g * 32 + warp * HALF + t * R % HALF; };
+    int grp = blockIdx.x, step = 0, parity = 0;
+    lpc_row_pick r[R];
+    int n_rows = 0;
+    const uint8_t *A[R] = {}, *B[R] = {};
+    typename T::raw w[U][R];
+    bool active = grp < groups && lpc_gemv_pick<T, R>(p, first_row(grp, 0), r, n_rows, A, B); /* block-uniform */
+    if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
+    lpc_grid_wait();
+    lpc_gemv1_stage<W>(p, 0, xc, xds, xss);
+    const float x_scale = p.x_ss ? lpc_x_rms(p, xss, lane) : 1.0f;
+    while (active) {
+        float acc[R][1];
+        lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
+        const int cur_grp = grp, cur_step = step;
+        if (++step == STEPS) step = 0, grp += gridDim.x;
+        active = grp < groups && lpc_gemv_pick<T, R>(p, first_row(grp, step), r, n_rows, A, B);
+        if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
+#pragma unroll
+        for (int i = 0; i < R; i++) {
+            const float v = lpc_warp_sum(acc[i][0] * x_scale); /* lpc_gemv1_store's order */
+            const int t = cur_step * R + i;
+            if (lane == 0) sums[parity][t / HALF][warp * HALF + t % HALF] = v;
+        }
+        if (cur_step < STEPS - 1) continue;
+        __syncthreads();
+        if (warp == 0) {
+            const float v = lpc_swiglu_value(sums[parity][0][lane], sums[parity][1][lane], p.glu.limit);
+            const size_t e0 = (size_t)cur_grp * 32;
+            if (p.glu.out) p.glu.out[e0 + lane] = v;
+            lpc_q8_emit(v, e0, lane, p.glu.o);
+        }
+        parity ^= 1;
     }
 }
 
@@ -461,7 +544,27 @@ inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs)
     LPC_LAUNCH_PDL(kern, grid, dim3(W * 32), st, p);
 }
 
-/* Every quantized decoder (lpc_decoder: load + unpack) has the batch-1 kernel. */
+/* The fused gate/up/SwiGLU launch, when its groups fit one wave of resident blocks or
+ * leave at most an eighth of the slots of several idle: a block walking two groups where
+ * others walk one costs more than the SwiGLU launch saves (Qwen2.5-7B: 592 groups on 396
+ * slots; Qwen3-8B: 384). false: not launched, run the GEMV and the SwiGLU kernel. */
+template <class T, int R, int U, int W>
+inline bool lpc_gemv1_glu_launch(lpc_stream st, const lpc_gemv_args &p) {
+    const int groups = p.M[0] / 32;
+    int blocks = groups;
+    auto kern = lpc_gemv1_glu<T, R, U, W>;
+    if (p.per_sm > 0 && p.n_sm > 0) {
+        static int resident = 0; /* per instantiation */
+        if (!resident) resident = lpc_resident_blocks(kern, W * 32);
+        const int slots = p.n_sm * lpc_imin(p.per_sm, resident), waves = (groups + slots - 1) / slots;
+        if (waves > 1 && (size_t)waves * slots * 8 > (size_t)groups * 9) return false;
+        blocks = lpc_imin(groups, slots);
+    }
+    LPC_LAUNCH_PDL(kern, dim3((unsigned)blocks), dim3(W * 32), st, p);
+    return true;
+}
+
+/* Every quantized decoder (lpc_decoder: load + unpack) has the batch-1 kernels. */
 template <class T>
 struct lpc_gemv1 {
     static bool fits(const lpc_gemv_args &p) { return lpc_gemv1_fits(p.K, p.ncols); }
@@ -469,15 +572,35 @@ struct lpc_gemv1 {
      * matrices, TB/s): 4-/5-bit types over 4096 columns want one row per warp and
      * 4 slices in flight (gate/up 2.37 vs 2.09 at two rows), over 12288 columns two
      * rows (down 2.13 vs 1.79); Q6_K two rows, 2 slices (4 spill; lm_head 3.0, the
-     * copy bandwidth); Q8_0 4 slices except on the tall gate/up (2.93 vs 2.68 on q/o). */
-    static void launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) {
+     * copy bandwidth); Q8_0 4 slices except on the tall gate/up (2.93 vs 2.68 on q/o).
+     * f.template go<R, U, W>() runs the chosen shape. */
+    template <class F>
+    static bool shaped(const lpc_gemv_args &p, F &&f) {
         if constexpr (T::A_BYTES * 8 == 4 * T::BLOCK || T::A_BYTES * 8 == 5 * T::BLOCK) { /* Q4_K, Q5_K, MLX 4-bit, Q4_0 */
-            if (p.K <= 4096) return lpc_gemv1_launch<T, 1, 4, 8>(st, p, n_pairs);
+            if (p.K <= 4096) return f.template go<1, 4, 8>();
         } else if constexpr ((int)T::TYPE == LPC_Q8_0) {
-            if (p.row0[p.nprob] <= 8192) return lpc_gemv1_launch<T, 2, 4, 8>(st, p, n_pairs);
+            if (p.row0[p.nprob] <= 8192) return f.template go<2, 4, 8>();
         }
-        lpc_gemv1_launch<T, 2, 2, 8>(st, p, n_pairs);
+        return f.template go<2, 2, 8>();
     }
+    struct plain {
+        lpc_stream st;
+        const lpc_gemv_args &p;
+        int n_pairs;
+        template <int R, int U, int W>
+        bool go() {
+            lpc_gemv1_launch<T, R, U, W>(st, p, n_pairs);
+            return true;
+        }
+    };
+    struct glu {
+        lpc_stream st;
+        const lpc_gemv_args &p;
+        template <int R, int U, int W>
+        bool go() { return lpc_gemv1_glu_launch<T, R, U, W>(st, p); }
+    };
+    static void launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) { shaped(p, plain{st, p, n_pairs}); }
+    static bool launch_glu(lpc_stream st, const lpc_gemv_args &p) { return shaped(p, glu{st, p}); }
 };
 
 /* Launch for one weight type: columns in chunks of 8, the kernel's NC the next power of two. */
@@ -510,8 +633,13 @@ struct lpc_gemv_launch {
                 LPC_LAUNCH_PDL(k8, grid, dim3(128), st, q);
         }
     }
+    bool glu_ran = false;
     template <class T>
     void run() {
+        if (p.glu.on) {
+            glu_ran = lpc_gemv1<T>::launch_glu(st, p);
+            return;
+        }
         if (lpc_gemv1<T>::fits(p)) return lpc_gemv1<T>::launch(st, p, n_pairs);
         go(LPC_GEMV_ROWS, lpc_gemv_q<T, 1>, lpc_gemv_q<T, 2>, lpc_gemv_q<T, 4>, lpc_gemv_q<T, 8>);
     }
@@ -521,7 +649,7 @@ struct lpc_gemv_launch {
 inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pairs) {
     /* only the batch-1 kernel has the epilogue (one problem) and the deferred 1/rms */
     const bool batch1 = lpc_gemv1_fits(p.K, p.ncols) && !p.sel && lpc_find_split(type);
-    if ((p.epi.count && (p.nprob != 1 || !batch1)) || (p.x_ss && !batch1)) return false;
+    if ((p.epi.count && (p.nprob != 1 || !batch1)) || (p.x_ss && !batch1) || p.glu.on) return false;
     lpc_gemv_launch l = {st, p, n_pairs};
     switch (type) {
     case LPC_F32: l.go(1, lpc_gemv_f<0, 1>, lpc_gemv_f<0, 2>, lpc_gemv_f<0, 4>, lpc_gemv_f<0, 8>); return true;
@@ -529,6 +657,17 @@ inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pair
     case LPC_BF16: l.go(1, lpc_gemv_f<2, 1>, lpc_gemv_f<2, 2>, lpc_gemv_f<2, 4>, lpc_gemv_f<2, 8>); return true;
     default: return lpc_dispatch_quant(type, l);
     }
+}
+
+/* Gate (problem 0) and up (1) of equal M (a multiple of 32) over a batch-1 shadow, then
+ * silu(gate) * up into p.glu: false when it did not launch (another shape, or groups
+ * that would leave waves half empty); then run lpc_gemv and the SwiGLU kernel. */
+inline bool lpc_gemv_glu(lpc_stream st, int type, const lpc_gemv_args &p) {
+    if (!p.glu.on || p.nprob != 2 || p.M[0] != p.M[1] || p.M[0] % 32 || p.epi.count || p.sel || !lpc_gemv1_fits(p.K, p.ncols) ||
+        !lpc_find_split(type))
+        return false;
+    lpc_gemv_launch l = {st, p, 0};
+    return lpc_dispatch_quant(type, l) && l.glu_ran;
 }
 
 #endif

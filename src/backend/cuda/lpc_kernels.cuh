@@ -198,16 +198,6 @@ inline void lpc_add_bias(lpc_stream st, float *x, const float *b, int D, size_t 
     if (count) LPC_LAUNCH(lpc_add_bias_kernel, dim3((unsigned)((count + 255) / 256)), dim3(256), st, x, b, D, count, sel);
 }
 
-/* SwiGLU of one element; gpt-oss clamps (limit > 0) and uses alpha 1.702, up + 1. */
-__device__ __forceinline__ float lpc_swiglu_value(float g, float u, float limit) {
-    if (limit > 0.0f) {
-        g = fminf(g, limit);
-        u = fminf(fmaxf(u, -limit), limit);
-        return g / (1.0f + expf(-1.702f * g)) * (u + 1.0f);
-    }
-    return g / (1.0f + expf(-g)) * u;
-}
-
 /* gate = silu(gate) * up, or the gpt-oss clamped form when limit > 0; emit needs count % 32 == 0. */
 __global__ void lpc_swiglu_kernel(float *gate, const float *up, size_t count, float limit, int emit, lpc_q8 o) {
     LPC_PDL_ENTRY();
