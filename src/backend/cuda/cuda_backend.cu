@@ -114,7 +114,6 @@ typedef struct lpc_op {
     float x_eps;
     const struct lpc_op *glu; /* gate/up matmul: the SwiGLU after it, done by its GEMV (lpc_gemv_glu) */
     int glu_f32;         /* ... whose F32 result is read later (else only its shadow is written) */
-    int staged;          /* matmul: try lpc_gemv_staged (weights in shared memory before the wait) */
 } lpc_op;
 
 typedef struct {
@@ -149,9 +148,6 @@ typedef struct {
     bool pdl;            /* device and LP_CUDA_PDL allow programmatic dependent launch */
     unsigned drop_ops;   /* LP_CUDA_DROP: op kinds not run (timing experiments; wrong results) */
     unsigned no_fuse;    /* LP_CUDA_NOFUSE: FUSE_* fusions left out (measuring each one) */
-    int staged;          /* LP_CUDA_STAGED: batch-1 GEMVs with weights staged in shared memory (lpc_gemv_staged):
-                            0 none, 1 the one after attention (default), 2 every one that fits */
-    int staged_bps;      /* LP_CUDA_STAGED_BPS: their blocks per SM (default 2) */
     int replay;          /* LP_CUDA_REPLAY: launches of a replayed graph (timing: the GPU's share of a
                             step is the difference per extra launch; a step's ops are idempotent) */
     lp_backend_config cfg;
@@ -999,11 +995,6 @@ static void plan(lp_cuda *c) {
         for (int i = 0; i < c->n_ops; i++) fuse_epilogue(c, i);
     if (fuse_on(c, FUSE_GLU))
         for (int i = 0; i < c->n_ops; i++) fuse_glu(c, i);
-    for (int i = 0, after_attn = 0; i < c->n_ops; i++) {
-        if (ops[i].skip) continue;
-        if (ops[i].kind == OP_MATMUL) ops[i].staged = c->staged == 2 || (c->staged == 1 && after_attn);
-        after_attn = ops[i].kind == OP_ATTN;
-    }
 }
 
 /* ---- execution ---- */
@@ -1170,8 +1161,6 @@ static void exec_matmul(lp_cuda *c, const lpc_op *op) {
         return;
     }
     for (int k = 0; k < n_sets; k++) {
-        if (op->staged && matmul_path(c, n, first[k]) == MM_GEMV && lpc_gemv_staged(c->st, first[k]->type, sets[k], c->staged_bps))
-            continue;
         if (matmul_path(c, n, first[k]) == MM_MMA)
             exec_mma(c, first[k]->type, &sets[k]);
         else if (!lpc_gemv(c->st, first[k]->type, sets[k], 0))
@@ -1761,8 +1750,6 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     if (!mma_runs_here()) c->mma_max_n = 0, c->attn1_max = -1; /* both need mma.sync */
     c->drop_ops = drop_mask(getenv("LP_CUDA_DROP"));
     c->no_fuse = name_mask(getenv("LP_CUDA_NOFUSE"), fuse_names, FUSE_COUNT);
-    c->staged = env_count("LP_CUDA_STAGED", 1);
-    c->staged_bps = env_count("LP_CUDA_STAGED_BPS", 2);
     c->replay = env_count("LP_CUDA_REPLAY", 1);
     if (c->replay < 1) c->replay = 1;
     /* a fixed workspace keeps cuBLAS from allocating inside graph captures */

@@ -513,60 +513,6 @@ static void test_gemv_glu(void **state) {
             }
 }
 
-/* The GEMV with its weights staged in shared memory (lpc_gemv_staged) against lpc_gemv:
- * the same bits for every type whose rows are whole 16-byte copies (the others refused),
- * plain and as the o GEMV runs (two problems, accumulating, a deferred 1/rms, the norm
- * epilogue on one problem); refused when the rows exceed its shared memory. */
-static void test_gemv_staged(void **state) {
-    (void)state;
-    const int K = 2048, M = 32; /* K: Q6_K's 2-byte scales make whole 16-byte rows from 8 blocks */
-    int n_ran = 0;
-    for (int type : quant_types)
-        for (int variant = 0; variant < 2; variant++) {
-            const bool o_like = variant == 1;
-            dev_weight w1 = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
-            dev_weight w2 = make_weight(type, 16, K, rand_vec((size_t)16 * K, 0.5f));
-            std::vector<float> x = rand_vec(K, 2.0f), ss(K / 32), nw = rand_vec(M, 1.0f);
-            for (float &e : ss) e = 1.0f + fabsf(frand()) * 30.0f;
-            q8_buf xq(K);
-            lpc_quantize(0, x.data(), K, xq.view());
-            const std::vector<float> y1 = rand_vec(M, 1.0f), y2 = rand_vec(16, 1.0f);
-            std::vector<float> a1 = y1, a2 = y2, b1 = y1, b2 = y2;
-            std::vector<unsigned> count(M / 32, 0);
-            q8_buf ea(M), eb(M);
-            auto args = [&](std::vector<float> &o1, std::vector<float> &o2, q8_buf &e) {
-                std::vector<float> *ys[] = {&o1, &o2};
-                lpc_gemv_args p = o_like ? gemv1_args({&w1}, xq, ys, true) : gemv1_args({&w1, &w2}, xq, ys, false);
-                p.per_sm = 1, p.n_sm = 1; /* staged: 2 blocks, up to 3 rows per warp */
-                if (o_like) {
-                    p.x_ss = ss.data(), p.x_eps = 1e-6f;
-                    p.epi.count = count.data(), p.epi.w = nw.data(), p.epi.ss = e.ss.data(), p.epi.o = e.view();
-                }
-                return p;
-            };
-            assert_true(lpc_gemv(0, type, args(a1, a2, ea), 0));
-            const lpc_plane_split *sp = lpc_find_split(type);
-            const bool whole = (size_t)w1.bpr * sp->a_len % 16 == 0 && (size_t)w1.bpr * sp->b_stride % 16 == 0;
-            const bool ran = lpc_gemv_staged(0, type, args(b1, b2, eb), 2);
-            if (ran != whole) fail_msg("type %d: staged %s, rows whole 16-byte copies %s", type, ran ? "ran" : "refused", whole ? "yes" : "no");
-            if (!ran) continue;
-            n_ran++;
-            assert_true(same_bits(a1.data(), b1.data(), M * 4) && same_bits(a2.data(), b2.data(), 16 * 4));
-            if (o_like)
-                assert_true(same_bits(ea.q.data(), eb.q.data(), M) && same_bits(ea.d.data(), eb.d.data(), M / 32 * 4) &&
-                            same_bits(ea.ss.data(), eb.ss.data(), M / 32 * 4));
-            for (unsigned cnt : count) assert_int_equal(cnt, 0);
-        }
-    printf("  staged GEMV: %d of %d (type, variant) cases ran, the others refused\n", n_ran, 2 * (int)quant_types.size());
-    dev_weight big = make_weight(LPC_Q8_0, 2048, 4096, rand_vec((size_t)2048 * 4096, 0.5f)); /* 8.9 MB on 6 blocks */
-    q8_buf xq(4096);
-    std::vector<float> y(2048);
-    std::vector<float> *ys[] = {&y};
-    lpc_gemv_args p = gemv1_args({&big}, xq, ys, false);
-    p.per_sm = 1, p.n_sm = 3;
-    assert_false(lpc_gemv_staged(0, LPC_Q8_0, p, 2));
-}
-
 /* ---- int8 tensor-core matmul (lpc_mma.cuh) ---- */
 
 /* 4 int8 at p, p + stride, ... as one little-endian word. */
@@ -1210,7 +1156,6 @@ int main(void) {
         cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
         cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
         cmocka_unit_test(test_gemv_epilogue),    cmocka_unit_test(test_gemv_glu),
-        cmocka_unit_test(test_gemv_staged),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
         cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention1),

@@ -476,95 +476,6 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_a
     }
 }
 
-/* ---- batch-1 GEMV with its weights in shared memory before the grid wait ----
- *
- * For a GEMV whose weights fit the shared memory of its resident blocks: every warp copies
- * all of its rows (planes A and B) into shared memory with cp.async, then waits on the
- * previous grid. Made for the o GEMV after attention: at short contexts attention leaves
- * the DRAM nearly idle for ~9 us, and lpc_gemv1_q can hold only a row's first slices in
- * registers over the wait; the rest (a row's last slices, a second row for 928 of 3168
- * warps) were dependent DRAM round trips after attention, ~12 us from attention's end to
- * o's. Here only the activation's staging and the dots are left after the wait. Rows go
- * to warps as in lpc_gemv1_q (one at a time, gridDim.x * W apart); same arithmetic. */
-LPC_HD size_t lpc_staged_x_bytes(int K) { return (size_t)K + (size_t)K / 2 + (size_t)K / 8; } /* codes, (d, d*sum), ss */
-
-/* Per lane: the dot of one staged row (planes A then B, contiguous) with the staged x, in
- * lpc_gemv1_dots' order. */
-template <class T>
-__device__ __forceinline__ float lpc_staged_dot(const uint8_t *A, const uint8_t *B, int S, const uint4 *xc, const float2 *xds) {
-    float acc = 0.0f;
-#pragma unroll 4
-    for (int s = threadIdx.x % 32; s < S; s += 32) {
-        const int blk = s / T::SLICES, si = s % T::SLICES;
-        typename T::raw w;
-        T::template load<lpc_from_shared>(A + (size_t)blk * T::A_BYTES, B + (size_t)blk * T::B_BYTES, si, w);
-        lpc_slice<T::RUNS> sl;
-        T::unpack(w, si, sl);
-#pragma unroll
-        for (int q = 0; q < T::RUNS; q++) {
-            const int e16 = (blk * T::BLOCK + sl.off[q]) / 16;
-            acc += lpc_run_dot(sl, q, xc[e16], xds[e16].x, xds[e16].y);
-        }
-    }
-    return acc;
-}
-
-template <class T, int W>
-__global__ void __launch_bounds__(W * 32) lpc_gemv1_staged(lpc_gemv_args p, int rows_per_warp) {
-    uint8_t *sm = lpc_dyn_smem();
-    uint4 *xc = (uint4 *)sm;
-    float2 *xds = (float2 *)(sm + p.K);
-    float *xss = (float *)(sm + p.K + p.K / 2);
-    const size_t ra = (size_t)p.bpr * T::A_BYTES, rb = (size_t)p.bpr * T::B_BYTES;
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, total = p.row0[p.nprob], stride = (int)gridDim.x * W;
-    const int first = blockIdx.x * W + warp;
-    uint8_t *mine = sm + lpc_staged_x_bytes(p.K) + (size_t)warp * rows_per_warp * (ra + rb);
-    lpc_launch_dependents();
-    int n = 0;
-    for (int row = first; row < total && n < rows_per_warp; row += stride, n++) {
-        lpc_row_pick r;
-        lpc_pick_row(p, row, r);
-        const uint8_t *A = r.a + (size_t)r.row * ra, *B = r.b + (size_t)r.row * rb;
-        uint8_t *dst = mine + n * (ra + rb);
-        for (size_t i = 16 * lane; i < ra; i += 32 * 16) lpc_cp_async16(dst + i, A + i);
-        for (size_t i = 16 * lane; i < rb; i += 32 * 16) lpc_cp_async16(dst + ra + i, B + i);
-    }
-    lpc_cp_async_commit();
-    lpc_grid_wait(); /* launched PDL: the copies above run under the previous kernel */
-    lpc_cp_async_wait_all();
-    lpc_gemv1_stage<W>(p, 0, xc, xds, xss); /* its barrier publishes the copies too */
-    const int S = p.bpr * T::SLICES;
-    n = 0;
-    for (int row = first; row < total && n < rows_per_warp; row += stride, n++) {
-        lpc_row_pick r[1];
-        lpc_pick_row(p, row, r[0]);
-        const uint8_t *A = mine + n * (ra + rb);
-        float acc[1][1] = {{lpc_staged_dot<T>(A, A + ra, S, xc, xds)}};
-        lpc_gemv1_store<1>(p, r, 1, acc, xss);
-    }
-}
-
-enum { LPC_STAGED_MAX_SMEM = 100 * 1024 }; /* per block: two blocks and attention's fit an SM */
-
-/* blocks_per_sm blocks per SM (all resident beside the kernel before it): false when the
- * rows do not fit LPC_STAGED_MAX_SMEM or are not whole 16-byte copies. */
-template <class T>
-inline bool lpc_gemv1_staged_launch(lpc_stream st, const lpc_gemv_args &p, int blocks_per_sm) {
-    enum { W = 8 };
-    const size_t ra = (size_t)p.bpr * T::A_BYTES, rb = (size_t)p.bpr * T::B_BYTES;
-    if (ra % 16 || rb % 16 || p.n_sm <= 0 || blocks_per_sm <= 0) return false;
-    const int total = p.row0[p.nprob];
-    const int blocks = lpc_imin(p.n_sm * blocks_per_sm, (total + W - 1) / W);
-    const int rows_per_warp = (total + blocks * W - 1) / (blocks * W);
-    const size_t smem = lpc_staged_x_bytes(p.K) + (size_t)W * rows_per_warp * (ra + rb);
-    if (smem > LPC_STAGED_MAX_SMEM) return false;
-    auto kern = lpc_gemv1_staged<T, W>;
-    static unsigned opted = 0; /* per instantiation: devices done */
-    lpc_smem_optin(kern, LPC_STAGED_MAX_SMEM, opted);
-    LPC_LAUNCH_PDL_SMEM(kern, dim3((unsigned)blocks), dim3(W * 32), smem, st, p, rows_per_warp);
-    return true;
-}
-
 /* Gate and up, then the SwiGLU, in one launch (no SwiGLU kernel, one grid boundary less
  * per layer). A block owns whole 32-element groups of the result: each of its W warps
  * takes 32/W gate rows and the same up rows of a group (R at a time, the next rows' loads
@@ -723,15 +634,10 @@ struct lpc_gemv_launch {
         }
     }
     bool glu_ran = false;
-    int staged_bps = 0; /* lpc_gemv_staged: blocks per SM; ran: set to -1 */
     template <class T>
     void run() {
         if (p.glu.on) {
             glu_ran = lpc_gemv1<T>::launch_glu(st, p);
-            return;
-        }
-        if (staged_bps > 0) {
-            if (lpc_gemv1_staged_launch<T>(st, p, staged_bps)) staged_bps = -1;
             return;
         }
         if (lpc_gemv1<T>::fits(p)) return lpc_gemv1<T>::launch(st, p, n_pairs);
@@ -762,16 +668,6 @@ inline bool lpc_gemv_glu(lpc_stream st, int type, const lpc_gemv_args &p) {
         return false;
     lpc_gemv_launch l = {st, p, 0};
     return lpc_dispatch_quant(type, l) && l.glu_ran;
-}
-
-/* A batch-1 GEMV (one column, no experts, quantized) with its weights copied to shared
- * memory before the grid wait (lpc_gemv1_staged), blocks_per_sm blocks per SM; false when
- * it does not fit: launch lpc_gemv. */
-inline bool lpc_gemv_staged(lpc_stream st, int type, const lpc_gemv_args &p, int blocks_per_sm) {
-    if (p.sel || p.glu.on || !lpc_gemv1_fits(p.K, p.ncols) || !lpc_find_split(type) || blocks_per_sm <= 0) return false;
-    lpc_gemv_launch l = {st, p, 0};
-    l.staged_bps = blocks_per_sm;
-    return lpc_dispatch_quant(type, l) && l.staged_bps < 0;
 }
 
 #endif

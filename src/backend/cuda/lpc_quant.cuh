@@ -88,28 +88,6 @@ LPC_HD float lpc_load_h(const uint8_t *p) {
     return lpc_h2f_soft(v);
 #endif
 }
-/* Where a decoder's load() reads its slice: the device weights through the read-only
- * path, or a copy of them in shared memory (lpc_gemv1_staged) by plain loads. */
-struct lpc_from_global {
-    LPC_HD static uint4 ld16(const uint8_t *p) { return lpc_load16(p); }
-    LPC_HD static uint2 ld8(const uint8_t *p) { return lpc_load8(p); }
-    LPC_HD static uint32_t ld4(const uint8_t *p) { return lpc_load4(p); }
-    LPC_HD static float ldh(const uint8_t *p) { return lpc_load_h(p); }
-};
-struct lpc_from_shared {
-#ifdef __CUDA_ARCH__
-    LPC_HD static uint4 ld16(const uint8_t *p) { return *(const uint4 *)p; }
-    LPC_HD static uint2 ld8(const uint8_t *p) { return *(const uint2 *)p; }
-    LPC_HD static uint32_t ld4(const uint8_t *p) { return *(const uint32_t *)p; }
-    LPC_HD static float ldh(const uint8_t *p) { return lpc_h2f(*(const uint16_t *)p); }
-#else
-    static uint4 ld16(const uint8_t *p) { return lpc_load16(p); }
-    static uint2 ld8(const uint8_t *p) { return lpc_load8(p); }
-    static uint32_t ld4(const uint8_t *p) { return lpc_load4(p); }
-    static float ldh(const uint8_t *p) { return lpc_load_h(p); }
-#endif
-};
-
 LPC_HD float lpc_half_lo(uint32_t w) {
 #ifdef __CUDA_ARCH__
     return lpc_h2f((uint16_t)(w & 0xffffu));
@@ -159,10 +137,9 @@ struct lpc_q4_K : lpc_decoder<lpc_q4_K> {
     struct raw {
         uint4 h, q;
     };
-    template <class L = lpc_from_global>
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
-        w.h = L::ld16(B);
-        w.q = L::ld16(A + 16 * s);
+        w.h = lpc_load16(B);
+        w.q = lpc_load16(A + 16 * s);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
         const uint4 h = w.h, q = w.q;
@@ -191,11 +168,10 @@ struct lpc_q5_K : lpc_decoder<lpc_q5_K> {
     struct raw {
         uint4 h, q, qh;
     };
-    template <class L = lpc_from_global>
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
-        w.h = L::ld16(B);
-        w.q = L::ld16(A + 32 + 16 * s);
-        w.qh = L::ld16(A + 16 * (s & 1));
+        w.h = lpc_load16(B);
+        w.q = lpc_load16(A + 32 + 16 * s);
+        w.qh = lpc_load16(A + 16 * (s & 1));
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
         const uint4 h = w.h, q = w.q, qh = w.qh;
@@ -228,14 +204,13 @@ struct lpc_q6_K : lpc_decoder<lpc_q6_K> {
         uint2 sc;
         float d;
     };
-    template <class L = lpc_from_global>
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         const int n = s >> 1, lg = s & 1;
-        w.l0 = L::ld16(A + 64 * n + 16 * lg);
-        w.l1 = L::ld16(A + 64 * n + 32 + 16 * lg);
-        w.qh = L::ld16(A + 128 + 32 * n + 16 * lg);
-        w.sc = L::ld8(A + 192 + 8 * n);
-        w.d = L::ldh(B);
+        w.l0 = lpc_load16(A + 64 * n + 16 * lg);
+        w.l1 = lpc_load16(A + 64 * n + 32 + 16 * lg);
+        w.qh = lpc_load16(A + 128 + 32 * n + 16 * lg);
+        w.sc = lpc_load8(A + 192 + 8 * n);
+        w.d = lpc_load_h(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<4> &o) {
         const int n = s >> 1, lg = s & 1;
@@ -267,12 +242,11 @@ struct lpc_q3_K : lpc_decoder<lpc_q3_K> {
     struct raw {
         uint4 q, hm, sb;
     };
-    template <class L = lpc_from_global>
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         const int n = s >> 1, lg = s & 1;
-        w.q = L::ld16(A + 32 + 32 * n + 16 * lg);
-        w.hm = L::ld16(A + 16 * lg);
-        w.sb = L::ld16(B);
+        w.q = lpc_load16(A + 32 + 32 * n + 16 * lg);
+        w.hm = lpc_load16(A + 16 * lg);
+        w.sb = lpc_load16(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<4> &o) {
         const int n = s >> 1, lg = s & 1;
@@ -303,12 +277,11 @@ struct lpc_q2_K : lpc_decoder<lpc_q2_K> {
         uint2 sc;
         uint32_t dd;
     };
-    template <class L = lpc_from_global>
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         const int n = s >> 1, lg = s & 1;
-        w.q = L::ld16(A + 16 + 32 * n + 16 * lg);
-        w.sc = L::ld8(A + 8 * n);
-        w.dd = L::ld4(B);
+        w.q = lpc_load16(A + 16 + 32 * n + 16 * lg);
+        w.sc = lpc_load8(A + 8 * n);
+        w.dd = lpc_load4(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<4> &o) {
         const int n = s >> 1, lg = s & 1;
@@ -336,12 +309,11 @@ struct lpc_q8_0 : lpc_decoder<lpc_q8_0> {
         uint4 q0, q1;
         float d;
     };
-    template <class L = lpc_from_global>
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         (void)s;
-        w.q0 = L::ld16(A);
-        w.q1 = L::ld16(A + 16);
-        w.d = L::ldh(B);
+        w.q0 = lpc_load16(A);
+        w.q1 = lpc_load16(A + 16);
+        w.d = lpc_load_h(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
         (void)s;
@@ -369,11 +341,10 @@ struct lpc_q4_0 : lpc_decoder<lpc_q4_0> {
         uint4 q;
         float d;
     };
-    template <class L = lpc_from_global>
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &w) {
         (void)s;
-        w.q = L::ld16(A);
-        w.d = L::ldh(B);
+        w.q = lpc_load16(A);
+        w.d = lpc_load_h(B);
     }
     LPC_HD static void unpack(const raw &w, int s, lpc_slice<2> &o) {
         (void)s;
@@ -422,23 +393,23 @@ constexpr int lpc_mlx_type_id(int bits, int group) {
 }
 
 /* N consecutive words from p (4*N-byte aligned), with the widest loads that alignment allows. */
-template <int N, class L = lpc_from_global>
+template <int N>
 LPC_HD void lpc_load_words(const uint8_t *p, uint32_t (&w)[N]) {
     if constexpr (N % 4 == 0) {
 #pragma unroll
         for (int i = 0; i < N; i += 4) {
-            const uint4 q = L::ld16(p + 4 * i);
+            const uint4 q = lpc_load16(p + 4 * i);
             w[i] = q.x, w[i + 1] = q.y, w[i + 2] = q.z, w[i + 3] = q.w;
         }
     } else if constexpr (N % 2 == 0) {
 #pragma unroll
         for (int i = 0; i < N; i += 2) {
-            const uint2 q = L::ld8(p + 4 * i);
+            const uint2 q = lpc_load8(p + 4 * i);
             w[i] = q.x, w[i + 1] = q.y;
         }
     } else {
 #pragma unroll
-        for (int i = 0; i < N; i++) w[i] = L::ld4(p + 4 * i);
+        for (int i = 0; i < N; i++) w[i] = lpc_load4(p + 4 * i);
     }
 }
 
@@ -494,13 +465,12 @@ struct lpc_mlx : lpc_decoder<lpc_mlx<BITS, GROUP, BF16>> {
         uint32_t w[BITS];
         uint32_t sb0, sb1; /* scale | bias: two bf16 halves of sb0, or two f32 */
     };
-    template <class L = lpc_from_global>
     LPC_HD static void load(const uint8_t *A, const uint8_t *B, int s, raw &r) {
-        lpc_load_words<BITS, L>(A + 4 * BITS * s, r.w);
+        lpc_load_words<BITS>(A + 4 * BITS * s, r.w);
         if constexpr (BF16) {
-            r.sb0 = L::ld4(B), r.sb1 = 0;
+            r.sb0 = lpc_load4(B), r.sb1 = 0;
         } else {
-            const uint2 sb = L::ld8(B);
+            const uint2 sb = lpc_load8(B);
             r.sb0 = sb.x, r.sb1 = sb.y;
         }
     }
