@@ -8,8 +8,8 @@
  *     residual; a per-head RMSNorm followed by rope is one kernel, and q's and k's
  *     such ops run inside attention's KV-store kernel (for one token, inside the
  *     attention kernel itself: lpc_attention1); the op that produces a
- *     matmul's input also writes its int8 copy for the GEMV (LP_CUDA_NOFUSE leaves
- *     any of these out);
+ *     matmul's input also writes its int8 copy for the GEMV; a one-token gate/up
+ *     GEMV does the SwiGLU after it (LP_CUDA_NOFUSE leaves any of these out);
  *   - CUDA graphs: every kernel reads the step's tokens/positions/slots from
  *     device memory, so a list equal to an earlier one (byte for byte) replays
  *     that list's graph: one launch per decode step instead of ~400;
