@@ -529,17 +529,23 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv
     }
 }
 
+/* Blocks of kernel Kern (threads each) in one resident wave under p's cap (per_sm per SM
+ * at most), or 0 when the grid is uncapped. Occupancy is asked once per kernel. */
+template <auto Kern>
+inline int lpc_gemv1_wave(const lpc_gemv_args &p, int threads) {
+    if (p.per_sm <= 0 || p.n_sm <= 0) return 0;
+    static int resident = 0;
+    if (!resident) resident = lpc_resident_blocks(Kern, threads);
+    return p.n_sm * lpc_imin(p.per_sm, resident);
+}
+
 /* The batch-1 kernel's shape: R rows per warp, U slices per lane in flight, W warps. */
 template <class T, int R, int U, int W>
 inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) {
-    const int per_block = W * R;
+    const int per_block = W * R, slots = lpc_gemv1_wave<lpc_gemv1_q<T, R, U, W>>(p, W * 32);
     int blocks = (p.row0[p.nprob] + per_block - 1) / per_block;
+    if (slots) blocks = lpc_imin(blocks, slots);
     auto kern = lpc_gemv1_q<T, R, U, W>;
-    if (p.per_sm > 0 && p.n_sm > 0) {
-        static int resident = 0; /* per instantiation */
-        if (!resident) resident = lpc_resident_blocks(kern, W * 32);
-        blocks = lpc_imin(blocks, p.n_sm * lpc_imin(p.per_sm, resident));
-    }
     const dim3 grid((unsigned)blocks, (unsigned)(n_pairs > 0 ? n_pairs : 1));
     LPC_LAUNCH_PDL(kern, grid, dim3(W * 32), st, p);
 }
@@ -550,16 +556,14 @@ inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs)
  * slots; Qwen3-8B: 384). false: not launched, run the GEMV and the SwiGLU kernel. */
 template <class T, int R, int U, int W>
 inline bool lpc_gemv1_glu_launch(lpc_stream st, const lpc_gemv_args &p) {
-    const int groups = p.M[0] / 32;
+    const int groups = p.M[0] / 32, slots = lpc_gemv1_wave<lpc_gemv1_glu<T, R, U, W>>(p, W * 32);
     int blocks = groups;
-    auto kern = lpc_gemv1_glu<T, R, U, W>;
-    if (p.per_sm > 0 && p.n_sm > 0) {
-        static int resident = 0; /* per instantiation */
-        if (!resident) resident = lpc_resident_blocks(kern, W * 32);
-        const int slots = p.n_sm * lpc_imin(p.per_sm, resident), waves = (groups + slots - 1) / slots;
+    if (slots) {
+        const int waves = (groups + slots - 1) / slots;
         if (waves > 1 && (size_t)waves * slots * 8 > (size_t)groups * 9) return false;
         blocks = lpc_imin(groups, slots);
     }
+    auto kern = lpc_gemv1_glu<T, R, U, W>;
     LPC_LAUNCH_PDL(kern, dim3((unsigned)blocks), dim3(W * 32), st, p);
     return true;
 }
