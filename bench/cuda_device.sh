@@ -20,6 +20,8 @@
 #   bash bench/cuda_device.sh fast nsys      # kernel durations and gaps of graph decode
 #   bash bench/cuda_device.sh fast trace     # the same through CUPTI (bench/cupti_trace.c): per
 #                                            # kernel share of a decode step, idle between steps
+#   bash bench/cuda_device.sh fast stamps    # per-block phase timestamps of a decode step: what
+#                                            # each launch spends after the previous one ended
 #   bash bench/cuda_device.sh fast ab        # batch-1 decode with an env knob at several values
 #                                            # (LP_AB_VAR, LP_AB_VALUES, LP_AB_DEPTHS, LP_AB_PRECISIONS)
 # Precisions: LP_BENCH_PRECISIONS (default "q4_k_m q8_0 mlx-4bit"): GGUF recipes, and
@@ -84,6 +86,38 @@ have_all_modules() {
   command -v pkg-config >/dev/null && pkg-config --exists jansson libpcre2-8 libutf8proc libcurl libmicrohttpd libedit cmocka
 }
 
+# The CUDA module at $1, compiled with the flags that follow (as cmake/cuda.cmake links it:
+# only it links cudart + cuBLAS, it exports one symbol and has no undefined ones).
+cuda_module() {
+  local out="$1"; shift
+  mkdir -p build && echo '{ global: lp_cuda_module_entry; local: *; };' > build/llama-pajamas-cuda.map
+  nvcc -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 "$@" -Xcompiler -Wno-unknown-pragmas \
+    -shared -Xcompiler -fPIC -cudart shared -Xlinker --version-script="$PWD/build/llama-pajamas-cuda.map" \
+    -Xlinker -z,defs src/backend/cuda/cuda_backend.cu -o "$out" -L/usr/local/cuda/lib64 -lcublas
+}
+# The module with per-block phase timestamps (src/backend/cuda/lpc_stamps.cuh) and its
+# report tool; `stamps_module` alone can run beside `build` (both are minutes of nvcc).
+stamps_module() {
+  cuda_module build/libllama-pajamas-cuda-stamps.so -DLPC_STAMPS=1 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Isrc
+  gcc -std=c11 -O2 -Wall -Wextra bench/stamps_report.c -o build/stamps_report
+}
+# Batch-1 decode under the stamps module: the last step's launches, phase by phase
+# (LP_STAMPS_DEPTHS, default 512 4096; precisions LP_AB_PRECISIONS, default q4_k_m).
+stamps_run() {
+  [ -x build/bench_cuda ] || build
+  [ -f build/libllama-pajamas-cuda-stamps.so ] || stamps_module
+  export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  local p f d
+  for p in ${LP_AB_PRECISIONS:-q4_k_m}; do
+    f="$(model_path "$p")"
+    for d in ${LP_STAMPS_DEPTHS:-512 4096}; do
+      LP_CUDA_MODULE="$PWD/build/libllama-pajamas-cuda-stamps.so" LP_CUDA_STAMPS="$OUTDIR/stamps-$p-$d.bin" \
+        build/bench_cuda "$f" --depths "$d" --gen 16 --prefill "" --streams "" --copy-gib 1 2>&1 | grep -E "decode" || true
+      build/stamps_report "$OUTDIR/stamps-$p-$d.bin" --launches > "$OUTDIR/stamps-$p-$d.txt"
+      sed -n 1,3p "$OUTDIR/stamps-$p-$d.txt"; grep "(x" "$OUTDIR/stamps-$p-$d.txt"
+    done
+  done
+}
 build_standalone() {
   local root=/tmp/lp-sysroot obj=build/obj
   rm -rf "$obj"; mkdir -p "$root" "$obj"
@@ -106,10 +140,7 @@ build_standalone() {
   # The CUDA backend is a module the binaries dlopen() (src/backend/cuda/cuda_loader.c), as in
   # cmake/cuda.cmake: only it links cudart + cuBLAS, it exports one symbol and has no undefined
   # ones (lpcore's functions reach it through its entry), so the binaries need no -rdynamic.
-  echo '{ global: lp_cuda_module_entry; local: *; };' > build/llama-pajamas-cuda.map
-  nvcc -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 "${defs[@]}" -Xcompiler -Wno-unknown-pragmas \
-    -shared -Xcompiler -fPIC -cudart shared -Xlinker --version-script="$PWD/build/llama-pajamas-cuda.map" \
-    -Xlinker -z,defs src/backend/cuda/cuda_backend.cu -o build/libllama-pajamas-cuda.so -L/usr/local/cuda/lib64 -lcublas
+  cuda_module build/libllama-pajamas-cuda.so "${defs[@]}"
   rm -f build/libsa.a && ar rcs build/libsa.a "$obj"/*.o
   local libs=(-Lbuild -lsa -L"$lib" -ljansson -lpcre2-8 -lutf8proc -lm -lpthread -ldl)
   # what the left-out files define (hub downloads, ...) becomes a stub that aborts
@@ -318,6 +349,8 @@ for stage in "$@"; do
     ncu) ncu_gemv ;;
     nsys) nsys_decode ;;
     trace) trace_decode ;;
+    stamps_module) stamps_module ;;
+    stamps) stamps_run ;;
     gemv) gemv_bench ;;
     chain) chain_bench ;;
     mma) mma_bench ;;

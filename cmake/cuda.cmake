@@ -17,6 +17,31 @@
 # Independently of nvcc, test_cuda_emu runs the CUDA kernels on a CPU emulator
 # (src/backend/cuda/emu_test.cpp) whenever a C++ compiler and cmocka exist.
 include(CheckLanguage)
+option(LP_CUDA_STAMPS "Also build the CUDA module with per-block phase timestamps" OFF)
+
+# The module target `name` written as lib<output>.so next to the binaries.
+function(lp_cuda_module name output)
+  add_library(${name} MODULE ${CMAKE_SOURCE_DIR}/src/backend/cuda/cuda_backend.cu)
+  set_target_properties(${name} PROPERTIES OUTPUT_NAME ${output} PREFIX lib
+    LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR} # next to the binaries: the loader looks there
+    CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON
+    CUDA_RUNTIME_LIBRARY Shared) # the module needs libcudart.so; without it, a clear load error
+  # The top level's -Wall/-march/-ffp-contract/-fsanitize are host-compiler flags nvcc does
+  # not take directly: replace them (compile and link) with what the module needs.
+  set_property(TARGET ${name} PROPERTY COMPILE_OPTIONS
+    $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wno-unused-parameter,-Wno-unknown-pragmas>
+    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
+  # Export only the entry (everything else binds inside the module, never to the host's
+  # lp_fail or lp_backend_cuda_create), and refuse undefined symbols at link time.
+  set(map ${CMAKE_BINARY_DIR}/llama-pajamas-cuda.map)
+  file(WRITE ${map} "{ global: lp_cuda_module_entry; local: *; };\n")
+  set_property(TARGET ${name} PROPERTY LINK_OPTIONS "LINKER:--version-script=${map}" "LINKER:-z,defs")
+  set_property(TARGET ${name} PROPERTY LINK_DEPENDS ${map})
+  target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src)
+  target_compile_definitions(${name} PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
+  target_link_libraries(${name} PRIVATE CUDA::cudart CUDA::cublas) # and not lpcore
+endfunction()
+
 
 # the loader (cuda_loader.c, in lpcore whatever the configuration) uses dlopen
 target_link_libraries(lpcore PUBLIC ${CMAKE_DL_LIBS})
@@ -33,25 +58,14 @@ if(LP_CUDA AND CMAKE_CUDA_COMPILER)
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)
 
-  add_library(lpcuda MODULE ${CMAKE_SOURCE_DIR}/src/backend/cuda/cuda_backend.cu)
-  set_target_properties(lpcuda PROPERTIES OUTPUT_NAME llama-pajamas-cuda PREFIX lib
-    LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR} # next to the binaries: the loader looks there
-    CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON
-    CUDA_RUNTIME_LIBRARY Shared) # the module needs libcudart.so; without it, a clear load error
-  # The top level's -Wall/-march/-ffp-contract/-fsanitize are host-compiler flags nvcc does
-  # not take directly: replace them (compile and link) with what the module needs.
-  set_property(TARGET lpcuda PROPERTY COMPILE_OPTIONS
-    $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Wno-unused-parameter,-Wno-unknown-pragmas>
-    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
-  # Export only the entry (everything else binds inside the module, never to the host's
-  # lp_fail or lp_backend_cuda_create), and refuse undefined symbols at link time.
-  set(LP_CUDA_MAP ${CMAKE_BINARY_DIR}/llama-pajamas-cuda.map)
-  file(WRITE ${LP_CUDA_MAP} "{ global: lp_cuda_module_entry; local: *; };\n")
-  set_property(TARGET lpcuda PROPERTY LINK_OPTIONS "LINKER:--version-script=${LP_CUDA_MAP}" "LINKER:-z,defs")
-  set_property(TARGET lpcuda PROPERTY LINK_DEPENDS ${LP_CUDA_MAP})
-  target_include_directories(lpcuda PRIVATE ${CMAKE_SOURCE_DIR}/src)
-  target_compile_definitions(lpcuda PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
-  target_link_libraries(lpcuda PRIVATE CUDA::cudart CUDA::cublas) # and not lpcore
+  lp_cuda_module(lpcuda llama-pajamas-cuda)
+  # LP_CUDA_STAMPS=ON: also the module with per-block phase timestamps (lpc_stamps.cuh), a
+  # timing tool picked at run time with LP_CUDA_MODULE=build/libllama-pajamas-cuda-stamps.so
+  if(LP_CUDA_STAMPS)
+    lp_cuda_module(lpcuda_stamps llama-pajamas-cuda-stamps)
+    target_compile_definitions(lpcuda_stamps PRIVATE LPC_STAMPS=1)
+    add_dependencies(lpcore lpcuda_stamps)
+  endif()
   # Building anything on lpcore builds the module, so a binary finds it beside itself.
   add_dependencies(lpcore lpcuda)
   set_property(SOURCE ${CMAKE_SOURCE_DIR}/src/backend/cuda/cuda_loader.c APPEND PROPERTY COMPILE_DEFINITIONS

@@ -1638,6 +1638,10 @@ static int cuda_init(lp_backend *be, const lp_backend_config *cfg) {
 static void cuda_destroy(lp_backend *be) {
     lp_cuda *c = (lp_cuda *)be;
     if (c->st) cudaStreamSynchronize(c->st);
+#ifdef LPC_STAMPS
+    const char *stamps = getenv("LP_CUDA_STAMPS");
+    if (stamps && lpc_stamps_dump(stamps) != 0) fprintf(stderr, "cuda backend: cannot write stamps to %s\n", stamps);
+#endif
     lpc_prof_print(&c->prof);
     lpc_prof_free(&c->prof);
     graphs_clear(c);

@@ -664,6 +664,7 @@ __device__ __forceinline__ void lpc_attn1_finish(const lpc_attn_args &p, lpc_att
 template <int HD, int NB>
 __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
     enum { RB = lpc_attn1_row_bytes(HD), QS = HD + 8 };
+    LPC_STAMP_BEGIN();
     lpc_launch_dependents();
     const lpc_attn_args &a = p.a;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, kvh = blockIdx.x, sp = blockIdx.y, G = a.G;
@@ -679,7 +680,9 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
     const int tile0 = beg + 32 * warp;
     if (tile0 < end) lpc_attn1_stage<HD>(kt, vt, kbase, vbase, tile0, lpc_imin(end, pos)); /* rows before pos only */
     for (int i = threadIdx.x; i < (8 * NB - G) * QS; i += blockDim.x) q16[G * QS + i] = 0; /* no head: zero */
+    LPC_STAMP_MARK(0);
     lpc_grid_wait(); /* q, k, v of this token are the previous kernels' */
+    LPC_STAMP_MARK(1);
     /* the rows: G q heads, and in the block whose split holds pos the token's k and v (so
      * the warp whose tile holds pos does not do three rows in a row while the others wait) */
     const size_t at = lpc_kv_index(slot, kvh, pos, a.n_kv, a.n_ctx, HD);
@@ -692,6 +695,7 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
         __syncwarp();
     }
     __syncthreads();
+    LPC_STAMP_MARK(2);
     lpc_attn1_acc<HD, NB> st;
 #pragma unroll
     for (int nb = 0; nb < NB; nb++) {
@@ -717,7 +721,9 @@ __global__ void __launch_bounds__(128) lpc_attn1_kernel(lpc_attn1_args p) {
         }
         lpc_attn1_tile<HD, NB>(q16, kt, vt, end - tile, a.scale, st);
     }
+    LPC_STAMP_MARK(3);
     lpc_attn1_finish<HD, NB>(a, st, kvh, sp, live, (float *)lpc_dyn_smem());
+    LPC_STAMP_END(LPC_TAG_ATTN1, (uint32_t)(G * a.n_kv), (uint32_t)live);
 }
 
 template <int HD, int NB>

@@ -15,6 +15,7 @@
 #define LPC_GEMV_CUH
 
 #include "lpc_quant.cuh"
+#include "lpc_stamps.cuh"
 
 /* ---- int8 activation shadow: q[i], d[i/32] (scale), s[i/16] (d * sum of 16 codes) ---- */
 
@@ -447,6 +448,7 @@ __device__ __forceinline__ void lpc_gemv1_stage(const lpc_gemv_args &p, size_t x
 template <class T, int R, int U, int W>
 __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_args p) {
     LPC_GEMV1_SMEM;
+    LPC_STAMP_BEGIN();
     lpc_launch_dependents();
     /* Expert mode reads the routing kernel's expert ids to find its rows: no weight
      * prefetch across the wait there (ids read early could be stale). */
@@ -460,11 +462,15 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_a
     typename T::raw w[U][R];
     bool active = lpc_gemv_pick<T, R>(p, grow, r, n_rows, A, B); /* warps without rows still help stage */
     if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
+    LPC_STAMP_MARK(0);
     if (!p.sel) lpc_grid_wait(); /* launched PDL: the weights above are in flight; x is the previous kernel's */
+    LPC_STAMP_MARK(1);
     lpc_gemv1_stage<W>(p, p.sel ? (size_t)(blockIdx.y / p.x_div) * p.K : 0, xc, xds, xss);
-    while (active) {
+    LPC_STAMP_MARK(2);
+    for (int round = 0; active; round++) {
         float acc[R][1];
         lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
+        if (round == 0) LPC_STAMP_MARK(3);
         lpc_row_pick cur[R];
 #pragma unroll
         for (int i = 0; i < R; i++) cur[i] = r[i];
@@ -473,7 +479,9 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_a
         active = lpc_gemv_pick<T, R>(p, grow, r, n_rows, A, B);
         if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
         lpc_gemv1_store<R>(p, cur, cur_rows, acc, xss);
+        if (round == 0) LPC_STAMP_MARK(4);
     }
+    LPC_STAMP_END(LPC_TAG_GEMV1, (uint32_t)p.row0[p.nprob], (uint32_t)p.K);
 }
 
 /* Gate and up, then the SwiGLU, in one launch (no SwiGLU kernel, one grid boundary less
@@ -490,6 +498,7 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv
     static_assert(32 % W == 0 && HALF % R == 0, "a warp's rows of a group come in whole steps");
     LPC_GEMV1_SMEM;
     __shared__ float sums[2][2][32]; /* [group parity][gate, up][row in group] */
+    LPC_STAMP_BEGIN();
     lpc_launch_dependents();
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, groups = p.M[0] / 32, S = p.bpr * T::SLICES;
     /* row step t of group g: rows of problem t*R / HALF, from g*32 + warp*HALF + t*R % HALF */
@@ -501,12 +510,16 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv
     typename T::raw w[U][R];
     bool active = grp < groups && lpc_gemv_pick<T, R>(p, first_row(grp, 0), r, n_rows, A, B); /* block-uniform */
     if (active) lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
+    LPC_STAMP_MARK(0);
     lpc_grid_wait();
+    LPC_STAMP_MARK(1);
     lpc_gemv1_stage<W>(p, 0, xc, xds, xss);
+    LPC_STAMP_MARK(2);
     const float x_scale = p.x_ss ? lpc_x_rms(p, xss, lane) : 1.0f;
-    while (active) {
+    for (int round = 0; active; round++) {
         float acc[R][1];
         lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
+        if (round == 0) LPC_STAMP_MARK(3);
         const int cur_grp = grp, cur_step = step;
         if (++step == STEPS) step = 0, grp += gridDim.x;
         active = grp < groups && lpc_gemv_pick<T, R>(p, first_row(grp, step), r, n_rows, A, B);
@@ -519,6 +532,7 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv
         }
         if (cur_step < STEPS - 1) continue;
         __syncthreads();
+        if (round == STEPS - 1) LPC_STAMP_MARK(4);
         if (warp == 0) {
             const float v = lpc_swiglu_value(sums[parity][0][lane], sums[parity][1][lane], p.glu.limit);
             const size_t e0 = (size_t)cur_grp * 32;
@@ -527,6 +541,7 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv
         }
         parity ^= 1;
     }
+    LPC_STAMP_END(LPC_TAG_GLU, (uint32_t)p.M[0], (uint32_t)p.K);
 }
 
 /* Blocks of kernel Kern (threads each) in one resident wave under p's cap (per_sm per SM
