@@ -98,7 +98,9 @@ cuda_module() {
 # The module with per-block phase timestamps (src/backend/cuda/lpc_stamps.cuh) and its
 # report tool; `stamps_module` alone can run beside `build` (both are minutes of nvcc).
 stamps_module() {
-  cuda_module build/libllama-pajamas-cuda-stamps.so -DLPC_STAMPS=1 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Isrc
+  local root=/tmp/lp-sysroot # the standalone build's headers (jansson) when the machine lacks them
+  cuda_module build/libllama-pajamas-cuda-stamps.so -DLPC_STAMPS=1 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Isrc \
+    -I"$root/usr/include" -I"$root/usr/include/x86_64-linux-gnu"
   gcc -std=c11 -O2 -Wall -Wextra bench/stamps_report.c -o build/stamps_report
 }
 # Batch-1 decode under the stamps module: the last step's launches, phase by phase
