@@ -9,7 +9,8 @@
  *     such ops run inside attention's KV-store kernel (for one token, inside the
  *     attention kernel itself: lpc_attention1); the op that produces a
  *     matmul's input also writes its int8 copy for the GEMV; a one-token gate/up
- *     GEMV does the SwiGLU after it (LP_CUDA_NOFUSE leaves any of these out);
+ *     GEMV does the SwiGLU after it, and a one-token RMSNorm read only by GEMVs is
+ *     done by them while they stage their input (LP_CUDA_NOFUSE leaves any of these out);
  *   - CUDA graphs: every kernel reads the step's tokens/positions/slots from
  *     device memory, so a list equal to an earlier one (byte for byte) replays
  *     that list's graph: one launch per decode step instead of ~400;
@@ -69,8 +70,8 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_ATTN1, FUSE_GLU, FUSE_COUNT };
-static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "epinorm", "attn1", "glu"};
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_STAGE_NORM, FUSE_ATTN1, FUSE_GLU, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "stagenorm", "attn1", "glu"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -108,10 +109,11 @@ typedef struct lpc_op {
     lpc_head_xform head[2]; /* attention: q's and k's per-head ops, done by its kv-store kernel */
     int keep_k;          /* attention with k's op folded in: the F32 k is read later, write it too */
     int keep_q;          /* ... q's op folded in and the F32 q read after attention */
-    const lpc_weight *epi_norm; /* matmul: the batch-1 GEMV does the RMSNorm after it (lpc_gemv_epi) */
-    lp_bbuf *epi_out;    /* ... that norm's output (only its int8 shadow is written) */
-    int x_rms;           /* matmul: bit i = x[i]'s shadow is of an RMSNorm's w * x, 1/rms left to us */
-    float x_eps;
+    int xn_mask;         /* matmul: bit i = x[i] is an RMSNorm's output the batch-1 GEMV makes while
+                            staging (lpc_gemv_xnorm), from that norm's input, weight and eps: */
+    const lp_bbuf *xn_x;
+    const lpc_weight *xn_w;
+    float xn_eps;
     const struct lpc_op *glu; /* gate/up matmul: the SwiGLU after it, done by its GEMV (lpc_gemv_glu) */
     int glu_f32;         /* ... whose F32 result is read later (else only its shadow is written) */
 } lpc_op;
@@ -172,7 +174,7 @@ typedef struct {
     int recent_next;
     unsigned long long clock;
     /* scratch */
-    lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq, mma_part, mma_cnt, epi_cnt;
+    lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq, mma_part, mma_cnt;
     lpc_profile prof; /* LP_CUDA_PROFILE=1 */
 } lp_cuda;
 
@@ -463,7 +465,6 @@ static void q8_free(lp_bbuf *b) {
     if (b->q8.q) cudaFree(b->q8.q);
     if (b->q8.d) cudaFree(b->q8.d);
     if (b->q8.s) cudaFree(b->q8.s);
-    if (b->q8.ss) cudaFree(b->q8.ss);
     memset(&b->q8, 0, sizeof b->q8);
 }
 
@@ -489,9 +490,8 @@ static lpc_q8 q8_of(lp_cuda *c, lp_bbuf *b) {
         b->q8.q = (int8_t *)dev_alloc(c, n, "int8 shadow");
         b->q8.d = (float *)dev_alloc(c, n / 32 * sizeof(float), "int8 shadow");
         b->q8.s = (float *)dev_alloc(c, n / 16 * sizeof(float), "int8 shadow");
-        b->q8.ss = (float *)dev_alloc(c, n / 32 * sizeof(float), "int8 shadow");
-        c->scratch_bytes += n + n / 32 * 8 + n / 16 * 4;
-        if (!b->q8.q || !b->q8.d || !b->q8.s || !b->q8.ss) q8_free(b);
+        c->scratch_bytes += n + n / 32 * 4 + n / 16 * 4;
+        if (!b->q8.q || !b->q8.d || !b->q8.s) q8_free(b);
     }
     return b->q8;
 }
@@ -842,7 +842,7 @@ static void fuse_heads(lp_cuda *c, int a) {
 }
 
 /* At least `count` zeroed counters in s (the folded attention combine, the MMA split-K
- * merge, the GEMV epilogue), allocated at planning, never inside a capture; every kernel
+ * merge), allocated at planning, never inside a capture; every kernel
  * using them leaves them at zero after its launch. */
 static void counters(lp_cuda *c, lpc_scratch *s, size_t count) {
     const size_t had = s->bytes;
@@ -856,11 +856,6 @@ static bool fuse_on(const lp_cuda *c, int f) { return c->use_fusion && !(c->no_f
 static bool gemv1_runs(const lp_cuda *c, const lpc_op *mm, int k) {
     const lpc_weight *w = mm->w[k];
     return matmul_path(c, mm->n, w) == MM_GEMV && quantized_weight(w) && lpc_gemv1_fits(w->K, mm->n);
-}
-
-/* mm is one launch of the batch-1 GEMV over whole 32-row groups: it can run the epilogue. */
-static bool epi_capable(const lp_cuda *c, const lpc_op *mm) {
-    return mm->kind == OP_MATMUL && mm->count == 1 && gemv1_runs(c, mm, 0) && !mm->expert[0] && mm->w[0]->M % 32 == 0;
 }
 
 /* Everything after op `from` that reads b before b is next written is a matmul reading only
@@ -889,29 +884,35 @@ static lpc_op *next_live(lp_cuda *c, int i) {
     return NULL;
 }
 
-/* A batch-1 GEMV followed by the RMSNorm of what it wrote (the residual, after o and down)
- * does the norm in its epilogue (lpc_gemv_epi): the int8 shadow the next GEMVs read, per
- * 32-row group. The norm's F32 output is not produced, so every reader must take the
- * shadow only; they scale their results by 1/rms (x_rms). */
-static void fuse_epilogue(lp_cuda *c, int i) {
-    lpc_op *mm = &c->ops[i], *nx = next_live(c, i);
-    if (!nx || !epi_capable(c, mm)) return;
-    const int j = (int)(nx - c->ops);
-    lp_bbuf *wrote = mm->acc_into ? mm->acc_into : mm->y[0];
-    if (nx->kind != OP_RMSNORM || nx->x[0] != wrote || nx->y[0] == wrote || !nx->emit_q8 || nx->rope_heads || nx->n != 1 ||
-        !nx->w[0] || nx->w[0]->K != mm->w[0]->M || !shadow_only(c, j, nx->y[0]))
+/* An RMSNorm whose output only batch-1 GEMVs read, through its int8 shadow, is done by
+ * those GEMVs while they stage their input (lpc_gemv_xnorm): they read the norm's input
+ * and weight instead of the shadow, so the norm needs no kernel and its producer (o, down
+ * accumulating into the residual) nothing after its stores. The input must stay as it is
+ * until the last of them. */
+static void fuse_stage_norm(lp_cuda *c, int j) {
+    lpc_op *nx = &c->ops[j];
+    const lpc_weight *w = nx->w[0];
+    if (nx->skip || nx->kind != OP_RMSNORM || nx->n != 1 || nx->rope_heads || !nx->emit_q8 || !w || w->type != LPC_F32 ||
+        w->K % 32 || nx->y[0] == nx->x[0] || !shadow_only(c, j, nx->y[0]))
         return;
+    bool x_written = false;
+    for (int k = j + 1; k < c->n_ops; k++) { /* the readers, up to the next write (shadow_only found it) */
+        const lpc_op *op = &c->ops[k];
+        if (op->skip) continue;
+        lp_bbuf *rd[8], *wr[8];
+        int n_wr, n_rd = op_io(op, rd, wr, &n_wr);
+        if (has(rd, n_rd, nx->y[0]) && x_written) return;
+        if (has(wr, n_wr, nx->y[0])) break;
+        x_written = x_written || has(wr, n_wr, nx->x[0]);
+    }
     for (int k = j + 1; k < c->n_ops; k++) {
         lpc_op *op = &c->ops[k];
         if (op->skip || !touches(op, nx->y[0])) continue;
-        if (op->kind != OP_MATMUL) break; /* the writer shadow_only found */
+        if (op->kind != OP_MATMUL) break; /* the writer */
         for (int x = 0; x < op->count; x++)
-            if (op->x[x] == nx->y[0]) op->x_rms |= 1 << x, op->x_eps = nx->f0;
+            if (op->x[x] == nx->y[0]) op->xn_mask |= 1 << x, op->xn_x = nx->x[0], op->xn_w = w, op->xn_eps = nx->f0;
     }
-    mm->epi_norm = nx->w[0];
-    mm->epi_out = nx->y[0];
     nx->skip = 1;
-    counters(c, &c->epi_cnt, (size_t)mm->w[0]->M / 32);
 }
 
 /* A batch-1 gate/up GEMV followed by the SwiGLU of its two results does the SwiGLU too
@@ -919,7 +920,7 @@ static void fuse_epilogue(lp_cuda *c, int i) {
  * something other than a GEMV's shadow reads it. */
 static void fuse_glu(lp_cuda *c, int i) {
     lpc_op *mm = &c->ops[i], *sw = next_live(c, i);
-    if (!sw || sw->kind != OP_SWIGLU || mm->kind != OP_MATMUL || mm->count != 2 || mm->n != 1 || mm->acc_into || mm->epi_norm)
+    if (!sw || sw->kind != OP_SWIGLU || mm->kind != OP_MATMUL || mm->count != 2 || mm->n != 1 || mm->acc_into)
         return;
     const lpc_weight *g = mm->w[0], *u = mm->w[1];
     const int j = (int)(sw - c->ops);
@@ -991,8 +992,8 @@ static void plan(lp_cuda *c) {
         }
         if (mma_rows) counters(c, &c->mma_cnt, (size_t)lpc_mma_tiles(mma_rows, mm->n));
     }
-    if (fuse_on(c, FUSE_EPI_NORM))
-        for (int i = 0; i < c->n_ops; i++) fuse_epilogue(c, i);
+    if (fuse_on(c, FUSE_STAGE_NORM))
+        for (int i = 0; i < c->n_ops; i++) fuse_stage_norm(c, i);
     if (fuse_on(c, FUSE_GLU))
         for (int i = 0; i < c->n_ops; i++) fuse_glu(c, i);
 }
@@ -1000,7 +1001,7 @@ static void plan(lp_cuda *c) {
 /* ---- execution ---- */
 
 static lpc_q8 no_q8(void) {
-    lpc_q8 z = {NULL, NULL, NULL, NULL};
+    lpc_q8 z = {NULL, NULL, NULL};
     return z;
 }
 
@@ -1129,13 +1130,7 @@ static void matmul_set(lp_cuda *c, const lpc_op *op, int i, bool *done, lp_bbuf 
         p->row0[k + 1] = p->row0[k] + wj->M;
         done[j] = true;
     }
-    if (op->epi_norm) {
-        p->epi.count = (unsigned *)c->epi_cnt.p;
-        p->epi.w = (const float *)op->epi_norm->a;
-        p->epi.ss = op->epi_out->q8.ss;
-        p->epi.o = op->epi_out->q8;
-    }
-    if (op->x_rms >> i & 1) p->x_ss = op->x[i]->q8.ss, p->x_eps = op->x_eps;
+    if (op->xn_mask >> i & 1) p->xn.x = op->xn_x->d, p->xn.w = (const float *)op->xn_w->a, p->xn.eps = op->xn_eps;
 }
 
 /* A matmul op: cuBLAS problems first, then one launch per weight type and input. */
@@ -1269,7 +1264,7 @@ static void exec_moe(lp_cuda *c, const lpc_op *op) {
     const size_t gq_n = ((size_t)R * F + 31) / 32 * 32;
     uint8_t *gq = (uint8_t *)scratch(c, &c->moe_gq, gq_n + gq_n / 32 * 4 + gq_n / 16 * 4);
     if (!sel || !wt || !g || !u || !dres || !gq) return;
-    lpc_q8 gq8 = {(int8_t *)gq, (float *)(gq + gq_n), (float *)(gq + gq_n + gq_n / 32 * 4), NULL};
+    lpc_q8 gq8 = {(int8_t *)gq, (float *)(gq + gq_n), (float *)(gq + gq_n + gq_n / 32 * 4)};
     lpc_topk(c->st, n, op->z->d, E, k, op->i1, sel, wt);
     const bool quant_gu = quantized_weight(gate);
     if (quant_gu || quantized_weight(up)) lpc_quantize(c->st, op->x[0]->d, (size_t)n * D, op->x[0]->q8);
@@ -1656,7 +1651,7 @@ static void cuda_destroy(lp_backend *be) {
     }
     free(c->wmap);
     lpc_scratch *s[] = {&c->attn_part, &c->attn_cnt, &c->x16,   &c->w16,   &c->moe_sel,  &c->moe_wt,
-                        &c->moe_g,     &c->moe_u,    &c->moe_d, &c->moe_gq, &c->mma_part, &c->mma_cnt, &c->epi_cnt};
+                        &c->moe_g,     &c->moe_u,    &c->moe_d, &c->moe_gq, &c->mma_part, &c->mma_cnt};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) scratch_free(s[i]);
     if (c->k_cache) cudaFree(c->k_cache);
     if (c->v_cache) cudaFree(c->v_cache);

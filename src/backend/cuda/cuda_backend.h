@@ -13,7 +13,7 @@
  *
  * Environment switches (debugging): LP_CUDA_GRAPHS=0 (no CUDA graphs),
  * LP_CUDA_FUSE=0 (no op fusion; attention's combine is a separate launch again),
- * LP_CUDA_NOFUSE=res,normrope,heads,fold,emit,epinorm,attn1 (those fusions left out;
+ * LP_CUDA_NOFUSE=res,normrope,heads,fold,emit,stagenorm,attn1,glu (those fusions left out;
  * attn1: a one-token step's attention and per-head ops in one launch),
  * LP_CUDA_PROFILE=1 (eager steps with per-op GPU times, printed as a table when the
  * backend is destroyed), LP_CUDA_PDL=0 (plain launches, no programmatic dependent

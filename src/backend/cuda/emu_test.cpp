@@ -87,9 +87,9 @@ static dev_weight make_weight(int type, int M, int K, const std::vector<float> &
 
 struct q8_buf {
     std::vector<int8_t> q;
-    std::vector<float> d, s, ss;
-    explicit q8_buf(size_t n) : q(n), d(n / 32), s(n / 16), ss(n / 32) {}
-    lpc_q8 view() { return lpc_q8{q.data(), d.data(), s.data(), ss.data()}; }
+    std::vector<float> d, s;
+    explicit q8_buf(size_t n) : q(n), d(n / 32), s(n / 16) {}
+    lpc_q8 view() { return lpc_q8{q.data(), d.data(), s.data()}; }
     float value(size_t i) const { return d[i / 32] * (float)q[i]; }
 };
 
@@ -403,7 +403,7 @@ static void test_gemv_experts(void **state) {
     }
 }
 
-/* ---- the batch-1 GEMV's RMSNorm epilogue against the ops it replaces ---- */
+/* ---- the batch-1 GEMV's staged RMSNorm against the ops it replaces ---- */
 
 static bool same_bits(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
 
@@ -415,62 +415,60 @@ static lpc_gemv_args gemv1_args(const std::vector<dev_weight *> &ws, const q8_bu
     return p;
 }
 
-/* A GEMV accumulating into the residual, then the RMSNorm of the residual and the next
- * GEMV on its shadow, fused (epilogue + deferred 1/rms) and as separate ops: the residual
- * is bit-identical, the shadow that of w * residual exactly, the sums of squares and the
- * next GEMV's results equal to rounding; the counters end at zero. */
-static void test_gemv_epilogue(void **state) {
+/* A GEMV whose input is RMSNorm(x) * w made while staging (lpc_gemv_xnorm): equal to
+ * rounding to the GEMV over the shadow of w * x scaled by 1/rms (the same codes: only
+ * the sum of squares' order differs), and within a code step per element of the
+ * separate RMSNorm + GEMV; with blocks walking row groups, input lengths that leave
+ * warps partly idle or making several rounds of loads, and never reading the shadow it
+ * replaces. */
+static void test_gemv_xnorm(void **state) {
     (void)state;
-    const int K = 256, M = 512;
-    for (int type : {(int)LPC_Q4_K, (int)LPC_Q6_K, (int)LPC_Q8_0, (int)lp_mlx_type(4, 64)}) {
-        dev_weight w1 = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
-        dev_weight w2 = make_weight(type, 64, M, rand_vec((size_t)64 * M, 0.5f));
-        std::vector<float> x = rand_vec(K, 2.0f), res0 = rand_vec(M, 3.0f), nw = rand_vec(M, 1.0f);
-        q8_buf xq(K);
-        lpc_quantize(0, x.data(), K, xq.view());
-        std::vector<unsigned> count(M / 32, 0);
-        /* separate: GEMV, RMSNorm with shadow, GEMV */
-        std::vector<float> res_a = res0, normed(M), out_a(64);
-        std::vector<float> *ya[] = {&res_a};
-        assert_true(lpc_gemv(0, type, gemv1_args({&w1}, xq, ya, true), 0));
-        q8_buf nq_a(M);
-        assert_true(lpc_rmsnorm(0, res_a.data(), nw.data(), 1, M, 1e-6f, normed.data(), 1, nq_a.view()));
-        std::vector<float> *oa[] = {&out_a};
-        assert_true(lpc_gemv(0, type, gemv1_args({&w2}, nq_a, oa, false), 0));
-        /* fused */
-        std::vector<float> res_b = res0, out_b(64);
-        q8_buf nq_b(M);
-        std::vector<float> *yb[] = {&res_b};
-        lpc_gemv_args p = gemv1_args({&w1}, xq, yb, true);
-        p.epi.count = count.data(), p.epi.w = nw.data(), p.epi.ss = nq_b.ss.data(), p.epi.o = nq_b.view();
-        p.per_sm = 1, p.n_sm = 3; /* 3 blocks walk the row groups; the groups' arrivals still add up */
-        assert_true(lpc_gemv(0, type, p, 0));
-        assert_true(same_bits(res_a.data(), res_b.data(), M * sizeof(float)));
-        std::vector<float> wy(M);
-        for (int i = 0; i < M; i++) wy[i] = nw[i] * res_b[i];
-        q8_buf wq(M);
-        lpc_quantize(0, wy.data(), M, wq.view());
-        assert_true(same_bits(wq.q.data(), nq_b.q.data(), M) && same_bits(wq.d.data(), nq_b.d.data(), M / 32 * 4) &&
-                    same_bits(wq.s.data(), nq_b.s.data(), M / 16 * 4));
-        for (int g = 0; g < M / 32; g++) {
+    const int M = 64;
+    const float eps = 1e-6f;
+    for (int type : {(int)LPC_Q4_K, (int)LPC_Q6_K, (int)LPC_Q8_0, (int)lp_mlx_type(4, 64)})
+        for (int size = 0; size < 3; size++) { /* 5120: a warp's passes past one round of loads */
+            const int K = size == 2 ? 5120 : size ? 2304 : type == LPC_Q8_0 ? 224 : type == LPC_Q4_K || type == LPC_Q6_K ? 256 : 192;
+            dev_weight w = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
+            std::vector<float> x = rand_vec(K, 3.0f), nw = rand_vec(K, 1.0f), wx(K);
             double ss = 0;
-            for (int i = 0; i < 32; i++) ss += (double)res_b[g * 32 + i] * res_b[g * 32 + i];
-            assert_true(fabs(nq_b.ss[g] - ss) <= 1e-5 * ss);
-            assert_int_equal(count[g], 0);
+            for (int i = 0; i < K; i++) wx[i] = nw[i] * x[i], ss += (double)x[i] * x[i];
+            const double inv_rms = 1.0 / sqrt(ss / K + eps);
+            /* reference 1: the GEMV over the shadow of w * x, scaled by 1/rms */
+            q8_buf wq(K);
+            lpc_quantize(0, wx.data(), K, wq.view());
+            std::vector<float> ref(M), *yr[] = {&ref};
+            assert_true(lpc_gemv(0, type, gemv1_args({&w}, wq, yr, false), 0));
+            /* reference 2: RMSNorm (with its shadow), then the GEMV */
+            std::vector<float> normed(K), sep(M), *ys[] = {&sep};
+            q8_buf nq(K);
+            assert_true(lpc_rmsnorm(0, x.data(), nw.data(), 1, K, eps, normed.data(), 1, nq.view()));
+            assert_true(lpc_gemv(0, type, gemv1_args({&w}, nq, ys, false), 0));
+            /* staged: the shadow it would have read is poison, never read */
+            q8_buf poison(K);
+            memset(poison.q.data(), 0x7f, K);
+            std::vector<float> got(M), *yg[] = {&got};
+            lpc_gemv_args p = gemv1_args({&w}, poison, yg, false);
+            p.xn.x = x.data(), p.xn.w = nw.data(), p.xn.eps = eps;
+            p.per_sm = 1, p.n_sm = 3; /* 3 blocks walk the row groups: each stages once */
+            assert_true(lpc_gemv(0, type, p, 0));
+            double mag = 0;
+            for (int r = 0; r < M; r++) mag = fmax(mag, fabs(sep[r]));
+            for (int r = 0; r < M; r++) {
+                if (!(fabs(got[r] - ref[r] * inv_rms) <= 1e-5 * mag))
+                    fail_msg("xnorm type %d K %d row %d: %g vs %g", type, K, r, got[r], ref[r] * inv_rms);
+                if (!(fabs(got[r] - sep[r]) <= 0.02 * mag)) /* codes of w*x and w*x/rms may round apart */
+                    fail_msg("xnorm vs separate type %d K %d row %d: %g vs %g", type, K, r, got[r], sep[r]);
+            }
+            p.xn.x = NULL; /* off: the poison is read */
+            assert_true(lpc_gemv(0, type, p, 0));
+            bool differs = false;
+            for (int r = 0; r < M; r++) differs = differs || got[r] != sep[r];
+            assert_true(differs);
         }
-        std::vector<float> *ob[] = {&out_b};
-        lpc_gemv_args p2 = gemv1_args({&w2}, nq_b, ob, false);
-        p2.x_ss = nq_b.ss.data(), p2.x_eps = 1e-6f;
-        assert_true(lpc_gemv(0, type, p2, 0));
-        double mag = 0;
-        for (int r = 0; r < 64; r++) mag = fmax(mag, fabs(out_a[r]));
-        for (int r = 0; r < 64; r++) /* codes of w*y and of w*y/rms may round apart: a code step per element at most */
-            if (!(fabs(out_b[r] - out_a[r]) <= 0.02 * mag)) fail_msg("norm epilogue type %d row %d: %g vs %g", type, r, out_b[r], out_a[r]);
-    }
 }
 
 /* Gate/up with the SwiGLU in the GEMV (lpc_gemv_glu) against the GEMV and the SwiGLU
- * kernel: the same F32 result and shadow bit for bit, with and without a deferred 1/rms
+ * kernel: the same F32 result and shadow bit for bit, with and without a staged RMSNorm
  * and the gpt-oss clamp, blocks walking one and two groups; refused where waves would be
  * left half empty. */
 static void test_gemv_glu(void **state) {
@@ -478,31 +476,30 @@ static void test_gemv_glu(void **state) {
     const int K = 256;
     for (int type : {(int)LPC_Q4_K, (int)LPC_Q6_K, (int)LPC_Q8_0, (int)lp_mlx_type(4, 64)})
         for (int M : {32, 192})
-            for (int deferred = 0; deferred < 2; deferred++) {
-                const float limit = deferred ? 1.5f : 0.0f;
+            for (int normed = 0; normed < 2; normed++) {
+                const float limit = normed ? 1.5f : 0.0f;
                 dev_weight g = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
                 dev_weight u = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
-                std::vector<float> x = rand_vec(K, 2.0f), ss(K / 32);
-                for (float &v : ss) v = 1.0f + fabsf(frand()) * 30.0f;
+                std::vector<float> x = rand_vec(K, 2.0f), nw = rand_vec(K, 1.0f);
                 q8_buf xq(K);
                 lpc_quantize(0, x.data(), K, xq.view());
                 std::vector<float> ga(M), ua(M), gb(M, NAN), ub(M, NAN);
                 std::vector<float> *ya[] = {&ga, &ua}, *yb[] = {&gb, &ub};
                 lpc_gemv_args pa = gemv1_args({&g, &u}, xq, ya, false);
-                if (deferred) pa.x_ss = ss.data(), pa.x_eps = 1e-6f;
+                if (normed) pa.xn.x = x.data(), pa.xn.w = nw.data(), pa.xn.eps = 1e-6f;
                 assert_true(lpc_gemv(0, type, pa, 0));
                 q8_buf oa(M);
                 lpc_swiglu(0, ga.data(), ua.data(), M, limit, 1, oa.view());
                 lpc_gemv_args pb = gemv1_args({&g, &u}, xq, yb, false);
-                pb.x_ss = pa.x_ss, pb.x_eps = pa.x_eps;
+                pb.xn = pa.xn;
                 pb.per_sm = 1, pb.n_sm = 3; /* 3 blocks: 2 groups each at M = 192 */
                 q8_buf ob(M);
                 std::vector<float> out(M, NAN);
-                pb.glu.on = 1, pb.glu.limit = limit, pb.glu.out = deferred ? NULL : out.data(), pb.glu.o = ob.view();
+                pb.glu.on = 1, pb.glu.limit = limit, pb.glu.out = normed ? NULL : out.data(), pb.glu.o = ob.view();
                 assert_true(lpc_gemv_glu(0, type, pb));
                 assert_true(same_bits(oa.q.data(), ob.q.data(), M) && same_bits(oa.d.data(), ob.d.data(), M / 32 * 4) &&
                             same_bits(oa.s.data(), ob.s.data(), M / 16 * 4));
-                if (!deferred) assert_true(same_bits(ga.data(), out.data(), M * sizeof(float)));
+                if (!normed) assert_true(same_bits(ga.data(), out.data(), M * sizeof(float)));
                 for (int i = 0; i < M; i++) assert_true(std::isnan(gb[i]) && std::isnan(ub[i])); /* gate, up never stored */
                 if (M == 192) { /* 6 groups on 4 slots: a second wave of 2, refused; on 6 or 7, one wave */
                     pb.n_sm = 7;
@@ -1155,7 +1152,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_matches_to_float),
         cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
         cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
-        cmocka_unit_test(test_gemv_epilogue),    cmocka_unit_test(test_gemv_glu),
+        cmocka_unit_test(test_gemv_xnorm),    cmocka_unit_test(test_gemv_glu),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
         cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention1),

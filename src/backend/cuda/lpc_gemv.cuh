@@ -22,8 +22,6 @@
 typedef struct {
     int8_t *q;
     float *d, *s;
-    float *ss; /* [i/32]: sums of squares, when a GEMV epilogue wrote the shadow of an RMSNorm's
-                  w * x and left 1/rms to the consumer (lpc_gemv_epi); else unused */
 } lpc_q8;
 
 /* (d, 1/d) of a 32-group with largest magnitude amax: llama.cpp's x86 Q8_0 activation
@@ -50,7 +48,12 @@ __device__ __forceinline__ void lpc_q8_emit(float v, size_t i0, int lane, lpc_q8
 /* The int8 shadow (lpc_q8_emit's codes, scales and sums, bit for bit) of 4 consecutive
  * elements per lane, elements e0 .. e0+3 (e0 % 4 == 0): 8 lanes per 32-element group.
  * Every lane of the warp calls it; lanes with !store (whole 8-lane groups) write nothing. */
-__device__ __forceinline__ void lpc_q8_emit4(float4 v, size_t e0, bool store, lpc_q8 o) {
+typedef struct {
+    uint32_t codes; /* the lane's 4 codes, little-endian */
+    float d, s;     /* the group's scale; d * the sum of the 16-element run's codes */
+} lpc_q8x4;
+
+__device__ __forceinline__ lpc_q8x4 lpc_q8_code4(float4 v) {
     float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
     for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(LPC_FULL_MASK, amax, m));
@@ -60,11 +63,18 @@ __device__ __forceinline__ void lpc_q8_emit4(float4 v, size_t e0, bool store, lp
     int sum = q0 + q1 + q2 + q3;
 #pragma unroll
     for (int m = 1; m < 4; m <<= 1) sum += __shfl_xor_sync(LPC_FULL_MASK, sum, m); /* the 16-element run */
+    lpc_q8x4 r;
+    r.codes = (uint32_t)(q0 & 0xff) | (uint32_t)(q1 & 0xff) << 8 | (uint32_t)(q2 & 0xff) << 16 | (uint32_t)q3 << 24;
+    r.d = d, r.s = d * (float)sum;
+    return r;
+}
+
+__device__ __forceinline__ void lpc_q8_emit4(float4 v, size_t e0, bool store, lpc_q8 o) {
+    const lpc_q8x4 c = lpc_q8_code4(v);
     if (!store) return;
-    const uint32_t packed = (uint32_t)(q0 & 0xff) | (uint32_t)(q1 & 0xff) << 8 | (uint32_t)(q2 & 0xff) << 16 | (uint32_t)q3 << 24;
-    *(uint32_t *)(o.q + e0) = packed;
-    if (e0 % 32 == 0) o.d[e0 / 32] = d;
-    if (e0 % 16 == 0) o.s[e0 / 16] = d * (float)sum;
+    *(uint32_t *)(o.q + e0) = c.codes;
+    if (e0 % 32 == 0) o.d[e0 / 32] = c.d;
+    if (e0 % 16 == 0) o.s[e0 / 16] = c.s;
 }
 
 /* count must be a multiple of 32; one warp per 32 elements. */
@@ -84,20 +94,23 @@ inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) 
 
 enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8, LPC_GEMV_ROWS = 2 /* per warp, quantized */ };
 
-/* The RMSNorm after a batch-1 GEMV that accumulates into the residual (o, down), done by
- * the GEMV for each group of 32 rows once all of them are stored: the last warp to finish
- * the group (a per-group counter) writes the int8 shadow of w * y and the group's sum of
- * squares of y; the next GEMV applies 1/rms to its dot products (x_ss). The norm then needs
- * no launch of its own and no grid-wide wait: ~8 us of a ~100 us decode layer on the H100
- * (CUPTI trace) for a few us of work. Worth it on GEMVs of one wave of blocks (o, down:
- * 4096 rows): every warp pays a fence and an atomic round trip, which on the 3 waves of
- * gate/up cost more than the SwiGLU launch it saved (243 vs 278 tok/s, measured). */
+/* The RMSNorm before a batch-1 GEMV, done by the GEMV while it stages its input: x is
+ * the norm's input (the residual the previous GEMV accumulated into), w its weight.
+ * Every block makes the int8 shadow of w * x and the per-group sums of squares of x in
+ * shared memory (lpc_gemv1_stage_norm) and scales its dot products by 1/rms. The norm
+ * then needs no launch and no grid-wide wait of its own (~8 us of a ~100 us decode
+ * layer when it had them), and unlike the producer epilogue this replaced (the warp
+ * completing a 32-row group of o or down wrote the group's shadow after a fence and an
+ * atomic), nothing of it runs after the producer's last store. Measured (H100, q4_k_m,
+ * Qwen3-8B shapes, batch-1 decode at 512): 343.7, 342.6 tok/s vs the epilogue's 337.9,
+ * 341.2; per-block timestamps (lpc_stamps.cuh): o ends 3.9 us and down 1.4 us sooner
+ * after their input, each consumer's staging takes 1.4-1.8 us longer (every block
+ * reads 16 KB of F32 x, the same L2 lines, where the shadow was 6 KB). */
 typedef struct {
-    unsigned *count; /* [rows / 32] arrivals, zero between launches (the last warp resets); NULL: off */
-    const float *w;  /* the RMSNorm weight */
-    float *ss;       /* [rows / 32] sums of squares of y */
-    lpc_q8 o;        /* the shadow of w * y */
-} lpc_gemv_epi;
+    const float *x; /* [K] the norm's input; NULL: off (xq is the input's shadow) */
+    const float *w; /* [K] the norm's weight */
+    float eps;
+} lpc_gemv_xnorm;
 
 /* A gate/up GEMV pair that also does the SwiGLU after it (lpc_gemv1_glu): problems 0 and 1
  * are gate and up with equal M; their results never reach memory, only silu(gate) * up. */
@@ -137,10 +150,7 @@ typedef struct {
     int x_div;
     size_t expert_a, expert_b; /* bytes between experts in plane A / B */
     /* batch-1 kernel only: */
-    lpc_gemv_epi epi;
-    const float *x_ss; /* xq is the shadow of w * x of an RMSNorm left to this GEMV (lpc_gemv_epi):
-                          [K / 32] sums of squares of x; the results are scaled by 1/rms */
-    float x_eps;
+    lpc_gemv_xnorm xn; /* the input is RMSNorm(xn.x) * xn.w, made while staging */
     lpc_glu glu;       /* batch-1 kernel over (gate, up): SwiGLU fused (lpc_gemv_glu) */
     int per_sm, n_sm;  /* batch-1 kernel: when per_sm > 0, at most n_sm x min(per_sm, blocks of the
                           kernel resident per SM) blocks along x, each walking row groups
@@ -339,34 +349,15 @@ __device__ __forceinline__ void lpc_gemv1_load(const uint8_t *const (&A)[R], con
     }
 }
 
-/* After a warp stored its n_rows rows (one 32-row group, r = the first): count them in;
- * the warp completing the group writes the group's shadow and sum of squares. */
-__device__ __forceinline__ void lpc_gemv_epilogue(const lpc_gemv_args &p, const lpc_row_pick &r, int n_rows, int lane) {
-    const int g = r.row / 32;
-    int last = 0;
-    if (lane == 0) {
-        __threadfence(); /* this lane's stores, before counting them in */
-        last = atomicAdd(p.epi.count + g, (unsigned)n_rows) + (unsigned)n_rows == 32u;
-        if (last) p.epi.count[g] = 0; /* all arrived: nobody else touches it this launch */
-    }
-    if (!__shfl_sync(LPC_FULL_MASK, last, 0)) return;
-    __threadfence();
-    const size_t e = (size_t)g * 32 + lane;
-    const float v = __ldcg(p.y[0] + e);
-    const float ss = lpc_warp_sum(v * v);
-    if (lane == 0) p.epi.ss[g] = ss;
-    lpc_q8_emit(v * p.epi.w[e], (size_t)g * 32, lane, p.epi.o);
-}
-
-/* 1/rms of the RMSNorm a producer left to this GEMV from its per-group sums of squares
- * (staged in shared memory with the activation), summed in a fixed order so every warp
- * gets the same bits. Summed at the end, not before the block's barrier: a reduction
- * there put an L2 round trip on every block's critical path. */
+/* 1/rms of the RMSNorm staged with the activation (lpc_gemv1_stage_norm) from its
+ * per-group sums of squares, summed in a fixed order so every warp gets the same bits.
+ * Summed at the end, not before the block's barrier (a reduction there is a barrier's
+ * round trip more on every block's critical path). */
 __device__ __forceinline__ float lpc_x_rms(const lpc_gemv_args &p, const float *xss, int lane) {
     float ss = 0.0f;
     for (int g = lane; g < p.K / 32; g += 32) ss += xss[g];
     ss = lpc_warp_sum(ss);
-    return 1.0f / sqrtf(ss / (float)p.K + p.x_eps);
+    return 1.0f / sqrtf(ss / (float)p.K + p.xn.eps);
 }
 
 /* The dot products of a warp's R rows with x (per lane, before the warp sum), first
@@ -400,24 +391,57 @@ __device__ __forceinline__ void lpc_gemv1_dots(const uint8_t *const (&A)[R], con
     }
 }
 
-/* Sum, scale and store a warp's R rows; the epilogue's norm when the GEMV has one. */
+/* Sum, scale (by a staged RMSNorm's 1/rms) and store a warp's R rows. */
 template <int R>
 __device__ __forceinline__ void lpc_gemv1_store(const lpc_gemv_args &p, const lpc_row_pick (&r)[R], int n_rows,
                                                 float (&acc)[R][1], const float *xss) {
     const int lane = threadIdx.x % 32;
-    const float x_scale = p.x_ss ? lpc_x_rms(p, xss, lane) : 1.0f;
+    const float x_scale = p.xn.x ? lpc_x_rms(p, xss, lane) : 1.0f;
 #pragma unroll
     for (int i = 0; i < R; i++) {
         acc[i][0] *= x_scale;
         if (i < n_rows) lpc_gemv_store<1>(p, r[i], acc[i], lane); /* warp-uniform */
     }
-    if (p.epi.count) lpc_gemv_epilogue(p, r[0], n_rows, lane); /* a warp's rows share a group (R | 32) */
+}
+
+/* The shadow of RMSNorm's w * x (p.xn) made in shared memory, 1/rms left out: per
+ * 32-element group lpc_q8_emit4's codes and (d, d * sum) of w * x, bit for bit, and
+ * the group's sum of squares of x. A warp takes 128 elements (4 groups of 8 lanes) a
+ * pass; the loads of P passes go out together, one L2 round trip for the lot. */
+template <int W>
+__device__ __forceinline__ void lpc_gemv1_stage_norm(const lpc_gemv_args &p, uint4 *xc, float2 *xds, float *xss) {
+    enum { P = 4, STEP = W * 128 };
+    const int lane = threadIdx.x % 32;
+    for (int base = threadIdx.x / 32 * 128 + 4 * lane; base < p.K + 4 * lane; base += P * STEP) { /* warp-uniform */
+        float4 x[P], w[P];
+#pragma unroll
+        for (int i = 0; i < P; i++) {
+            const int e0 = base + i * STEP;
+            const bool ok = e0 < p.K; /* K % 32 == 0: whole 8-lane groups */
+            x[i] = ok ? __ldcg((const float4 *)(p.xn.x + e0)) : float4{0, 0, 0, 0}; /* the previous kernel's */
+            w[i] = ok ? __ldg((const float4 *)(p.xn.w + e0)) : float4{0, 0, 0, 0};
+        }
+#pragma unroll
+        for (int i = 0; i < P; i++) {
+            const int e0 = base + i * STEP;
+            float ss = x[i].x * x[i].x + x[i].y * x[i].y + x[i].z * x[i].z + x[i].w * x[i].w;
+#pragma unroll
+            for (int m = 1; m < 8; m <<= 1) ss += __shfl_xor_sync(LPC_FULL_MASK, ss, m);
+            const lpc_q8x4 c = lpc_q8_code4(float4{x[i].x * w[i].x, x[i].y * w[i].y, x[i].z * w[i].z, x[i].w * w[i].w});
+            if (e0 >= p.K) continue;
+            ((uint32_t *)xc)[e0 / 4] = c.codes;
+            if (e0 % 16 == 0) xds[e0 / 16] = float2{c.d, c.s};
+            if (e0 % 32 == 0) xss[e0 / 32] = ss;
+        }
+    }
+    __syncthreads();
 }
 
 /* The block's copy of the activation column (from element xoff) in shared memory:
- * codes, per-run (d, d * sum) and a deferred RMSNorm's sums of squares. */
+ * codes and per-run (d, d * sum); with p.xn made from the norm's input instead. */
 template <int W>
 __device__ __forceinline__ void lpc_gemv1_stage(const lpc_gemv_args &p, size_t xoff, uint4 *xc, float2 *xds, float *xss) {
+    if (p.xn.x) return lpc_gemv1_stage_norm<W>(p, xc, xds, xss);
     for (int i = threadIdx.x; i < p.K / 16; i += W * 32) {
         xc[i] = lpc_load16((const uint8_t *)(p.xq.q + xoff) + 16 * (size_t)i);
         float2 ds;
@@ -425,8 +449,6 @@ __device__ __forceinline__ void lpc_gemv1_stage(const lpc_gemv_args &p, size_t x
         ds.y = __ldg(p.xq.s + xoff / 16 + i);
         xds[i] = ds;
     }
-    if (p.x_ss)
-        for (int i = threadIdx.x; i < p.K / 32; i += W * 32) xss[i] = __ldg(p.x_ss + i);
     __syncthreads();
 }
 
@@ -434,7 +456,7 @@ __device__ __forceinline__ void lpc_gemv1_stage(const lpc_gemv_args &p, size_t x
 #define LPC_GEMV1_SMEM                                                                                              \
     __shared__ uint4 xc[LPC_X1_MAX_K / 16];   /* int8 codes, 16 per entry */                                        \
     __shared__ float2 xds[LPC_X1_MAX_K / 16]; /* per 16-element run: (d of its 32-group, d * sum of its codes) */   \
-    __shared__ float xss[LPC_X1_MAX_K / 32]   /* a deferred RMSNorm's sums of squares (x_ss) */
+    __shared__ float xss[LPC_X1_MAX_K / 32]   /* a staged RMSNorm's sums of squares (xn) */
 
 /* Blocks walk row groups gridDim.x apart: one each when the grid covers the rows; the
  * backend caps the grid at one resident wave (per_sm), so a block stages x once for all
@@ -515,7 +537,7 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv
     LPC_STAMP_MARK(1);
     lpc_gemv1_stage<W>(p, 0, xc, xds, xss);
     LPC_STAMP_MARK(2);
-    const float x_scale = p.x_ss ? lpc_x_rms(p, xss, lane) : 1.0f;
+    const float x_scale = p.xn.x ? lpc_x_rms(p, xss, lane) : 1.0f;
     for (int round = 0; active; round++) {
         float acc[R][1];
         lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
@@ -666,9 +688,9 @@ struct lpc_gemv_launch {
 
 /* type: LPC_* id of the device weight. Returns false for a type without a kernel. */
 inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pairs) {
-    /* only the batch-1 kernel has the epilogue (one problem) and the deferred 1/rms */
+    /* only the batch-1 kernel stages an RMSNorm (its input's length a multiple of 32) */
     const bool batch1 = lpc_gemv1_fits(p.K, p.ncols) && !p.sel && lpc_find_split(type);
-    if ((p.epi.count && (p.nprob != 1 || !batch1)) || (p.x_ss && !batch1) || p.glu.on) return false;
+    if ((p.xn.x && (!batch1 || p.K % 32)) || p.glu.on) return false;
     lpc_gemv_launch l = {st, p, n_pairs};
     switch (type) {
     case LPC_F32: l.go(1, lpc_gemv_f<0, 1>, lpc_gemv_f<0, 2>, lpc_gemv_f<0, 4>, lpc_gemv_f<0, 8>); return true;
@@ -682,7 +704,7 @@ inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pair
  * silu(gate) * up into p.glu: false when it did not launch (another shape, or groups
  * that would leave waves half empty); then run lpc_gemv and the SwiGLU kernel. */
 inline bool lpc_gemv_glu(lpc_stream st, int type, const lpc_gemv_args &p) {
-    if (!p.glu.on || p.nprob != 2 || p.M[0] != p.M[1] || p.M[0] % 32 || p.epi.count || p.sel || !lpc_gemv1_fits(p.K, p.ncols) ||
+    if (!p.glu.on || p.nprob != 2 || p.M[0] != p.M[1] || p.M[0] % 32 || (p.xn.x && p.K % 32) || p.sel || !lpc_gemv1_fits(p.K, p.ncols) ||
         !lpc_find_split(type))
         return false;
     lpc_gemv_launch l = {st, p, 0};

@@ -376,9 +376,9 @@ struct lpc_mma_launch {
  * shadow of p.ncols columns; no expert mode). sp.splits > 1 needs sp.part
  * (lpc_mma_part_floats of lpc_mma_tiles(total rows, ncols)) and that many zeroed counters.
  * False for a type without a decoder, expert mode, or what only the batch-1 GEMV does
- * (the RMSNorm epilogue, a deferred 1/rms). */
+ * (an RMSNorm made while staging: lpc_gemv_xnorm). */
 inline bool lpc_mma(lpc_stream st, int type, const lpc_gemv_args &p, const lpc_mma_split &sp) {
-    if (p.sel || p.K % 32 || p.ncols < 1 || sp.splits < 1 || p.epi.count || p.x_ss) return false;
+    if (p.sel || p.K % 32 || p.ncols < 1 || sp.splits < 1 || p.xn.x) return false;
     lpc_mma_launch l = {st, p, sp};
     return lpc_dispatch_quant(type, l);
 }
