@@ -98,7 +98,8 @@ cuda_module() {
 # The module with per-block phase timestamps (src/backend/cuda/lpc_stamps.cuh) and its
 # report tool; `stamps_module` alone can run beside `build` (both are minutes of nvcc).
 stamps_module() {
-  local root=/tmp/lp-sysroot # the standalone build's headers (jansson) when the machine lacks them
+  local root=/tmp/lp-sysroot d # the standalone build's headers (jansson) when the machine lacks them
+  [ -d "$root/usr/include" ] || for d in "$CARRY"/debs/*.deb; do dpkg -x "$d" "$root"; done
   cuda_module build/libllama-pajamas-cuda-stamps.so -DLPC_STAMPS=1 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Isrc \
     -I"$root/usr/include" -I"$root/usr/include/x86_64-linux-gnu"
   gcc -std=c11 -O2 -Wall -Wextra bench/stamps_report.c -o build/stamps_report
@@ -107,7 +108,8 @@ stamps_module() {
 # (LP_STAMPS_DEPTHS, default 512 4096; precisions LP_AB_PRECISIONS, default q4_k_m).
 stamps_run() {
   [ -x build/bench_cuda ] || build
-  [ -f build/libllama-pajamas-cuda-stamps.so ] || stamps_module
+  # rebuilt when older than the product module (a warm machine keeps build/ across calls)
+  [ build/libllama-pajamas-cuda-stamps.so -nt build/libllama-pajamas-cuda.so ] || stamps_module
   export LD_LIBRARY_PATH="/tmp/lp-sysroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
   local p f d
   for p in ${LP_AB_PRECISIONS:-q4_k_m}; do
@@ -339,7 +341,7 @@ json.dump({'backend': 'cuda', 'runs': runs}, open(os.path.join(d, 'cuda.json'), 
 EOF
 }
 
-[ $# -gt 0 ] || { sed -n 2,22p "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,26p "$0"; exit 2; }
 for stage in "$@"; do
   case "$stage" in
     prepare) prepare; exit 0 ;;
