@@ -56,7 +56,11 @@ static double median(double *v, int n) {
 }
 
 static const char *kind_name(uint32_t tag) {
-    return tag == LPC_TAG_GEMV1 ? "gemv" : tag == LPC_TAG_GLU ? "gate/up+glu" : tag == LPC_TAG_ATTN1 ? "attention" : "?";
+    return tag == LPC_TAG_GEMV1   ? "gemv"
+           : tag == LPC_TAG_GLU   ? "gate/up+glu"
+           : tag == LPC_TAG_ATTN1 ? "attention"
+           : tag == LPC_TAG_GEMVN ? "gemv+norm"
+                                  : "?";
 }
 
 /* Fills l's phase figures from its records; prev_end: the previous launch's last exit. */

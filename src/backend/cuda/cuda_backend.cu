@@ -10,7 +10,8 @@
  *     attention kernel itself: lpc_attention1); the op that produces a
  *     matmul's input also writes its int8 copy for the GEMV; a one-token gate/up
  *     GEMV does the SwiGLU after it, and a one-token RMSNorm read only by GEMVs is
- *     done by them while they stage their input (LP_CUDA_NOFUSE leaves any of these out);
+ *     made in the epilogue of the GEMV that wrote its input (o, down), else by its
+ *     readers while they stage their input (LP_CUDA_NOFUSE leaves any of these out);
  *   - CUDA graphs: every kernel reads the step's tokens/positions/slots from
  *     device memory, so a list equal to an earlier one (byte for byte) replays
  *     that list's graph: one launch per decode step instead of ~400;
@@ -55,6 +56,8 @@ struct lp_bbuf {
     float *d;
     size_t n;
     lpc_q8 q8; /* int8 shadow, allocated when a GEMV first needs it */
+    float *ss; /* per 32-group sums of squares of an RMSNorm's input, when its shadow is made
+                  by the GEMV before it (fuse_norm_epilogue) */
 };
 
 typedef struct {
@@ -70,8 +73,9 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_STAGE_NORM, FUSE_ATTN1, FUSE_GLU, FUSE_COUNT };
-static const char *const fuse_names[FUSE_COUNT] = {"res", "normrope", "heads", "fold", "emit", "stagenorm", "attn1", "glu"};
+enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_STAGE_NORM, FUSE_ATTN1, FUSE_GLU, FUSE_COUNT };
+static const char *const fuse_names[FUSE_COUNT] = {"res",     "normrope",  "heads", "fold", "emit",
+                                                   "epinorm", "stagenorm", "attn1", "glu"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -109,11 +113,15 @@ typedef struct lpc_op {
     lpc_head_xform head[2]; /* attention: q's and k's per-head ops, done by its kv-store kernel */
     int keep_k;          /* attention with k's op folded in: the F32 k is read later, write it too */
     int keep_q;          /* ... q's op folded in and the F32 q read after attention */
-    int xn_mask;         /* matmul: bit i = x[i] is an RMSNorm's output the batch-1 GEMV makes while
-                            staging (lpc_gemv_xnorm), from that norm's input, weight and eps: */
+    int xn_mask;         /* matmul: bit i = x[i] is an RMSNorm's output whose 1/rms the batch-1 GEMV
+                            applies (lpc_gemv_xnorm), made while staging from the norm's input xn_x,
+                            or (xn_x NULL) read as the shadow of w * x its producer wrote, with the
+                            sums of squares xn_ss */
     const lp_bbuf *xn_x;
+    const float *xn_ss;
     const lpc_weight *xn_w;
     float xn_eps;
+    const struct lpc_op *yn; /* matmul: the RMSNorm after it, made by its epilogue (lpc_gemv_ynorm) */
     const struct lpc_op *glu; /* gate/up matmul: the SwiGLU after it, done by its GEMV (lpc_gemv_glu) */
     int glu_f32;         /* ... whose F32 result is read later (else only its shadow is written) */
 } lpc_op;
@@ -477,6 +485,7 @@ static void cuda_release(lp_backend *be, lp_bbuf *b) {
     cudaStreamSynchronize(c->st);
     graphs_clear(c); /* graphs may point at this buffer */
     if (b->d) cudaFree(b->d);
+    if (b->ss) cudaFree(b->ss);
     q8_free(b);
     c->scratch_bytes -= b->n * sizeof(float);
     free(b);
@@ -884,35 +893,70 @@ static lpc_op *next_live(lp_cuda *c, int i) {
     return NULL;
 }
 
-/* An RMSNorm whose output only batch-1 GEMVs read, through its int8 shadow, is done by
- * those GEMVs while they stage their input (lpc_gemv_xnorm): they read the norm's input
- * and weight instead of the shadow, so the norm needs no kernel and its producer (o, down
- * accumulating into the residual) nothing after its stores. The input must stay as it is
- * until the last of them. */
+/* Op j is a one-token RMSNorm whose output only batch-1 GEMVs read, through its int8
+ * shadow, so they can apply its 1/rms themselves (lpc_gemv_xnorm). */
+static bool norm_for_gemvs(const lp_cuda *c, int j) {
+    const lpc_op *nx = &c->ops[j];
+    const lpc_weight *w = nx->w[0];
+    return !nx->skip && nx->kind == OP_RMSNORM && nx->n == 1 && !nx->rope_heads && nx->emit_q8 && w && w->type == LPC_F32 &&
+           w->K % 32 == 0 && nx->y[0] != nx->x[0] && shadow_only(c, j, nx->y[0]);
+}
+
+/* Norm j is done without a kernel: its readers apply 1/rms, making the input from x
+ * (staged) or reading the shadow and the sums of squares ss its producer wrote. */
+static void norm_to_readers(lp_cuda *c, int j, const lp_bbuf *x, const float *ss) {
+    lpc_op *nx = &c->ops[j];
+    for (int k = j + 1; k < c->n_ops; k++) {
+        lpc_op *op = &c->ops[k];
+        if (op->skip || !touches(op, nx->y[0])) continue;
+        if (op->kind != OP_MATMUL) break; /* the writer shadow_only found */
+        for (int i = 0; i < op->count; i++)
+            if (op->x[i] == nx->y[0]) {
+                op->xn_mask |= 1 << i;
+                op->xn_x = x, op->xn_ss = ss, op->xn_w = nx->w[0], op->xn_eps = nx->f0;
+            }
+    }
+    nx->skip = 1;
+}
+
+/* A norm for GEMVs (norm_for_gemvs) right after the batch-1 GEMV that wrote its input
+ * (o and down into the residual) is made by that GEMV's epilogue, a block per 32-row
+ * group (lpc_grp_norm): the shadow of w * x and each group's sum of squares, from which
+ * the readers take 1/rms. */
+static bool fuse_norm_epilogue(lp_cuda *c, int j) {
+    lpc_op *nx = &c->ops[j], *mm = NULL;
+    for (int i = j - 1; i >= 0 && !mm; i--)
+        if (!c->ops[i].skip) mm = &c->ops[i];
+    if (!mm || mm->kind != OP_MATMUL || mm->count != 1 || mm->n != 1 || mm->expert[0] || mm->glu || mm->yn ||
+        !gemv1_runs(c, mm, 0) || mm->w[0]->M % 32 || mm->w[0]->M != nx->w[0]->K ||
+        nx->x[0] != (mm->acc_into ? mm->acc_into : mm->y[0]) || !norm_for_gemvs(c, j))
+        return false;
+    lp_bbuf *y = nx->y[0];
+    if (!y->ss) y->ss = (float *)dev_alloc(c, (y->n + 31) / 32 * sizeof(float), "norm sums");
+    if (!y->ss) return false;
+    mm->yn = nx;
+    norm_to_readers(c, j, NULL, y->ss);
+    return true;
+}
+
+/* Otherwise its readers make it while they stage their input (lpc_gemv_xnorm): they read
+ * the norm's input and weight instead of the shadow, so the norm needs no kernel and its
+ * producer nothing after its stores. The input must stay as it is until the last of them:
+ * no op up to there may write it. */
 static void fuse_stage_norm(lp_cuda *c, int j) {
     lpc_op *nx = &c->ops[j];
-    const lpc_weight *w = nx->w[0];
-    if (nx->skip || nx->kind != OP_RMSNORM || nx->n != 1 || nx->rope_heads || !nx->emit_q8 || !w || w->type != LPC_F32 ||
-        w->K % 32 || nx->y[0] == nx->x[0] || !shadow_only(c, j, nx->y[0]))
-        return;
+    if (!norm_for_gemvs(c, j)) return;
     bool x_written = false;
     for (int k = j + 1; k < c->n_ops; k++) { /* the readers, up to the next write (shadow_only found it) */
         const lpc_op *op = &c->ops[k];
         if (op->skip) continue;
         lp_bbuf *rd[8], *wr[8];
         int n_wr, n_rd = op_io(op, rd, wr, &n_wr);
+        x_written = x_written || has(wr, n_wr, nx->x[0]); /* a reader writing x too reads it while it changes */
         if (has(rd, n_rd, nx->y[0]) && x_written) return;
         if (has(wr, n_wr, nx->y[0])) break;
-        x_written = x_written || has(wr, n_wr, nx->x[0]);
     }
-    for (int k = j + 1; k < c->n_ops; k++) {
-        lpc_op *op = &c->ops[k];
-        if (op->skip || !touches(op, nx->y[0])) continue;
-        if (op->kind != OP_MATMUL) break; /* the writer */
-        for (int x = 0; x < op->count; x++)
-            if (op->x[x] == nx->y[0]) op->xn_mask |= 1 << x, op->xn_x = nx->x[0], op->xn_w = w, op->xn_eps = nx->f0;
-    }
-    nx->skip = 1;
+    norm_to_readers(c, j, nx->x[0], NULL);
 }
 
 /* A batch-1 gate/up GEMV followed by the SwiGLU of its two results does the SwiGLU too
@@ -992,8 +1036,8 @@ static void plan(lp_cuda *c) {
         }
         if (mma_rows) counters(c, &c->mma_cnt, (size_t)lpc_mma_tiles(mma_rows, mm->n));
     }
-    if (fuse_on(c, FUSE_STAGE_NORM))
-        for (int i = 0; i < c->n_ops; i++) fuse_stage_norm(c, i);
+    for (int i = 0; i < c->n_ops; i++)
+        if (!(fuse_on(c, FUSE_EPI_NORM) && fuse_norm_epilogue(c, i)) && fuse_on(c, FUSE_STAGE_NORM)) fuse_stage_norm(c, i);
     if (fuse_on(c, FUSE_GLU))
         for (int i = 0; i < c->n_ops; i++) fuse_glu(c, i);
 }
@@ -1130,7 +1174,17 @@ static void matmul_set(lp_cuda *c, const lpc_op *op, int i, bool *done, lp_bbuf 
         p->row0[k + 1] = p->row0[k] + wj->M;
         done[j] = true;
     }
-    if (op->xn_mask >> i & 1) p->xn.x = op->xn_x->d, p->xn.w = (const float *)op->xn_w->a, p->xn.eps = op->xn_eps;
+    if (op->xn_mask >> i & 1) {
+        p->xn.x = op->xn_x ? op->xn_x->d : NULL;
+        p->xn.ss = op->xn_ss;
+        p->xn.w = (const float *)op->xn_w->a;
+        p->xn.eps = op->xn_eps;
+    }
+    if (op->yn) {
+        p->yn.w = (const float *)op->yn->w[0]->a;
+        p->yn.o = op->yn->y[0]->q8;
+        p->yn.ss = op->yn->y[0]->ss;
+    }
 }
 
 /* A matmul op: cuBLAS problems first, then one launch per weight type and input. */

@@ -420,7 +420,8 @@ static lpc_gemv_args gemv1_args(const std::vector<dev_weight *> &ws, const q8_bu
  * the sum of squares' order differs), and within a code step per element of the
  * separate RMSNorm + GEMV; with blocks walking row groups, input lengths that leave
  * warps partly idle or making several rounds of loads, and never reading the shadow it
- * replaces. */
+ * replaces. The same from the shadow of w * x and the group sums of squares a producer
+ * wrote (xn.ss, lpc_grp_norm). */
 static void test_gemv_xnorm(void **state) {
     (void)state;
     const int M = 64;
@@ -459,12 +460,68 @@ static void test_gemv_xnorm(void **state) {
                 if (!(fabs(got[r] - sep[r]) <= 0.02 * mag)) /* codes of w*x and w*x/rms may round apart */
                     fail_msg("xnorm vs separate type %d K %d row %d: %g vs %g", type, K, r, got[r], sep[r]);
             }
+            std::vector<float> gss(K / 32, 0.0f); /* the producer's sums: the shadow is wq's */
+            for (int i = 0; i < K; i++) gss[i / 32] += x[i] * x[i];
+            lpc_gemv_args ps = gemv1_args({&w}, wq, yg, false);
+            ps.xn.ss = gss.data(), ps.xn.eps = eps, ps.per_sm = 1, ps.n_sm = 3;
+            assert_true(lpc_gemv(0, type, ps, 0));
+            for (int r = 0; r < M; r++)
+                if (!(fabs(got[r] - ref[r] * inv_rms) <= 1e-5 * mag))
+                    fail_msg("xnorm.ss type %d K %d row %d: %g vs %g", type, K, r, got[r], ref[r] * inv_rms);
             p.xn.x = NULL; /* off: the poison is read */
             assert_true(lpc_gemv(0, type, p, 0));
             bool differs = false;
             for (int r = 0; r < M; r++) differs = differs || got[r] != sep[r];
             assert_true(differs);
         }
+}
+
+/* A GEMV accumulating into the residual with the RMSNorm's shadow in its epilogue
+ * (lpc_gemv_ynorm, a block per 32-row group) against the plain GEMV: the residual bit for
+ * bit, the shadow that of w * y bit for bit, each group's sum of squares to rounding; one
+ * group, and six walked by three blocks; a K that takes the two-row shape. Refused for
+ * more than one problem or rows not in whole groups. */
+static void test_gemv_ynorm(void **state) {
+    (void)state;
+    for (int type : {(int)LPC_Q4_K, (int)LPC_Q6_K, (int)LPC_Q8_0, (int)lp_mlx_type(4, 64)})
+        for (int M : {32, 192})
+            for (int K : {256, 5120}) {
+                if (K > 256 && M > 32) continue;
+                dev_weight w = make_weight(type, M, K, rand_vec((size_t)M * K, 0.5f));
+                std::vector<float> x = rand_vec(K, 2.0f), res = rand_vec(M, 4.0f), nw = rand_vec(M, 1.0f);
+                q8_buf xq(K);
+                lpc_quantize(0, x.data(), K, xq.view());
+                std::vector<float> ya = res, yb = res, *pa[] = {&ya}, *pb[] = {&yb};
+                assert_true(lpc_gemv(0, type, gemv1_args({&w}, xq, pa, true), 0));
+                std::vector<float> wy(M);
+                for (int i = 0; i < M; i++) wy[i] = nw[i] * ya[i];
+                q8_buf ref(M), got(M);
+                lpc_quantize(0, wy.data(), M, ref.view());
+                std::vector<float> ss(M / 32, NAN);
+                lpc_gemv_args p = gemv1_args({&w}, xq, pb, true);
+                p.yn.w = nw.data(), p.yn.o = got.view(), p.yn.ss = ss.data();
+                p.per_sm = 1, p.n_sm = 3; /* 3 blocks: 2 groups each at M = 192 */
+                assert_true(lpc_gemv(0, type, p, 0));
+                assert_true(same_bits(ya.data(), yb.data(), M * sizeof(float)));
+                assert_true(same_bits(ref.q.data(), got.q.data(), M) && same_bits(ref.d.data(), got.d.data(), M / 32 * 4) &&
+                            same_bits(ref.s.data(), got.s.data(), M / 16 * 4));
+                for (int g = 0; g < M / 32; g++) {
+                    double want = 0;
+                    for (int i = 0; i < 32; i++) want += (double)ya[g * 32 + i] * ya[g * 32 + i];
+                    if (!(fabs(ss[g] - want) <= 1e-5 * want)) fail_msg("ynorm type %d group %d: ss %g vs %g", type, g, ss[g], want);
+                }
+            }
+    dev_weight w = make_weight(LPC_Q4_K, 48, 256, rand_vec(48 * 256, 0.5f));
+    std::vector<float> x = rand_vec(256, 1.0f), y(48), nw(48, 1.0f), ss(2), *py[] = {&y, &y};
+    q8_buf xq(256), o(64);
+    lpc_quantize(0, x.data(), 256, xq.view());
+    lpc_gemv_args p = gemv1_args({&w}, xq, py, true);
+    p.yn.w = nw.data(), p.yn.o = o.view(), p.yn.ss = ss.data();
+    assert_false(lpc_gemv(0, LPC_Q4_K, p, 0)); /* 48 rows */
+    dev_weight w2 = make_weight(LPC_Q4_K, 32, 256, rand_vec(32 * 256, 0.5f));
+    p = gemv1_args({&w2, &w2}, xq, py, true);
+    p.yn.w = nw.data(), p.yn.o = o.view(), p.yn.ss = ss.data();
+    assert_false(lpc_gemv(0, LPC_Q4_K, p, 0)); /* two problems */
 }
 
 /* Gate/up with the SwiGLU in the GEMV (lpc_gemv_glu) against the GEMV and the SwiGLU
@@ -1152,7 +1209,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_matches_to_float),
         cmocka_unit_test(test_quantize),          cmocka_unit_test(test_gemv_quant),
         cmocka_unit_test(test_gemv_float),        cmocka_unit_test(test_gemv_experts),
-        cmocka_unit_test(test_gemv_xnorm),    cmocka_unit_test(test_gemv_glu),
+        cmocka_unit_test(test_gemv_xnorm),    cmocka_unit_test(test_gemv_ynorm),    cmocka_unit_test(test_gemv_glu),
         cmocka_unit_test(test_rmsnorm_swiglu_add), cmocka_unit_test(test_norm_rope),
         cmocka_unit_test(test_heads_fused),       cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention1),

@@ -107,10 +107,24 @@ enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8, LPC_GEMV_ROWS 
  * after their input, each consumer's staging takes 1.4-1.8 us longer (every block
  * reads 16 KB of F32 x, the same L2 lines, where the shadow was 6 KB). */
 typedef struct {
-    const float *x; /* [K] the norm's input; NULL: off (xq is the input's shadow) */
-    const float *w; /* [K] the norm's weight */
+    const float *x;  /* [K] the norm's input; NULL: off (xq is the input's shadow) */
+    const float *w;  /* [K] the norm's weight */
+    const float *ss; /* or, x NULL: [K/32] the sums of squares of the norm's input by group,
+                        xq the shadow of w * x (both written by the producer: lpc_gemv_ynorm) */
     float eps;
 } lpc_gemv_xnorm;
+
+/* The RMSNorm after a batch-1 GEMV whose blocks own whole 32-row groups of y (o and down
+ * accumulating into the residual: lpc_grp_norm), made in its epilogue for readers with
+ * xn.ss: per group the shadow of w * y and the sum of squares of y. 1/rms needs every
+ * group, so the readers apply it: each block of theirs stages the usual 6 KB of shadow
+ * and 0.5 KB of sums, where staging the norm from y (lpc_gemv_xnorm.x) reads 32 KB and
+ * codes it. */
+typedef struct {
+    const float *w; /* [M] the norm's weight; NULL: off */
+    lpc_q8 o;       /* the shadow of w * y */
+    float *ss;      /* [M/32] */
+} lpc_gemv_ynorm;
 
 /* A gate/up GEMV pair that also does the SwiGLU after it (lpc_gemv1_glu): problems 0 and 1
  * are gate and up with equal M; their results never reach memory, only silu(gate) * up. */
@@ -150,7 +164,8 @@ typedef struct {
     int x_div;
     size_t expert_a, expert_b; /* bytes between experts in plane A / B */
     /* batch-1 kernel only: */
-    lpc_gemv_xnorm xn; /* the input is RMSNorm(xn.x) * xn.w, made while staging */
+    lpc_gemv_xnorm xn; /* the input is RMSNorm(xn.x) * xn.w, made while staging or from xn.ss */
+    lpc_gemv_ynorm yn; /* lpc_grp_norm: the RMSNorm of y after it (one problem) */
     lpc_glu glu;       /* batch-1 kernel over (gate, up): SwiGLU fused (lpc_gemv_glu) */
     int per_sm, n_sm;  /* batch-1 kernel: when per_sm > 0, at most n_sm x min(per_sm, blocks of the
                           kernel resident per SM) blocks along x, each walking row groups
@@ -360,6 +375,9 @@ __device__ __forceinline__ float lpc_x_rms(const lpc_gemv_args &p, const float *
     return 1.0f / sqrtf(ss / (float)p.K + p.xn.eps);
 }
 
+/* The input is an RMSNorm's output whose 1/rms the kernel applies (lpc_gemv_xnorm). */
+__device__ __forceinline__ bool lpc_xn_on(const lpc_gemv_args &p) { return p.xn.x || p.xn.ss; }
+
 /* The dot products of a warp's R rows with x (per lane, before the warp sum), first
  * slices already in w; w is free again when it returns. */
 template <class T, int R, int U>
@@ -396,7 +414,7 @@ template <int R>
 __device__ __forceinline__ void lpc_gemv1_store(const lpc_gemv_args &p, const lpc_row_pick (&r)[R], int n_rows,
                                                 float (&acc)[R][1], const float *xss) {
     const int lane = threadIdx.x % 32;
-    const float x_scale = p.xn.x ? lpc_x_rms(p, xss, lane) : 1.0f;
+    const float x_scale = lpc_xn_on(p) ? lpc_x_rms(p, xss, lane) : 1.0f;
 #pragma unroll
     for (int i = 0; i < R; i++) {
         acc[i][0] *= x_scale;
@@ -410,7 +428,7 @@ __device__ __forceinline__ void lpc_gemv1_store(const lpc_gemv_args &p, const lp
  * pass; the loads of P passes go out together, one L2 round trip for the lot. */
 template <int W>
 __device__ __forceinline__ void lpc_gemv1_stage_norm(const lpc_gemv_args &p, uint4 *xc, float2 *xds, float *xss) {
-    enum { P = 4, STEP = W * 128 };
+    enum { P = 2, STEP = W * 128 }; /* 4: spills in Q4_K's and Q8_0's shapes */
     const int lane = threadIdx.x % 32;
     for (int base = threadIdx.x / 32 * 128 + 4 * lane; base < p.K + 4 * lane; base += P * STEP) { /* warp-uniform */
         float4 x[P], w[P];
@@ -438,7 +456,8 @@ __device__ __forceinline__ void lpc_gemv1_stage_norm(const lpc_gemv_args &p, uin
 }
 
 /* The block's copy of the activation column (from element xoff) in shared memory:
- * codes and per-run (d, d * sum); with p.xn made from the norm's input instead. */
+ * codes and per-run (d, d * sum), and a norm's sums of squares (p.xn.ss); with p.xn.x
+ * made from the norm's input instead. */
 template <int W>
 __device__ __forceinline__ void lpc_gemv1_stage(const lpc_gemv_args &p, size_t xoff, uint4 *xc, float2 *xds, float *xss) {
     if (p.xn.x) return lpc_gemv1_stage_norm<W>(p, xc, xds, xss);
@@ -449,6 +468,8 @@ __device__ __forceinline__ void lpc_gemv1_stage(const lpc_gemv_args &p, size_t x
         ds.y = __ldg(p.xq.s + xoff / 16 + i);
         xds[i] = ds;
     }
+    if (p.xn.ss)
+        for (int g = threadIdx.x; g < p.K / 32; g += W * 32) xss[g] = __ldg(p.xn.ss + g);
     __syncthreads();
 }
 
@@ -457,6 +478,11 @@ __device__ __forceinline__ void lpc_gemv1_stage(const lpc_gemv_args &p, size_t x
     __shared__ uint4 xc[LPC_X1_MAX_K / 16];   /* int8 codes, 16 per entry */                                        \
     __shared__ float2 xds[LPC_X1_MAX_K / 16]; /* per 16-element run: (d of its 32-group, d * sum of its codes) */   \
     __shared__ float xss[LPC_X1_MAX_K / 32]   /* a staged RMSNorm's sums of squares (xn) */
+
+/* Blocks of W warps per SM the batch-1 kernels are compiled for (the register cap): 3
+ * for one-row 8-warp shapes, 2 for two rows; wider blocks (the group kernels' 16 warps
+ * over a 32-row group) run one per SM. */
+constexpr int lpc_gemv1_min_blocks(int R, int W) { return W > 8 ? 1 : R == 1 ? 3 : 2; }
 
 /* Blocks walk row groups gridDim.x apart: one each when the grid covers the rows; the
  * backend caps the grid at one resident wave (per_sm), so a block stages x once for all
@@ -468,7 +494,7 @@ __device__ __forceinline__ void lpc_gemv1_stage(const lpc_gemv_args &p, size_t x
  * them at 80 registers (no spills): the loop alone took Q4_K to 103 and 2 blocks per SM,
  * 250 tok/s. */
 template <class T, int R, int U, int W>
-__global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_args p) {
+__global__ void __launch_bounds__(W * 32, lpc_gemv1_min_blocks(R, W)) lpc_gemv1_q(lpc_gemv_args p) {
     LPC_GEMV1_SMEM;
     LPC_STAMP_BEGIN();
     lpc_launch_dependents();
@@ -506,20 +532,46 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_q(lpc_gemv_a
     LPC_STAMP_END(LPC_TAG_GEMV1, (uint32_t)p.row0[p.nprob], (uint32_t)p.K);
 }
 
-/* Gate and up, then the SwiGLU, in one launch (no SwiGLU kernel, one grid boundary less
- * per layer). A block owns whole 32-element groups of the result: each of its W warps
- * takes 32/W gate rows and the same up rows of a group (R at a time, the next rows' loads
- * issued before the current ones are summed, as in lpc_gemv1_q), leaves the sums in
- * shared memory, and after the block's barrier warp 0 forms the group's 32 values and
- * their int8 shadow. Same arithmetic as lpc_gemv1_q + lpc_swiglu_kernel, same bits.
- * Blocks walk groups gridDim.x apart; the sums are double-buffered by group, so one
+/* What a group kernel (lpc_gemv1_grp) does with a 32-row group's sums, in warp 0 (lane:
+ * the row in the group). NP: the problems whose rows a group takes. */
+struct lpc_grp_glu { /* gate (0) and up (1), then the SwiGLU */
+    enum { NP = 2, TAG = LPC_TAG_GLU };
+    static __device__ __forceinline__ void finish(const lpc_gemv_args &p, const float (&sums)[NP][32], int grp, int lane) {
+        const float v = lpc_swiglu_value(sums[0][lane], sums[1][lane], p.glu.limit);
+        const size_t e0 = (size_t)grp * 32;
+        if (p.glu.out) p.glu.out[e0 + lane] = v;
+        lpc_q8_emit(v, e0, lane, p.glu.o);
+    }
+};
+
+struct lpc_grp_norm { /* y (+)= the result, then the shadow of the RMSNorm after it (p.yn) */
+    enum { NP = 1, TAG = LPC_TAG_GEMVN };
+    static __device__ __forceinline__ void finish(const lpc_gemv_args &p, const float (&sums)[NP][32], int grp, int lane) {
+        const size_t e0 = (size_t)grp * 32;
+        float *y = p.y[0] + e0 + lane;
+        const float v = (p.accumulate[0] ? *y : 0.0f) + sums[0][lane];
+        *y = v;
+        const float ss = lpc_warp_sum(v * v);
+        lpc_q8_emit(__ldg(p.yn.w + e0 + lane) * v, e0, lane, p.yn.o);
+        if (lane == 0) p.yn.ss[grp] = ss;
+    }
+};
+
+/* A GEMV whose blocks own whole 32-element groups of the result, so that what follows it
+ * per group runs in the same launch (E: the SwiGLU of gate and up, one grid boundary less
+ * per layer; the RMSNorm's shadow after o and down, nothing left for its readers but the
+ * usual staging). Each of a block's W warps takes 32/W rows of each of E::NP problems of
+ * a group (R at a time, the next rows' loads issued before the current ones are summed,
+ * as in lpc_gemv1_q) and leaves the sums in shared memory; after the block's barrier warp
+ * 0 finishes the group. Same arithmetic as lpc_gemv1_q and the kernel it replaces, same
+ * bits. Blocks walk groups gridDim.x apart; the sums are double-buffered by group, so one
  * barrier per group suffices. */
-template <class T, int R, int U, int W>
-__global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv_args p) {
-    enum { HALF = 32 / W, STEPS = 2 * HALF / R }; /* rows per problem, row steps per group and warp */
+template <class T, class E, int R, int U, int W>
+__global__ void __launch_bounds__(W * 32, lpc_gemv1_min_blocks(R, W)) lpc_gemv1_grp(lpc_gemv_args p) {
+    enum { HALF = 32 / W, STEPS = E::NP * HALF / R }; /* rows per problem, row steps per group and warp */
     static_assert(32 % W == 0 && HALF % R == 0, "a warp's rows of a group come in whole steps");
     LPC_GEMV1_SMEM;
-    __shared__ float sums[2][2][32]; /* [group parity][gate, up][row in group] */
+    __shared__ float sums[2][E::NP][32]; /* [group parity][problem][row in group] */
     LPC_STAMP_BEGIN();
     lpc_launch_dependents();
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, groups = p.M[0] / 32, S = p.bpr * T::SLICES;
@@ -537,7 +589,7 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv
     LPC_STAMP_MARK(1);
     lpc_gemv1_stage<W>(p, 0, xc, xds, xss);
     LPC_STAMP_MARK(2);
-    const float x_scale = p.xn.x ? lpc_x_rms(p, xss, lane) : 1.0f;
+    const float x_scale = lpc_xn_on(p) ? lpc_x_rms(p, xss, lane) : 1.0f;
     for (int round = 0; active; round++) {
         float acc[R][1];
         lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
@@ -555,15 +607,10 @@ __global__ void __launch_bounds__(W * 32, R == 1 ? 3 : 2) lpc_gemv1_glu(lpc_gemv
         if (cur_step < STEPS - 1) continue;
         __syncthreads();
         if (round == STEPS - 1) LPC_STAMP_MARK(4);
-        if (warp == 0) {
-            const float v = lpc_swiglu_value(sums[parity][0][lane], sums[parity][1][lane], p.glu.limit);
-            const size_t e0 = (size_t)cur_grp * 32;
-            if (p.glu.out) p.glu.out[e0 + lane] = v;
-            lpc_q8_emit(v, e0, lane, p.glu.o);
-        }
+        if (warp == 0) E::finish(p, sums[parity], cur_grp, lane);
         parity ^= 1;
     }
-    LPC_STAMP_END(LPC_TAG_GLU, (uint32_t)p.M[0], (uint32_t)p.K);
+    LPC_STAMP_END(E::TAG, (uint32_t)p.M[0], (uint32_t)p.K);
 }
 
 /* Blocks of kernel Kern (threads each) in one resident wave under p's cap (per_sm per SM
@@ -587,20 +634,21 @@ inline void lpc_gemv1_launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs)
     LPC_LAUNCH_PDL(kern, grid, dim3(W * 32), st, p);
 }
 
-/* The fused gate/up/SwiGLU launch, when its groups fit one wave of resident blocks or
- * leave at most an eighth of the slots of several idle: a block walking two groups where
- * others walk one costs more than the SwiGLU launch saves (Qwen2.5-7B: 592 groups on 396
- * slots; Qwen3-8B: 384). false: not launched, run the GEMV and the SwiGLU kernel. */
-template <class T, int R, int U, int W>
-inline bool lpc_gemv1_glu_launch(lpc_stream st, const lpc_gemv_args &p) {
-    const int groups = p.M[0] / 32, slots = lpc_gemv1_wave<lpc_gemv1_glu<T, R, U, W>>(p, W * 32);
+/* A group kernel's launch: the fused gate/up/SwiGLU when its groups fit one wave of
+ * resident blocks or leave at most an eighth of the slots of several idle (a block
+ * walking two groups where others walk one costs more than the SwiGLU launch saves:
+ * Qwen2.5-7B has 592 groups on 396 slots, Qwen3-8B 384; false: not launched, run the
+ * GEMV and the SwiGLU kernel); the norm's epilogue always (must: nothing else makes it). */
+template <class T, class E, int R, int U, int W>
+inline bool lpc_gemv1_grp_launch(lpc_stream st, const lpc_gemv_args &p, bool must) {
+    const int groups = p.M[0] / 32, slots = lpc_gemv1_wave<lpc_gemv1_grp<T, E, R, U, W>>(p, W * 32);
     int blocks = groups;
     if (slots) {
         const int waves = (groups + slots - 1) / slots;
-        if (waves > 1 && (size_t)waves * slots * 8 > (size_t)groups * 9) return false;
+        if (!must && waves > 1 && (size_t)waves * slots * 8 > (size_t)groups * 9) return false;
         blocks = lpc_imin(groups, slots);
     }
-    auto kern = lpc_gemv1_glu<T, R, U, W>;
+    auto kern = lpc_gemv1_grp<T, E, R, U, W>;
     LPC_LAUNCH_PDL(kern, dim3((unsigned)blocks), dim3(W * 32), st, p);
     return true;
 }
@@ -638,10 +686,23 @@ struct lpc_gemv1 {
         lpc_stream st;
         const lpc_gemv_args &p;
         template <int R, int U, int W>
-        bool go() { return lpc_gemv1_glu_launch<T, R, U, W>(st, p); }
+        bool go() { return lpc_gemv1_grp_launch<T, lpc_grp_glu, R, U, W>(st, p, false); }
+    };
+    /* A 32-row group a block, and Qwen3-8B's o and down have 128 groups for 132 SMs: 8
+     * warps of one row would leave 8 warps an SM streaming 4 slices each where the plain
+     * kernel has 24, so 16 warps of two rows (registers are no limit at one block per SM). */
+    struct norm {
+        lpc_stream st;
+        const lpc_gemv_args &p;
+        template <int R, int U, int W>
+        bool go() {
+            constexpr int UN = T::A_BYTES * 8 == 5 * T::BLOCK ? 2 : U; /* Q5_K spills at 2 rows x 4 */
+            return lpc_gemv1_grp_launch<T, lpc_grp_norm, 2, UN, 16>(st, p, true);
+        }
     };
     static void launch(lpc_stream st, const lpc_gemv_args &p, int n_pairs) { shaped(p, plain{st, p, n_pairs}); }
     static bool launch_glu(lpc_stream st, const lpc_gemv_args &p) { return shaped(p, glu{st, p}); }
+    static bool launch_norm(lpc_stream st, const lpc_gemv_args &p) { return shaped(p, norm{st, p}); }
 };
 
 /* Launch for one weight type: columns in chunks of 8, the kernel's NC the next power of two. */
@@ -674,11 +735,11 @@ struct lpc_gemv_launch {
                 LPC_LAUNCH_PDL(k8, grid, dim3(128), st, q);
         }
     }
-    bool glu_ran = false;
+    bool grp_ran = false;
     template <class T>
     void run() {
-        if (p.glu.on) {
-            glu_ran = lpc_gemv1<T>::launch_glu(st, p);
+        if (p.glu.on || p.yn.w) {
+            grp_ran = p.glu.on ? lpc_gemv1<T>::launch_glu(st, p) : lpc_gemv1<T>::launch_norm(st, p);
             return;
         }
         if (lpc_gemv1<T>::fits(p)) return lpc_gemv1<T>::launch(st, p, n_pairs);
@@ -688,10 +749,12 @@ struct lpc_gemv_launch {
 
 /* type: LPC_* id of the device weight. Returns false for a type without a kernel. */
 inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pairs) {
-    /* only the batch-1 kernel stages an RMSNorm (its input's length a multiple of 32) */
+    /* only the batch-1 kernels do an RMSNorm before or after them; the one after (one
+     * problem, whole 32-row groups) must run, nothing else would make it */
     const bool batch1 = lpc_gemv1_fits(p.K, p.ncols) && !p.sel && lpc_find_split(type);
-    if ((p.xn.x && (!batch1 || p.K % 32)) || p.glu.on) return false;
+    if (((p.xn.x || p.xn.ss || p.yn.w) && !batch1) || (p.yn.w && (p.nprob != 1 || p.M[0] % 32)) || p.glu.on) return false;
     lpc_gemv_launch l = {st, p, n_pairs};
+    if (p.yn.w) return lpc_dispatch_quant(type, l) && l.grp_ran;
     switch (type) {
     case LPC_F32: l.go(1, lpc_gemv_f<0, 1>, lpc_gemv_f<0, 2>, lpc_gemv_f<0, 4>, lpc_gemv_f<0, 8>); return true;
     case LPC_F16: l.go(1, lpc_gemv_f<1, 1>, lpc_gemv_f<1, 2>, lpc_gemv_f<1, 4>, lpc_gemv_f<1, 8>); return true;
@@ -704,11 +767,11 @@ inline bool lpc_gemv(lpc_stream st, int type, const lpc_gemv_args &p, int n_pair
  * silu(gate) * up into p.glu: false when it did not launch (another shape, or groups
  * that would leave waves half empty); then run lpc_gemv and the SwiGLU kernel. */
 inline bool lpc_gemv_glu(lpc_stream st, int type, const lpc_gemv_args &p) {
-    if (!p.glu.on || p.nprob != 2 || p.M[0] != p.M[1] || p.M[0] % 32 || (p.xn.x && p.K % 32) || p.sel || !lpc_gemv1_fits(p.K, p.ncols) ||
+    if (!p.glu.on || p.yn.w || p.nprob != 2 || p.M[0] != p.M[1] || p.M[0] % 32 || p.sel || !lpc_gemv1_fits(p.K, p.ncols) ||
         !lpc_find_split(type))
         return false;
     lpc_gemv_launch l = {st, p, 0};
-    return lpc_dispatch_quant(type, l) && l.glu_ran;
+    return lpc_dispatch_quant(type, l) && l.grp_ran;
 }
 
 #endif

@@ -7,7 +7,7 @@
  * %clock64 at each LPC_STAMP_MARK(i) (where the kernel's phases end: its grid wait, the
  * staging of its input, ...); at LPC_STAMP_END the block waits for all its warps and
  * appends one record to a ring in device memory. With LP_CUDA_STAMPS=FILE the backend
- * writes the ring to FILE when destroyed (bench/stamps.py reads it). Elsewhere every
+ * writes the ring to FILE when destroyed (bench/stamps_report.c reads it). Elsewhere every
  * macro is nothing, so the product's kernels are untouched. */
 #ifndef LPC_STAMPS_CUH
 #define LPC_STAMPS_CUH
@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 enum { LPC_STAMP_MARKS = 6, LPC_STAMP_RING = 1 << 18 };
-enum { LPC_TAG_GEMV1 = 1, LPC_TAG_GLU = 2, LPC_TAG_ATTN1 = 3 };
+enum { LPC_TAG_GEMV1 = 1, LPC_TAG_GLU = 2, LPC_TAG_ATTN1 = 3, LPC_TAG_GEMVN = 4 };
 
 /* One block's record (64 bytes; the file is a u32 count, then the ring). */
 typedef struct {
