@@ -925,11 +925,12 @@ static void norm_to_readers(lp_cuda *c, int j, const lp_bbuf *x, const float *ss
  * the readers take 1/rms. */
 static bool fuse_norm_epilogue(lp_cuda *c, int j) {
     lpc_op *nx = &c->ops[j], *mm = NULL;
+    if (!norm_for_gemvs(c, j)) return false;
     for (int i = j - 1; i >= 0 && !mm; i--)
         if (!c->ops[i].skip) mm = &c->ops[i];
     if (!mm || mm->kind != OP_MATMUL || mm->count != 1 || mm->n != 1 || mm->expert[0] || mm->glu || mm->yn ||
         !gemv1_runs(c, mm, 0) || mm->w[0]->M % 32 || mm->w[0]->M != nx->w[0]->K ||
-        nx->x[0] != (mm->acc_into ? mm->acc_into : mm->y[0]) || !norm_for_gemvs(c, j))
+        nx->x[0] != (mm->acc_into ? mm->acc_into : mm->y[0]))
         return false;
     lp_bbuf *y = nx->y[0];
     if (!y->ss) y->ss = (float *)dev_alloc(c, (y->n + 31) / 32 * sizeof(float), "norm sums");
