@@ -73,7 +73,10 @@ typedef struct {
 } lpc_weight;
 
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
-enum { FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_STAGE_NORM, FUSE_ATTN1, FUSE_GLU, FUSE_COUNT };
+enum {
+    FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_STAGE_NORM, FUSE_ATTN1, FUSE_GLU,
+    FUSE_COUNT
+};
 static const char *const fuse_names[FUSE_COUNT] = {"res",     "normrope",  "heads", "fold", "emit",
                                                    "epinorm", "stagenorm", "attn1", "glu"};
 

@@ -8,8 +8,10 @@
  * quantized once per producer (RMSNorm, SwiGLU, attention write an int8 "shadow"
  * of their output next to the F32 values).
  *
- * Two quantized kernels: lpc_gemv1_q for one activation column (batch-1 decode,
- * the case the bandwidth target is about) and lpc_gemv_q for up to 8 columns
+ * The quantized kernels: lpc_gemv1_q for one activation column (batch-1 decode, the
+ * case the bandwidth target is about); lpc_gemv1_grp, the same with a block per 32-row
+ * group of the result and what follows per group in its epilogue (the SwiGLU of gate
+ * and up, the shadow of the RMSNorm after o and down); lpc_gemv_q for up to 8 columns
  * (batched decode). */
 #ifndef LPC_GEMV_CUH
 #define LPC_GEMV_CUH
@@ -94,18 +96,17 @@ inline void lpc_quantize(lpc_stream st, const float *x, size_t count, lpc_q8 o) 
 
 enum { LPC_MAX_PROB = 4, LPC_GEMV_WARPS = 4, LPC_GEMV_MAX_NC = 8, LPC_GEMV_ROWS = 2 /* per warp, quantized */ };
 
-/* The RMSNorm before a batch-1 GEMV, done by the GEMV while it stages its input: x is
- * the norm's input (the residual the previous GEMV accumulated into), w its weight.
- * Every block makes the int8 shadow of w * x and the per-group sums of squares of x in
- * shared memory (lpc_gemv1_stage_norm) and scales its dot products by 1/rms. The norm
- * then needs no launch and no grid-wide wait of its own (~8 us of a ~100 us decode
- * layer when it had them), and unlike the producer epilogue this replaced (the warp
- * completing a 32-row group of o or down wrote the group's shadow after a fence and an
- * atomic), nothing of it runs after the producer's last store. Measured (H100, q4_k_m,
- * Qwen3-8B shapes, batch-1 decode at 512): 343.7, 342.6 tok/s vs the epilogue's 337.9,
- * 341.2; per-block timestamps (lpc_stamps.cuh): o ends 3.9 us and down 1.4 us sooner
- * after their input, each consumer's staging takes 1.4-1.8 us longer (every block
- * reads 16 KB of F32 x, the same L2 lines, where the shadow was 6 KB). */
+/* The RMSNorm before a batch-1 GEMV, whose 1/rms the GEMV applies to its dot products,
+ * so the norm needs no launch and no grid-wide wait of its own (~8 us of a ~100 us
+ * decode layer when it had them). Its int8 shadow of w * x (1/rms left out) and sums of
+ * squares come one of two ways:
+ * - ss: written by the GEMV before, which produced x (o, down: lpc_gemv_ynorm); the
+ *   GEMV stages them like any shadow. The faster one (H100, q4_k_m, Qwen3-8B shapes,
+ *   batch-1 decode at 512: 359-365 tok/s vs 350-356 staged from x);
+ * - x: made by every block while it stages (lpc_gemv1_stage_norm) from the norm's input
+ *   and weight, where no such GEMV precedes the norm (the first layer's): each block
+ *   reads 16 KB of F32 x, the same L2 lines, and codes it (1.4-1.8 us more staging than
+ *   the 6 KB shadow, per-block timestamps). */
 typedef struct {
     const float *x;  /* [K] the norm's input; NULL: off (xq is the input's shadow) */
     const float *w;  /* [K] the norm's weight */
@@ -126,8 +127,9 @@ typedef struct {
     float *ss;      /* [M/32] */
 } lpc_gemv_ynorm;
 
-/* A gate/up GEMV pair that also does the SwiGLU after it (lpc_gemv1_glu): problems 0 and 1
- * are gate and up with equal M; their results never reach memory, only silu(gate) * up. */
+/* A gate/up GEMV pair that also does the SwiGLU after it (lpc_gemv1_grp, lpc_grp_glu):
+ * problems 0 and 1 are gate and up with equal M; their results never reach memory, only
+ * silu(gate) * up. */
 typedef struct {
     int on;
     float limit; /* lpc_swiglu_value's */
