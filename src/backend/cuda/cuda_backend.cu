@@ -75,10 +75,10 @@ typedef struct {
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
 enum {
     FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_STAGE_NORM, FUSE_ATTN1, FUSE_GLU,
-    FUSE_COUNT
+    FUSE_GLU_DYN, FUSE_COUNT
 };
 static const char *const fuse_names[FUSE_COUNT] = {"res",     "normrope",  "heads", "fold", "emit",
-                                                   "epinorm", "stagenorm", "attn1", "glu"};
+                                                   "epinorm", "stagenorm", "attn1", "glu",  "gludyn"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -186,6 +186,8 @@ typedef struct {
     unsigned long long clock;
     /* scratch */
     lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq, mma_part, mma_cnt;
+    lpc_scratch glu_cnt, glu_vals; /* lpc_gemv1_glud's counters and F32 values (fuse_glu), shared by
+                                      the layers: each launch leaves them zeroed and reads only its own */
     lpc_profile prof; /* LP_CUDA_PROFILE=1 */
 } lp_cuda;
 
@@ -979,6 +981,9 @@ static void fuse_glu(lp_cuda *c, int i) {
     mm->glu = sw;
     mm->glu_f32 = !shadow_only(c, j, sw->y[0]);
     sw->skip = 1;
+    if (!fuse_on(c, FUSE_GLU_DYN)) return;
+    counters(c, &c->glu_cnt, 32 + (size_t)g->M / 32);
+    if (!mm->glu_f32) scratch(c, &c->glu_vals, (size_t)g->M * sizeof(float));
 }
 
 static void plan(lp_cuda *c) {
@@ -1131,14 +1136,17 @@ static void exec_swiglu(lp_cuda *c, const lpc_op *op) {
     lpc_swiglu(c->st, op->x[0]->d, op->x[1]->d, op->cnt, op->f0, op->emit_q8, op->emit_q8 ? op->y[0]->q8 : no_q8());
 }
 
-/* Gate/up with the SwiGLU folded in (fuse_glu): one launch, or the GEMV and the SwiGLU
- * kernel when the fused one would leave waves half empty. */
+/* Gate/up with the SwiGLU folded in (fuse_glu): one launch (rows handed out at run time
+ * unless LP_CUDA_NOFUSE=gludyn), or the GEMV and the SwiGLU kernel when the fused one by
+ * groups would leave waves half empty. */
 static void exec_glu(lp_cuda *c, const lpc_op *op, lpc_gemv_args *p) {
     const lpc_op *sw = op->glu;
     p->glu.on = 1;
     p->glu.limit = sw->f0;
     p->glu.out = op->glu_f32 ? sw->y[0]->d : NULL;
     p->glu.o = sw->y[0]->q8;
+    p->glu.cnt = fuse_on(c, FUSE_GLU_DYN) ? (unsigned *)c->glu_cnt.p : NULL; /* sized by fuse_glu */
+    p->glu.vals = (float *)c->glu_vals.p;
     if (lpc_gemv_glu(c->st, op->w[0]->type, *p)) return;
     p->glu.on = 0;
     if (!lpc_gemv(c->st, op->w[0]->type, *p, 0)) set_err(c, "cuda backend: no GEMV kernel for type %d", op->w[0]->type);
@@ -1709,7 +1717,8 @@ static void cuda_destroy(lp_backend *be) {
     }
     free(c->wmap);
     lpc_scratch *s[] = {&c->attn_part, &c->attn_cnt, &c->x16,   &c->w16,   &c->moe_sel,  &c->moe_wt,
-                        &c->moe_g,     &c->moe_u,    &c->moe_d, &c->moe_gq, &c->mma_part, &c->mma_cnt};
+                        &c->moe_g,     &c->moe_u,    &c->moe_d, &c->moe_gq, &c->mma_part, &c->mma_cnt,
+                        &c->glu_cnt,   &c->glu_vals};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) scratch_free(s[i]);
     if (c->k_cache) cudaFree(c->k_cache);
     if (c->v_cache) cudaFree(c->v_cache);
