@@ -10,7 +10,8 @@
  * all enter before the next launch's: PDL schedules a grid once every block of the
  * previous one started) and, per launch, measures against the previous launch's last
  * block exit ("prev end"): when its first and its median block left the grid wait,
- * the median staging and first-dots phases, and when its last block exited. The table
+ * the median staging and first-dots phases, when its blocks exited (deciles) and when
+ * its last block exited. The table
  * averages those over launches of the same kernel and shape (a layer's q+k+v, attention,
  * o, gate/up, down); --launches prints every launch of the step. For attention the
  * columns stage / dots1 / store1 are its q/k/v rows, its tiles, and the finish (merge,
@@ -32,6 +33,7 @@ typedef struct {
     double stage_med;   /* median mark 1 -> 2 (input staged) */
     double dots_med;    /* median mark 2 -> 3 (first dots) */
     double store_med;   /* median mark 3 -> 4 (first store) */
+    double exit_p10, exit_p50, exit_p90; /* block exits, from prev end: deciles */
     double exit_last;   /* last block's exit, from prev end */
 } launch;
 
@@ -72,8 +74,13 @@ static void measure(launch *l, const lpc_stamp_rec *r, double prev_end, double t
         const double w = mark_at(b, 1);
         if (w < first_wait) first_wait = w;
         if ((double)b->g_exit > last_exit) last_exit = (double)b->g_exit;
-        tmp[i] = w;
+        tmp[i] = (double)b->g_exit;
     }
+    qsort(tmp, (size_t)l->count, sizeof *tmp, by_value);
+    l->exit_p10 = tmp[l->count / 10] - prev_end;
+    l->exit_p50 = tmp[l->count / 2] - prev_end;
+    l->exit_p90 = tmp[l->count * 9 / 10] - prev_end;
+    for (int i = 0; i < l->count; i++) tmp[i] = mark_at(&r[l->first + i], 1);
     l->entry0 = (double)r[l->first].g_entry - t0;
     l->wait_first = first_wait - prev_end;
     l->wait_med = median(tmp, l->count) - prev_end;
@@ -94,8 +101,9 @@ static void measure(launch *l, const lpc_stamp_rec *r, double prev_end, double t
 }
 
 static void print_row(const char *label, int n, const launch *l) {
-    printf("%-34s %4d %7.2f %7.2f %7.2f %7.2f %7.2f %8.2f\n", label, n, l->wait_first / 1e3, l->wait_med / 1e3,
-           l->stage_med / 1e3, l->dots_med / 1e3, l->store_med / 1e3, l->exit_last / 1e3);
+    printf("%-34s %4d %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %8.2f\n", label, n, l->wait_first / 1e3,
+           l->wait_med / 1e3, l->stage_med / 1e3, l->dots_med / 1e3, l->store_med / 1e3, l->exit_p10 / 1e3,
+           l->exit_p50 / 1e3, l->exit_p90 / 1e3, l->exit_last / 1e3);
 }
 
 int main(int argc, char **argv) {
@@ -146,8 +154,8 @@ int main(int argc, char **argv) {
     printf("last step: %d launches, %u blocks, %.1f us from first entry to last exit; SM clock %.2f GHz\n", nl, n - beg,
            (step_end - t0) / 1e3, cyc_per_ns);
     printf("times in us; 'after prev' = from the previous launch's last block exit\n");
-    printf("%-34s %4s %7s %7s %7s %7s %7s %8s\n", "launch (kernel rows x k)", "n", "wait1st", "waitmed", "stage", "dots1",
-           "store1", "lastexit");
+    printf("%-34s %4s %7s %7s %7s %7s %7s %7s %7s %7s %8s\n", "launch (kernel rows x k)", "n", "wait1st", "waitmed", "stage",
+           "dots1", "store1", "exit10", "exit50", "exit90", "lastexit");
     char label[64];
     if (every)
         for (int i = 0; i < nl; i++) {
@@ -163,9 +171,11 @@ int main(int argc, char **argv) {
             if (ls[j].tag != ls[i].tag || ls[j].rows != ls[i].rows || ls[j].k != ls[i].k) continue;
             sum.wait_first += ls[j].wait_first, sum.wait_med += ls[j].wait_med, sum.stage_med += ls[j].stage_med;
             sum.dots_med += ls[j].dots_med, sum.store_med += ls[j].store_med, sum.exit_last += ls[j].exit_last;
+            sum.exit_p10 += ls[j].exit_p10, sum.exit_p50 += ls[j].exit_p50, sum.exit_p90 += ls[j].exit_p90;
             ls[j].count = -1, m++;
         }
         sum.wait_first /= m, sum.wait_med /= m, sum.stage_med /= m, sum.dots_med /= m, sum.store_med /= m, sum.exit_last /= m;
+        sum.exit_p10 /= m, sum.exit_p50 /= m, sum.exit_p90 /= m;
         snprintf(label, sizeof label, "%s %ux%u (x%d)", kind_name(sum.tag), sum.rows, sum.k, m);
         print_row(label, sum.count, &sum);
     }

@@ -150,6 +150,8 @@ typedef struct {
     int attn1_grid;      /* lpc_attention1 launches the live splits only (LP_CUDA_ATTN1_GRID) */
     int attn1_max;       /* lpc_attention1 up to this many positions (LP_CUDA_ATTN1_MAX; 0: one
                             tile per warp, nsplit x 128; -1: never, the GPU lacks mma.sync) */
+    int glud_queues;     /* lpc_gemv1_glud's ticket queues (LP_CUDA_GLUD_QUEUES) */
+    int glud_nofence;    /* LP_CUDA_GLUD_NOFENCE=1: timing only, wrong results */
     int gemv_bps;        /* batch-1 GEMV: blocks per SM at most (and no more than fit), each walking
                             several row groups (LP_CUDA_GEMV_BPS; 0: one block per row group) */
     char name[256];
@@ -982,7 +984,7 @@ static void fuse_glu(lp_cuda *c, int i) {
     mm->glu_f32 = !shadow_only(c, j, sw->y[0]);
     sw->skip = 1;
     if (!fuse_on(c, FUSE_GLU_DYN)) return;
-    counters(c, &c->glu_cnt, 32 + (size_t)g->M / 32);
+    counters(c, &c->glu_cnt, LPC_GLUD_GROUPS + (size_t)g->M / 32);
     if (!mm->glu_f32) scratch(c, &c->glu_vals, (size_t)g->M * sizeof(float));
 }
 
@@ -1147,6 +1149,8 @@ static void exec_glu(lp_cuda *c, const lpc_op *op, lpc_gemv_args *p) {
     p->glu.o = sw->y[0]->q8;
     p->glu.cnt = fuse_on(c, FUSE_GLU_DYN) ? (unsigned *)c->glu_cnt.p : NULL; /* sized by fuse_glu */
     p->glu.vals = (float *)c->glu_vals.p;
+    p->glu.queues = c->glud_queues;
+    p->glu.nofence = c->glud_nofence;
     if (lpc_gemv_glu(c->st, op->w[0]->type, *p)) return;
     p->glu.on = 0;
     if (!lpc_gemv(c->st, op->w[0]->type, *p, 0)) set_err(c, "cuda backend: no GEMV kernel for type %d", op->w[0]->type);
@@ -1792,6 +1796,8 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->mma_max_n = env_count("LP_CUDA_MMA_MAX_N", LPC_MMA_MAX_N);
     c->attn_chunk = env_count("LP_CUDA_ATTN_CHUNK", LPC_ATTN_MIN_CHUNK);
     c->gemv_bps = env_count("LP_CUDA_GEMV_BPS", LPC_GEMV_BPS);
+    c->glud_queues = env_count("LP_CUDA_GLUD_QUEUES", LPC_GLUD_QUEUES);
+    c->glud_nofence = env_count("LP_CUDA_GLUD_NOFENCE", 0);
     c->attn1_grid = !env_off("LP_CUDA_ATTN1_GRID");
     c->attn1_max = env_count("LP_CUDA_ATTN1_MAX", 1 << 20);
     const char *prof = getenv("LP_CUDA_PROFILE");

@@ -566,11 +566,11 @@ static void test_gemv_glu(void **state) {
                 }
                 /* rows handed out at run time (lpc_gemv1_glud): same bits, counters left at zero;
                    2 blocks (16 warps own a first pair) or uncapped (one pair each), twice */
-                std::vector<unsigned> cnt(32 + M / 32, 0);
+                std::vector<unsigned> cnt(LPC_GLUD_GROUPS + M / 32, 0);
                 std::vector<float> vals(M, NAN);
                 pb.glu.cnt = cnt.data(), pb.glu.vals = vals.data();
-                for (int run = 0; run < 4; run++) {
-                    pb.per_sm = run < 2 ? 1 : 0, pb.n_sm = 2;
+                for (int run = 0; run < 6; run++) {
+                    pb.per_sm = run < 4 ? 1 : 0, pb.n_sm = 2, pb.glu.queues = run % 2 ? 32 : 1; /* 32: 16 */
                     q8_buf oc(M);
                     std::fill(out.begin(), out.end(), NAN);
                     pb.glu.o = oc.view();

@@ -135,10 +135,16 @@ typedef struct {
     float limit;   /* lpc_swiglu_value's */
     float *out;    /* [M] F32 result, or NULL when every reader takes the shadow */
     lpc_q8 o;      /* its int8 shadow */
-    unsigned *cnt; /* zeroed counters: [0] the next row pair, [32 + g] rows of group g done
-                      (lpc_gemv1_glud: rows handed out at run time); NULL: lpc_gemv1_grp */
+    unsigned *cnt; /* zeroed counters (lpc_gemv1_glud: rows handed out at run time; NULL:
+                      lpc_gemv1_grp): [32 q] queue q's next row pair, [LPC_GLUD_GROUPS + g] rows
+                      of group g done */
     float *vals;   /* [M] where lpc_gemv1_glud leaves the F32 result when out is NULL */
+    int queues;    /* ticket queues (a power of two <= LPC_GLUD_QUEUES; the launcher lowers it
+                      to divide the first pairs) */
+    int nofence;   /* timing experiment: no fence before counting a row in (wrong results) */
 } lpc_glu;
+
+enum { LPC_GLUD_QUEUES = 32, LPC_GLUD_GROUPS = 32 * LPC_GLUD_QUEUES /* first group counter */ };
 
 /* SwiGLU of one element; gpt-oss clamps (limit > 0) and uses alpha 1.702, up + 1. */
 __device__ __forceinline__ float lpc_swiglu_value(float g, float u, float limit) {
@@ -637,11 +643,11 @@ __global__ void __launch_bounds__(W * 32, lpc_gemv1_min_blocks(R, W)) lpc_gemv1_
  * every lane with the warp's sums. */
 __device__ __forceinline__ void lpc_glud_finish(const lpc_gemv_args &p, float *vals, int t, float g, float u, int lane) {
     const int grp = t / 32;
-    unsigned *done = p.glu.cnt + 32 + grp;
+    unsigned *done = p.glu.cnt + LPC_GLUD_GROUPS + grp;
     unsigned before = 0;
     if (lane == 0) {
         vals[t] = lpc_swiglu_value(g, u, p.glu.limit);
-        __threadfence(); /* the value before the count */
+        if (!p.glu.nofence) __threadfence(); /* the value before the count */
         before = atomicAdd(done, 1u);
     }
     if (__shfl_sync(LPC_FULL_MASK, before, 0) != 31) return;
@@ -667,7 +673,12 @@ __global__ void __launch_bounds__(W * 32, lpc_gemv1_min_blocks(R, W)) lpc_gemv1_
     LPC_GEMV1_SMEM;
     LPC_STAMP_BEGIN();
     lpc_launch_dependents();
-    const int lane = threadIdx.x % 32, M = p.M[0], S = p.bpr * T::SLICES, n_static = (int)gridDim.x * W;
+    const int lane = threadIdx.x % 32, M = p.M[0], S = p.bpr * T::SLICES, nq = p.glu.queues;
+    /* Queue q hands out the pairs t = q (mod nq) after the first ones (the warps' own: pair
+     * = global warp index), ticket k of it the pair q + nq * (first + k): the tickets of a
+     * pair's neighbours come from other counters, not all from one L2 line. */
+    const int warp_id = blockIdx.x * W + threadIdx.x / 32, q = warp_id % nq, first = (int)gridDim.x * W / nq;
+    unsigned *queue = p.glu.cnt + 32 * q;
     float *vals = p.glu.out ? p.glu.out : p.glu.vals;
     const uint8_t *A[R], *B[R];
     auto pick = [&](int t, int step) {
@@ -678,7 +689,7 @@ __global__ void __launch_bounds__(W * 32, lpc_gemv1_min_blocks(R, W)) lpc_gemv1_
             B[i] = (up ? p.b[1] : p.b[0]) + (size_t)t * p.bpr * T::B_BYTES;
         }
     };
-    int t = blockIdx.x * W + threadIdx.x / 32, step = 0;
+    int t = warp_id, step = 0;
     typename T::raw w[U][R];
     bool active = t < M; /* warp-uniform */
     if (active) pick(t, 0), lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
@@ -691,8 +702,9 @@ __global__ void __launch_bounds__(W * 32, lpc_gemv1_min_blocks(R, W)) lpc_gemv1_
     unsigned ticket = 0;
     float gate = 0.0f;
     for (int round = 0; active; round++) {
-        /* Every pair takes one ticket, so the M-th (the last) resets the counter. */
-        if (step == 0 && lane == 0) ticket = atomicAdd(p.glu.cnt, 1u);
+        /* Every pair takes one ticket of its queue, so the queue's last (its M / nq-th)
+           resets the counter. */
+        if (step == 0 && lane == 0) ticket = atomicAdd(queue, 1u);
         float acc[R][1];
         lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
         if (round == 0) LPC_STAMP_MARK(3);
@@ -700,8 +712,8 @@ __global__ void __launch_bounds__(W * 32, lpc_gemv1_min_blocks(R, W)) lpc_gemv1_
         if (++step == STEPS) {
             step = 0;
             const unsigned k = __shfl_sync(LPC_FULL_MASK, ticket, 0);
-            if (lane == 0 && k == (unsigned)M - 1) *p.glu.cnt = 0;
-            t = n_static + (int)k;
+            if (lane == 0 && k == (unsigned)(M / nq) - 1) *queue = 0;
+            t = q + nq * (first + (int)k);
         }
         active = t < M;
         if (active) pick(t, step), lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
@@ -758,14 +770,20 @@ inline bool lpc_gemv1_grp_launch(lpc_stream st, const lpc_gemv_args &p, bool mus
     return true;
 }
 
-/* lpc_gemv1_glud's launch: one wave, a first pair for every warp (M / W blocks at most). */
+/* lpc_gemv1_glud's launch: one wave, a first pair for every warp (M / W blocks at most),
+ * as many queues as divide the warps (M % 32 == 0: every queue has M / nq pairs). */
 template <class T, int R, int U, int W>
 inline void lpc_gemv1_glud_launch(lpc_stream st, const lpc_gemv_args &p) {
     const int slots = lpc_gemv1_wave<lpc_gemv1_glud<T, R, U, W>>(p, W * 32);
     int blocks = p.M[0] / W;
     if (slots) blocks = lpc_imin(blocks, slots);
+    lpc_gemv_args a = p;
+    int &nq = a.glu.queues;
+    nq = lpc_imin(lpc_imax(nq, 1), LPC_GLUD_QUEUES);
+    while (nq & (nq - 1)) nq &= nq - 1; /* a power of two */
+    while ((blocks * W) % nq) nq /= 2;
     auto kern = lpc_gemv1_glud<T, R, U, W>;
-    LPC_LAUNCH_PDL(kern, dim3((unsigned)blocks), dim3(W * 32), st, p);
+    LPC_LAUNCH_PDL(kern, dim3((unsigned)blocks), dim3(W * 32), st, a);
 }
 
 /* Every quantized decoder (lpc_decoder: load + unpack) has the batch-1 kernels. */
