@@ -62,7 +62,6 @@ static const char *kind_name(uint32_t tag) {
            : tag == LPC_TAG_GLU   ? "gate/up+glu"
            : tag == LPC_TAG_ATTN1 ? "attention"
            : tag == LPC_TAG_GEMVN ? "gemv+norm"
-           : tag == LPC_TAG_GLUD  ? "gate/up+glu dyn"
                                   : "?";
 }
 

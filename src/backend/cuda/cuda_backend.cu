@@ -75,10 +75,10 @@ typedef struct {
 /* The fusions LP_CUDA_NOFUSE can leave out one by one (LP_CUDA_FUSE=0: all of them). */
 enum {
     FUSE_RES, FUSE_NORM_ROPE, FUSE_HEADS, FUSE_FOLD, FUSE_EMIT, FUSE_EPI_NORM, FUSE_STAGE_NORM, FUSE_ATTN1, FUSE_GLU,
-    FUSE_GLU_DYN, FUSE_COUNT
+    FUSE_COUNT
 };
 static const char *const fuse_names[FUSE_COUNT] = {"res",     "normrope",  "heads", "fold", "emit",
-                                                   "epinorm", "stagenorm", "attn1", "glu",  "gludyn"};
+                                                   "epinorm", "stagenorm", "attn1", "glu"};
 
 typedef enum {
     OP_BATCH, OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ADD_BIAS, OP_ADD, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_MOE, OP_GATHER,
@@ -150,8 +150,6 @@ typedef struct {
     int attn1_grid;      /* lpc_attention1 launches the live splits only (LP_CUDA_ATTN1_GRID) */
     int attn1_max;       /* lpc_attention1 up to this many positions (LP_CUDA_ATTN1_MAX; 0: one
                             tile per warp, nsplit x 128; -1: never, the GPU lacks mma.sync) */
-    int glud_queues;     /* lpc_gemv1_glud's ticket queues (LP_CUDA_GLUD_QUEUES) */
-    int glud_nofence;    /* LP_CUDA_GLUD_NOFENCE=1: timing only, wrong results */
     int gemv_bps;        /* batch-1 GEMV: blocks per SM at most (and no more than fit), each walking
                             several row groups (LP_CUDA_GEMV_BPS; 0: one block per row group) */
     char name[256];
@@ -188,8 +186,6 @@ typedef struct {
     unsigned long long clock;
     /* scratch */
     lpc_scratch attn_part, attn_cnt, x16, w16, moe_sel, moe_wt, moe_g, moe_u, moe_d, moe_gq, mma_part, mma_cnt;
-    lpc_scratch glu_cnt, glu_vals; /* lpc_gemv1_glud's counters and F32 values (fuse_glu), shared by
-                                      the layers: each launch leaves them zeroed and reads only its own */
     lpc_profile prof; /* LP_CUDA_PROFILE=1 */
 } lp_cuda;
 
@@ -983,9 +979,6 @@ static void fuse_glu(lp_cuda *c, int i) {
     mm->glu = sw;
     mm->glu_f32 = !shadow_only(c, j, sw->y[0]);
     sw->skip = 1;
-    if (!fuse_on(c, FUSE_GLU_DYN)) return;
-    counters(c, &c->glu_cnt, LPC_GLUD_GROUPS + (size_t)g->M / 32);
-    if (!mm->glu_f32) scratch(c, &c->glu_vals, (size_t)g->M * sizeof(float));
 }
 
 static void plan(lp_cuda *c) {
@@ -1138,19 +1131,14 @@ static void exec_swiglu(lp_cuda *c, const lpc_op *op) {
     lpc_swiglu(c->st, op->x[0]->d, op->x[1]->d, op->cnt, op->f0, op->emit_q8, op->emit_q8 ? op->y[0]->q8 : no_q8());
 }
 
-/* Gate/up with the SwiGLU folded in (fuse_glu): one launch (rows handed out at run time
- * unless LP_CUDA_NOFUSE=gludyn), or the GEMV and the SwiGLU kernel when the fused one by
- * groups would leave waves half empty. */
+/* Gate/up with the SwiGLU folded in (fuse_glu): one launch, or the GEMV and the SwiGLU
+ * kernel when the fused one would leave waves half empty. */
 static void exec_glu(lp_cuda *c, const lpc_op *op, lpc_gemv_args *p) {
     const lpc_op *sw = op->glu;
     p->glu.on = 1;
     p->glu.limit = sw->f0;
     p->glu.out = op->glu_f32 ? sw->y[0]->d : NULL;
     p->glu.o = sw->y[0]->q8;
-    p->glu.cnt = fuse_on(c, FUSE_GLU_DYN) ? (unsigned *)c->glu_cnt.p : NULL; /* sized by fuse_glu */
-    p->glu.vals = (float *)c->glu_vals.p;
-    p->glu.queues = c->glud_queues;
-    p->glu.nofence = c->glud_nofence;
     if (lpc_gemv_glu(c->st, op->w[0]->type, *p)) return;
     p->glu.on = 0;
     if (!lpc_gemv(c->st, op->w[0]->type, *p, 0)) set_err(c, "cuda backend: no GEMV kernel for type %d", op->w[0]->type);
@@ -1721,8 +1709,7 @@ static void cuda_destroy(lp_backend *be) {
     }
     free(c->wmap);
     lpc_scratch *s[] = {&c->attn_part, &c->attn_cnt, &c->x16,   &c->w16,   &c->moe_sel,  &c->moe_wt,
-                        &c->moe_g,     &c->moe_u,    &c->moe_d, &c->moe_gq, &c->mma_part, &c->mma_cnt,
-                        &c->glu_cnt,   &c->glu_vals};
+                        &c->moe_g,     &c->moe_u,    &c->moe_d, &c->moe_gq, &c->mma_part, &c->mma_cnt};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) scratch_free(s[i]);
     if (c->k_cache) cudaFree(c->k_cache);
     if (c->v_cache) cudaFree(c->v_cache);
@@ -1796,8 +1783,6 @@ extern "C" lp_backend *lp_backend_cuda_create(int device) {
     c->mma_max_n = env_count("LP_CUDA_MMA_MAX_N", LPC_MMA_MAX_N);
     c->attn_chunk = env_count("LP_CUDA_ATTN_CHUNK", LPC_ATTN_MIN_CHUNK);
     c->gemv_bps = env_count("LP_CUDA_GEMV_BPS", LPC_GEMV_BPS);
-    c->glud_queues = env_count("LP_CUDA_GLUD_QUEUES", LPC_GLUD_QUEUES);
-    c->glud_nofence = env_count("LP_CUDA_GLUD_NOFENCE", 0);
     c->attn1_grid = !env_off("LP_CUDA_ATTN1_GRID");
     c->attn1_max = env_count("LP_CUDA_ATTN1_MAX", 1 << 20);
     const char *prof = getenv("LP_CUDA_PROFILE");

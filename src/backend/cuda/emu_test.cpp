@@ -564,24 +564,6 @@ static void test_gemv_glu(void **state) {
                     pb.n_sm = 4;
                     assert_false(lpc_gemv_glu(0, type, pb));
                 }
-                /* rows handed out at run time (lpc_gemv1_glud): same bits, counters left at zero;
-                   2 blocks (16 warps own a first pair) or uncapped (one pair each), twice */
-                std::vector<unsigned> cnt(LPC_GLUD_GROUPS + M / 32, 0);
-                std::vector<float> vals(M, NAN);
-                pb.glu.cnt = cnt.data(), pb.glu.vals = vals.data();
-                for (int run = 0; run < 6; run++) {
-                    pb.per_sm = run < 4 ? 1 : 0, pb.n_sm = 2, pb.glu.queues = run % 2 ? 32 : 1; /* 32: 16 */
-                    q8_buf oc(M);
-                    std::fill(out.begin(), out.end(), NAN);
-                    pb.glu.o = oc.view();
-                    emu::block_order_seed() = run + 1;
-                    assert_true(lpc_gemv_glu(0, type, pb));
-                    emu::block_order_seed() = 0;
-                    assert_true(same_bits(oa.q.data(), oc.q.data(), M) && same_bits(oa.d.data(), oc.d.data(), M / 32 * 4) &&
-                                same_bits(oa.s.data(), oc.s.data(), M / 16 * 4));
-                    assert_true(same_bits(ga.data(), normed ? vals.data() : out.data(), M * sizeof(float)));
-                    for (unsigned c : cnt) assert_int_equal(c, 0);
-                }
             }
 }
 

@@ -132,19 +132,10 @@ typedef struct {
  * silu(gate) * up. */
 typedef struct {
     int on;
-    float limit;   /* lpc_swiglu_value's */
-    float *out;    /* [M] F32 result, or NULL when every reader takes the shadow */
-    lpc_q8 o;      /* its int8 shadow */
-    unsigned *cnt; /* zeroed counters (lpc_gemv1_glud: rows handed out at run time; NULL:
-                      lpc_gemv1_grp): [32 q] queue q's next row pair, [LPC_GLUD_GROUPS + g] rows
-                      of group g done */
-    float *vals;   /* [M] where lpc_gemv1_glud leaves the F32 result when out is NULL */
-    int queues;    /* ticket queues (a power of two <= LPC_GLUD_QUEUES; the launcher lowers it
-                      to divide the first pairs) */
-    int nofence;   /* timing experiment: no fence before counting a row in (wrong results) */
+    float limit; /* lpc_swiglu_value's */
+    float *out;  /* [M] F32 result, or NULL when every reader takes the shadow */
+    lpc_q8 o;    /* its int8 shadow */
 } lpc_glu;
-
-enum { LPC_GLUD_QUEUES = 32, LPC_GLUD_GROUPS = 32 * LPC_GLUD_QUEUES /* first group counter */ };
 
 /* SwiGLU of one element; gpt-oss clamps (limit > 0) and uses alpha 1.702, up + 1. */
 __device__ __forceinline__ float lpc_swiglu_value(float g, float u, float limit) {
@@ -637,99 +628,6 @@ __global__ void __launch_bounds__(W * 32, lpc_gemv1_min_blocks(R, W)) lpc_gemv1_
     LPC_STAMP_END(E::TAG, (uint32_t)p.M[0], (uint32_t)p.K);
 }
 
-/* A group's last row in: the SwiGLU value of gate row t (sum g) and up row t (u) goes to
- * vals[t]; the warp that completes its 32-row group (counter p.glu.cnt[32 + group])
- * reads the group back through L2, writes its shadow and resets the counter. Called by
- * every lane with the warp's sums. */
-__device__ __forceinline__ void lpc_glud_finish(const lpc_gemv_args &p, float *vals, int t, float g, float u, int lane) {
-    const int grp = t / 32;
-    unsigned *done = p.glu.cnt + LPC_GLUD_GROUPS + grp;
-    unsigned before = 0;
-    if (lane == 0) {
-        vals[t] = lpc_swiglu_value(g, u, p.glu.limit);
-        if (!p.glu.nofence) __threadfence(); /* the value before the count */
-        before = atomicAdd(done, 1u);
-    }
-    if (__shfl_sync(LPC_FULL_MASK, before, 0) != 31) return;
-    __threadfence();
-    lpc_q8_emit(__ldcg(vals + (size_t)grp * 32 + lane), (size_t)grp * 32, lane, p.glu.o);
-    if (lane == 0) *done = 0; /* all 32 rows counted: nobody else touches it (graph replays) */
-}
-
-/* The fused gate/up + SwiGLU with its rows handed out at run time. lpc_gemv1_grp gives
- * each block one 32-row group for the whole kernel, and blocks stream at different
- * rates: Qwen3-8B's median block is done 17.7 us after the wait, its last 26.2 (per-block
- * timestamps), while the stragglers alone cannot use the bandwidth the finished ones
- * left. Here a warp's unit is one row pair (gate row t and up row t: 2/R steps of R
- * rows), the first one its own, then the next from a grid-wide counter (fetched while
- * the pair's dots run), so the fast SMs take more pairs and all finish within about a
- * pair of each other. What costs: per pair an atomic, and per pair a fence and an atomic
- * counting rows into their group; the group's last warp writes its shadow (from the
- * values in L2). The sums are lpc_gemv1_grp's, the same bits. */
-template <class T, int R, int U, int W>
-__global__ void __launch_bounds__(W * 32, lpc_gemv1_min_blocks(R, W)) lpc_gemv1_glud(lpc_gemv_args p) {
-    enum { STEPS = 2 / R }; /* steps of a pair: row (step * R + i) of the pair is problem step * R + i's */
-    static_assert(R == 1 || R == 2, "a pair is gate and up: one or two steps");
-    LPC_GEMV1_SMEM;
-    LPC_STAMP_BEGIN();
-    lpc_launch_dependents();
-    const int lane = threadIdx.x % 32, M = p.M[0], S = p.bpr * T::SLICES, nq = p.glu.queues;
-    /* Queue q hands out the pairs t = q (mod nq) after the first ones (the warps' own: pair
-     * = global warp index), ticket k of it the pair q + nq * (first + k): the tickets of a
-     * pair's neighbours come from other counters, not all from one L2 line. */
-    const int warp_id = blockIdx.x * W + threadIdx.x / 32, q = warp_id % nq, first = (int)gridDim.x * W / nq;
-    unsigned *queue = p.glu.cnt + 32 * q;
-    float *vals = p.glu.out ? p.glu.out : p.glu.vals;
-    const uint8_t *A[R], *B[R];
-    auto pick = [&](int t, int step) {
-#pragma unroll
-        for (int i = 0; i < R; i++) {
-            const bool up = step * R + i == 1;
-            A[i] = (up ? p.a[1] : p.a[0]) + (size_t)t * p.bpr * T::A_BYTES;
-            B[i] = (up ? p.b[1] : p.b[0]) + (size_t)t * p.bpr * T::B_BYTES;
-        }
-    };
-    int t = warp_id, step = 0;
-    typename T::raw w[U][R];
-    bool active = t < M; /* warp-uniform */
-    if (active) pick(t, 0), lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
-    LPC_STAMP_MARK(0);
-    lpc_grid_wait(); /* also: the previous launch on these counters has completed */
-    LPC_STAMP_MARK(1);
-    lpc_gemv1_stage<W>(p, 0, xc, xds, xss);
-    LPC_STAMP_MARK(2);
-    const float x_scale = lpc_xn_on(p) ? lpc_x_rms(p, xss, lane) : 1.0f;
-    unsigned ticket = 0;
-    float gate = 0.0f;
-    for (int round = 0; active; round++) {
-        /* Every pair takes one ticket of its queue, so the queue's last (its M / nq-th)
-           resets the counter. */
-        if (step == 0 && lane == 0) ticket = atomicAdd(queue, 1u);
-        float acc[R][1];
-        lpc_gemv1_dots<T, R, U>(A, B, S, w, xc, xds, acc);
-        if (round == 0) LPC_STAMP_MARK(3);
-        const int cur_t = t, cur_step = step;
-        if (++step == STEPS) {
-            step = 0;
-            const unsigned k = __shfl_sync(LPC_FULL_MASK, ticket, 0);
-            if (lane == 0 && k == (unsigned)(M / nq) - 1) *queue = 0;
-            t = q + nq * (first + (int)k);
-        }
-        active = t < M;
-        if (active) pick(t, step), lpc_gemv1_load<T, R, U>(A, B, lane, S, w);
-        float v[R];
-#pragma unroll
-        for (int i = 0; i < R; i++) v[i] = lpc_warp_sum(acc[i][0] * x_scale); /* lpc_gemv1_store's order */
-        if (R == 1 && cur_step == 0) {
-            gate = v[0];
-            continue;
-        }
-        lpc_glud_finish(p, vals, cur_t, R == 2 ? v[0] : gate, v[R - 1], lane);
-        if (round == STEPS - 1) LPC_STAMP_MARK(4);
-    }
-    LPC_STAMP_END(LPC_TAG_GLUD, (uint32_t)p.M[0], (uint32_t)p.K);
-}
-
 /* Blocks of kernel Kern (threads each) in one resident wave under p's cap (per_sm per SM
  * at most), or 0 when the grid is uncapped. Occupancy is asked once per kernel. */
 template <auto Kern>
@@ -770,22 +668,6 @@ inline bool lpc_gemv1_grp_launch(lpc_stream st, const lpc_gemv_args &p, bool mus
     return true;
 }
 
-/* lpc_gemv1_glud's launch: one wave, a first pair for every warp (M / W blocks at most),
- * as many queues as divide the warps (M % 32 == 0: every queue has M / nq pairs). */
-template <class T, int R, int U, int W>
-inline void lpc_gemv1_glud_launch(lpc_stream st, const lpc_gemv_args &p) {
-    const int slots = lpc_gemv1_wave<lpc_gemv1_glud<T, R, U, W>>(p, W * 32);
-    int blocks = p.M[0] / W;
-    if (slots) blocks = lpc_imin(blocks, slots);
-    lpc_gemv_args a = p;
-    int &nq = a.glu.queues;
-    nq = lpc_imin(lpc_imax(nq, 1), LPC_GLUD_QUEUES);
-    while (nq & (nq - 1)) nq &= nq - 1; /* a power of two */
-    while ((blocks * W) % nq) nq /= 2;
-    auto kern = lpc_gemv1_glud<T, R, U, W>;
-    LPC_LAUNCH_PDL(kern, dim3((unsigned)blocks), dim3(W * 32), st, a);
-}
-
 /* Every quantized decoder (lpc_decoder: load + unpack) has the batch-1 kernels. */
 template <class T>
 struct lpc_gemv1 {
@@ -819,11 +701,7 @@ struct lpc_gemv1 {
         lpc_stream st;
         const lpc_gemv_args &p;
         template <int R, int U, int W>
-        bool go() {
-            if (!p.glu.cnt) return lpc_gemv1_grp_launch<T, lpc_grp_glu, R, U, W>(st, p, false);
-            lpc_gemv1_glud_launch<T, R, U, W>(st, p);
-            return true;
-        }
+        bool go() { return lpc_gemv1_grp_launch<T, lpc_grp_glu, R, U, W>(st, p, false); }
     };
     /* A 32-row group a block, and Qwen3-8B's o and down have 128 groups for 132 SMs, so
      * 16 warps of two rows (registers are no limit at one block per SM). Measured (H100,

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 enum { LPC_STAMP_MARKS = 6, LPC_STAMP_RING = 1 << 18 };
-enum { LPC_TAG_GEMV1 = 1, LPC_TAG_GLU = 2, LPC_TAG_ATTN1 = 3, LPC_TAG_GEMVN = 4, LPC_TAG_GLUD = 5 };
+enum { LPC_TAG_GEMV1 = 1, LPC_TAG_GLU = 2, LPC_TAG_ATTN1 = 3, LPC_TAG_GEMVN = 4 };
 
 /* One block's record (64 bytes; the file is a u32 count, then the ring). */
 typedef struct {
