@@ -24,8 +24,9 @@ __device__ __forceinline__ void lpc_head_put(float *dst, uint16_t *h, int i, flo
 /* One row of hd values (hd <= 256) by one warp: RMSNorm (w != NULL) then rope (cs !=
  * NULL: this token's table rows; neox: pairs (i, i+half)) of src, written to dst (F32;
  * may be src: every lane reads before any lane writes) and/or h (F16 bits: a KV-cache
- * row). b: the warp's hd floats of shared memory. The rope table's loads go out with
- * the row's: one L2 round trip, where loading them after the norm made two. */
+ * row). b: the warp's hd floats of shared memory. The rope table's and the norm
+ * weight's loads go out with the row's: one L2 round trip, where loading them after the
+ * norm (the weight after its sum) made two. */
 __device__ __forceinline__ void lpc_head_row(const float *src, int hd, const float *w, float eps, const float *cs,
                                              const float *sn, int neox, float *b, float *dst, uint16_t *h) {
     const int lane = threadIdx.x % 32, half = hd / 2;
@@ -36,14 +37,27 @@ __device__ __forceinline__ void lpc_head_row(const float *src, int hd, const flo
         c[j] = cs && i < half ? cs[i] : 0.0f;
         sv[j] = cs && i < half ? sn[i] : 0.0f;
     }
+    float x[8], wv[8]; /* the row and the norm's weight, loaded with the table */
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const int i = lane + 32 * j;
+        x[j] = i < hd ? src[i] : 0.0f;
+        wv[j] = w && i < hd ? w[i] : 0.0f;
+    }
     float scale = 1.0f;
     if (w) {
         float ss = 0.0f;
-        for (int i = lane; i < hd; i += 32) ss += src[i] * src[i];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (lane + 32 * j < hd) ss += x[j] * x[j];
         ss = lpc_warp_sum(ss);
         scale = 1.0f / sqrtf(ss / (float)hd + eps);
     }
-    for (int i = lane; i < hd; i += 32) b[i] = w ? w[i] * (src[i] * scale) : src[i];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const int i = lane + 32 * j;
+        if (i < hd) b[i] = w ? wv[j] * (x[j] * scale) : x[j];
+    }
     __syncwarp();
     if (!cs) {
         for (int i = lane; i < hd; i += 32) lpc_head_put(dst, h, i, b[i]);
@@ -186,64 +200,69 @@ LPC_HD int lpc_attn_first(const lpc_attn_args &p, int pos) {
     return p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0;
 }
 
-/* Output rows row0 .. row0+nr-1 (nr <= GM; row = token * n_head + head) from their first
- * S partials, by the whole block (hd % 32 == 0). Each row's split maxima and weights are
- * staged in shared memory once, then every element sums over the splits in split order
- * with sinks first in the denominator: the arithmetic of a per-element merge, so the
- * folded and the separate combine give the same bits. A thread takes 4 consecutive
- * elements (one 16-byte load per split: the 64-split merge of Qwen3's 4 heads x 128 was
- * 256 dependent-ish 4-byte loads per thread). Partials are read through L2 (__ldcg): in
- * the folded combine, blocks on other SMs wrote them during this launch. */
+/* Output rows row0 .. row0+nr-1 (row = token * n_head + head) from their first S
+ * partials: a warp per row (hd % 32 == 0), with one L2 round trip for a short context:
+ * the warp loads its row's split maxima and weights (a lane per split) and the first 8
+ * splits' partial vectors (a 16-byte load per lane and split) together, takes the max with
+ * shuffles, then every lane sums its 4 elements over the splits in split order, the
+ * weights broadcast from the split's lane, sinks first in the denominator: the
+ * arithmetic of a per-element merge, so the folded and the separate combine give the
+ * same bits. (Staging the maxima in shared memory took two L2 round trips and four block
+ * barriers on the fold's critical path.) Partials are read through L2 (__ldcg): in the
+ * folded combine, blocks on other SMs wrote them during this launch. */
 template <int GM>
 __device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, int row0, int nr, int S) {
-    __shared__ float ms[GM][LPC_ATTN_MAX_SPLIT], ls[GM][LPC_ATTN_MAX_SPLIT], ws[GM][LPC_ATTN_MAX_SPLIT], Mr[GM], Lr[GM];
-    const int stride = hd + LPC_ATTN_PART_HEAD, lane = threadIdx.x % 32;
-    const float *part = p.part + (size_t)row0 * p.nsplit * stride; /* [nr][nsplit][stride] */
-    for (int i = threadIdx.x; i < nr * S; i += blockDim.x) {
-        const float *ps = part + ((size_t)(i / S) * p.nsplit + i % S) * stride;
-        ms[i / S][i % S] = __ldcg(ps);
-        ls[i / S][i % S] = __ldcg(ps + 1);
-    }
-    __syncthreads();
-    if ((int)threadIdx.x < nr) {
-        const int r = threadIdx.x;
-        float M = p.sinks ? p.sinks[(row0 + r) % p.n_head] : -INFINITY;
-        for (int s = 0; s < S; s++) M = fmaxf(M, ms[r][s]);
-        Mr[r] = M;
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < nr * S; i += blockDim.x) {
-        const int r = i / S, s = i % S;
-        ws[r][s] = ms[r][s] == -INFINITY ? 0.0f : expf(ms[r][s] - Mr[r]); /* empty splits are skipped below */
-    }
-    __syncthreads();
-    if ((int)threadIdx.x < nr) {
-        const int r = threadIdx.x;
-        float L = p.sinks ? expf(p.sinks[(row0 + r) % p.n_head] - Mr[r]) : 0.0f;
-        for (int s = 0; s < S; s++)
-            if (ms[r][s] != -INFINITY) L += ws[r][s] * ls[r][s];
-        Lr[r] = L;
-    }
-    __syncthreads();
-    const int per_row = hd / 4, n4 = nr * per_row;
-    for (int base = (int)threadIdx.x - lane; base < n4; base += blockDim.x) { /* warp-uniform: the shadow's shuffles */
-        const int i = base + lane;
-        const bool ok = i < n4;
-        const int r = ok ? i / per_row : 0, d = 4 * (i % per_row);
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (ok) {
-            const float *pr = part + (size_t)r * p.nsplit * stride + LPC_ATTN_PART_HEAD + d;
-#pragma unroll 4
-            for (int s = 0; s < S; s++) {
-                if (ms[r][s] == -INFINITY) continue;
-                const float4 v = __ldcg((const float4 *)(pr + (size_t)s * stride));
-                const float w = ws[r][s];
-                acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
-            }
-            acc.x /= Lr[r], acc.y /= Lr[r], acc.z /= Lr[r], acc.w /= Lr[r];
-            *(float4 *)(p.out + ((size_t)row0 + r) * hd + d) = acc;
+    static_assert(LPC_ATTN_MAX_SPLIT <= 64, "two splits a lane");
+    enum { CH = 8 }; /* splits' vectors in flight a lane */
+    const int stride = hd + LPC_ATTN_PART_HEAD, lane = threadIdx.x % 32, warps = (int)blockDim.x / 32;
+    for (int r = (int)threadIdx.x / 32; r < nr; r += warps) { /* warp-uniform */
+        const float *pr = p.part + ((size_t)row0 + r) * p.nsplit * stride; /* [nsplit][stride] */
+        const float sink = p.sinks ? p.sinks[(row0 + r) % p.n_head] : -INFINITY;
+        float m[2], l[2];
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int sp = lane + 32 * j;
+            m[j] = sp < S ? __ldcg(pr + (size_t)sp * stride) : -INFINITY;
+            l[j] = sp < S ? __ldcg(pr + (size_t)sp * stride + 1) : 0.0f;
         }
-        if (p.emit) lpc_q8_emit4(acc, ((size_t)row0 + r) * hd + d, ok, p.o);
+        float M = 0.0f, L = 0.0f, w[2] = {0.0f, 0.0f};
+        for (int d0 = 0; d0 < hd / 4; d0 += 32) { /* warp-uniform */
+            const int d = 4 * (d0 + lane);
+            const bool ok = d < hd;
+            const float *pv = pr + LPC_ATTN_PART_HEAD + (ok ? d : 0);
+            float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            for (int s0 = 0; s0 < S; s0 += CH) {
+                float4 v[CH];
+#pragma unroll
+                for (int j = 0; j < CH; j++)
+                    if (s0 + j < S) v[j] = __ldcg((const float4 *)(pv + (size_t)(s0 + j) * stride));
+                if (d0 == 0 && s0 == 0) { /* the vectors' loads are out: the weights */
+                    M = fmaxf(sink, fmaxf(m[0], m[1]));
+                    M = lpc_warp_max(M);
+#pragma unroll
+                    for (int j = 0; j < 2; j++) w[j] = m[j] == -INFINITY ? 0.0f : expf(m[j] - M); /* empty splits: skipped */
+                    L = p.sinks ? expf(sink - M) : 0.0f;
+                    for (int sp = 0; sp < S; sp++) {
+                        const float ms = __shfl_sync(LPC_FULL_MASK, sp < 32 ? m[0] : m[1], sp % 32);
+                        const float ws = __shfl_sync(LPC_FULL_MASK, sp < 32 ? w[0] : w[1], sp % 32);
+                        const float ls = __shfl_sync(LPC_FULL_MASK, sp < 32 ? l[0] : l[1], sp % 32);
+                        if (ms != -INFINITY) L += ws * ls;
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < CH; j++) {
+                    const int sp = s0 + j;
+                    if (sp >= S) break;
+                    const float ms = __shfl_sync(LPC_FULL_MASK, sp < 32 ? m[0] : m[1], sp % 32);
+                    const float ws = __shfl_sync(LPC_FULL_MASK, sp < 32 ? w[0] : w[1], sp % 32);
+                    if (ms == -INFINITY) continue;
+                    acc.x += ws * v[j].x, acc.y += ws * v[j].y, acc.z += ws * v[j].z, acc.w += ws * v[j].w;
+                }
+            }
+            acc.x /= L, acc.y /= L, acc.z /= L, acc.w /= L;
+            if (ok) *(float4 *)(p.out + ((size_t)row0 + r) * hd + d) = acc;
+            if (p.emit) lpc_q8_emit4(acc, ((size_t)row0 + r) * hd + d, ok, p.o);
+        }
     }
 }
 
