@@ -24,6 +24,8 @@
 #                                            # each launch spends after the previous one ended
 #   bash bench/cuda_device.sh fast ab        # batch-1 decode with an env knob at several values
 #                                            # (LP_AB_VAR, LP_AB_VALUES, LP_AB_DEPTHS, LP_AB_PRECISIONS)
+#   bash bench/cuda_device.sh fast abmod     # batch-1 decode, module from the tree vs one with the
+#                                            # old files of LP_AB_OLD swapped in (a kernel change)
 # Precisions: LP_BENCH_PRECISIONS (default "q4_k_m q8_0 mlx-4bit"): GGUF recipes, and
 # mlx-<MLX recipe> for an MLX directory (mlx-4bit: 4 bits, group 64, bf16 scales: mlx-lm's
 # default), always written directly by synth_checkpoint --mlx (also after `synth`).
@@ -317,7 +319,34 @@ ab_bench() {
     f="$(model_path "$p")"
     for v in ${LP_AB_VALUES:?set LP_AB_VALUES}; do
       env "$var=$v" build/bench_cuda "$f" --label "$p $var=$v" --depths "${LP_AB_DEPTHS:-512,4096}" --gen 64 --prefill "" \
-        --streams "" --copy-gib 1 2>&1 | grep -E "decode" | sed "s/^/$p $var=$v: /" | tee -a "$OUTDIR/ab.log"
+        --streams "" --copy-gib 1 2>&1 | grep -E "decode" | sed "s|^|$p $var=$v: |" | tee -a "$OUTDIR/ab.log"
+    done
+  done
+}
+
+# A/B of a kernel change within one machine session: the module built from the tree
+# (new) and from the tree with the files of directory LP_AB_OLD swapped into
+# src/backend/cuda (old: e.g. `git show HEAD~1:src/backend/cuda/lpc_attn.cuh >
+# out/ab/lpc_attn.cuh`, carrying out/ab), both compiled alike, then batch-1 decode with
+# each picked by LP_CUDA_MODULE, alternately (LP_AB_RUNS pairs, default 3).
+ab_modules() {
+  [ -x build/bench_cuda ] || build
+  local old="${LP_AB_OLD:?set LP_AB_OLD to a directory of old src/backend/cuda files}" root=/tmp/lp-sysroot d p f i m
+  [ -d "$root/usr/include" ] || for d in "$CARRY"/debs/*.deb; do dpkg -x "$d" "$root"; done
+  rm -rf /tmp/ab-old /tmp/ab-new.so /tmp/ab-old.so && mkdir -p /tmp/ab-old && cp -r src /tmp/ab-old/ && cp "$old"/* /tmp/ab-old/src/backend/cuda/
+  local flags=(-D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Isrc -I"$root/usr/include" -I"$root/usr/include/x86_64-linux-gnu")
+  cuda_module /tmp/ab-new.so "${flags[@]}" &
+  (cd /tmp/ab-old && cuda_module /tmp/ab-old.so "${flags[@]}") &
+  wait
+  [ -f /tmp/ab-new.so ] && [ -f /tmp/ab-old.so ] || { echo "ab_modules: a module failed to build" >&2; return 1; }
+  export LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  for p in ${LP_AB_PRECISIONS:-q4_k_m}; do
+    f="$(model_path "$p")"
+    for i in $(seq "${LP_AB_RUNS:-3}"); do
+      for m in old new; do
+        LP_CUDA_MODULE=/tmp/ab-$m.so build/bench_cuda "$f" --depths "${LP_AB_DEPTHS:-512,4096}" --gen 64 --prefill "" \
+          --streams "" --copy-gib 1 2>&1 | grep -E "decode" | sed "s|^|$p $m: |" | tee -a "$OUTDIR/ab.log"
+      done
     done
   done
 }
@@ -341,7 +370,7 @@ json.dump({'backend': 'cuda', 'runs': runs}, open(os.path.join(d, 'cuda.json'), 
 EOF
 }
 
-[ $# -gt 0 ] || { sed -n 2,26p "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,28p "$0"; exit 2; }
 for stage in "$@"; do
   case "$stage" in
     prepare) prepare; exit 0 ;;
@@ -359,6 +388,7 @@ for stage in "$@"; do
     chain) chain_bench ;;
     mma) mma_bench ;;
     ab) ab_bench ;;
+    abmod) ab_modules ;;
     bench) bench ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
