@@ -210,7 +210,6 @@ LPC_HD int lpc_attn_first(const lpc_attn_args &p, int pos) {
  * same bits. (Staging the maxima in shared memory took two L2 round trips and four block
  * barriers on the fold's critical path.) Partials are read through L2 (__ldcg): in the
  * folded combine, blocks on other SMs wrote them during this launch. */
-template <int GM>
 __device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, int row0, int nr, int S) {
     static_assert(LPC_ATTN_MAX_SPLIT <= 64, "two splits a lane");
     enum { CH = 8 }; /* splits' vectors in flight a lane */
@@ -269,10 +268,9 @@ __device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, i
 /* After a split block wrote its partials: the last of the S live blocks of (token t, kv
  * head kvh) to get here (lpc_last_block) merges the G heads' outputs, which saves the
  * combine launch (~2 us of graph time per layer). */
-template <int GM>
 __device__ __forceinline__ void lpc_attn_fold(const lpc_attn_args &p, int hd, int t, int kvh, int S) {
     if (lpc_last_block(p.counters + (size_t)t * p.n_kv + kvh, (unsigned)S))
-        lpc_attn_merge<GM>(p, hd, t * p.n_head + kvh * p.G, p.G, S);
+        lpc_attn_merge(p, hd, t * p.n_head + kvh * p.G, p.G, S);
 }
 
 /* A warp's running state over its tiles of positions: the online softmax's max and sum
@@ -420,7 +418,7 @@ __device__ __forceinline__ void lpc_attn_finish(const lpc_attn_args &p, lpc_attn
         __syncthreads();
     }
     lpc_attn_put_part(p, HD, t, kvh, sp, &red_m[0][0], &red_l[0][0], GM, [&](int g, int d) { return acc_s[g][d]; });
-    if (p.counters) lpc_attn_fold<GM>(p, HD, t, kvh, live);
+    if (p.counters) lpc_attn_fold(p, HD, t, kvh, live);
 }
 
 template <int GM>
@@ -677,7 +675,7 @@ __device__ __forceinline__ void lpc_attn1_finish(const lpc_attn_args &p, lpc_att
         return scratch[(size_t)h * AS + d] + scratch[((size_t)H + h) * AS + d] + scratch[((size_t)2 * H + h) * AS + d] +
                scratch[((size_t)3 * H + h) * AS + d];
     });
-    if (p.counters) lpc_attn_fold<H>(p, HD, 0, kvh, live);
+    if (p.counters) lpc_attn_fold(p, HD, 0, kvh, live);
 }
 
 template <int HD, int NB>
@@ -771,7 +769,7 @@ inline void lpc_attention1(lpc_stream st, const lpc_attn1_args &p, int hd, int s
 /* The unfolded combine (LP_CUDA_FUSE=0): one block of hd threads per output row. */
 __global__ void lpc_attn_combine_kernel(lpc_attn_args p, int hd) {
     const int pos = p.pos[blockIdx.x / p.n_head];
-    lpc_attn_merge<1>(p, hd, blockIdx.x, 1, lpc_attn_live_splits(p, pos - lpc_attn_first(p, pos) + 1));
+    lpc_attn_merge(p, hd, blockIdx.x, 1, lpc_attn_live_splits(p, pos - lpc_attn_first(p, pos) + 1));
 }
 
 template <int HD>
