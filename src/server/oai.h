@@ -26,7 +26,8 @@ typedef struct {
     int n_specials;
     pthread_mutex_t render_mu;
     atomic_int active;       /* generation requests whose answer is not fully sent */
-    bool test_hooks;         /* LP_SERVE_TEST_HOOKS=1: lp_test_output forces the generated text */
+    bool test_hooks;         /* LP_SERVE_TEST_HOOKS=1: lp_test_output forces the generated text,
+                                lp_test_delay_ms slows the stream down */
 } srv_server;
 
 /* An OpenAI error: {"error": {"message", "type", "param", "code"}} with an HTTP status. */

@@ -199,6 +199,12 @@ static int parse_sampling(srv_server *srv, const json_t *body, srv_request *r, s
             return srv_bad_param(e, "lp_test_output", "%s", lp_errmsg());
         if (j->n_forced == 0) return srv_bad_param(e, "lp_test_output", "'lp_test_output' is empty");
     }
+    const json_t *delay = json_object_get(body, "lp_test_delay_ms");
+    if (srv->test_hooks && delay && !json_is_null(delay)) {
+        if (!json_is_integer(delay) || json_integer_value(delay) < 0 || json_integer_value(delay) > 1000)
+            return srv_bad_param(e, "lp_test_delay_ms", "'lp_test_delay_ms' must be an integer from 0 to 1000");
+        j->test_delay_ms = (int)json_integer_value(delay);
+    }
     return 0;
 }
 

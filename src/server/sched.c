@@ -280,6 +280,10 @@ static void advance(lp_sched *s, slot_t *sl, const float *row) {
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     if (n_generated == 1) srv_metrics_ttft(s->metrics, ttft);
+    if (j->test_delay_ms > 0) {
+        struct timespec ts = {j->test_delay_ms / 1000, (long)(j->test_delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 
     if (stopped || (j->json_object && lp_jg_complete(&sl->jg)))
         release(s, sl, SRV_FIN_STOP, NULL);

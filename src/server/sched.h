@@ -51,6 +51,8 @@ typedef struct srv_job {
     int n_bias;
     int32_t *forced;          /* test hook: emit exactly these tokens, then end */
     int n_forced;
+    int test_delay_ms;        /* test hook: pause the engine this long after each streamed token
+                                 (a reply that outlasts a browser's click on a slow machine) */
 
     /* ---- output: guarded by mu ---- */
     pthread_mutex_t mu;

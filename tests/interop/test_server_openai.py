@@ -290,6 +290,17 @@ def test_tool_call_text_without_tools_or_malformed_stays_content(client):
     assert r.choices[0].finish_reason == "stop" and r.choices[0].message.content == bad
 
 
+def test_test_delay_hook_slows_the_stream_and_checks_its_value(client):
+    t0 = time.time()
+    r = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=5, temperature=0,
+                                       extra_body={"lp_test_delay_ms": 100})
+    assert r.usage.completion_tokens == 5 and time.time() - t0 >= 0.4  # 100 ms after each streamed token
+    for bad in (-1, 1001, "x"):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=1, extra_body={"lp_test_delay_ms": bad})
+        assert err.value.param == "lp_test_delay_ms"
+
+
 def test_reasoning_content(client):
     out = "<think>\nThe user wants files.\n</think>\n\nUse ls."
     r = client.chat.completions.create(model=MODEL, messages=MSG, extra_body={"lp_test_output": out})

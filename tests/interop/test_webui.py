@@ -96,8 +96,11 @@ def test_thinking_block_and_stop_button(server, browser, tmp_path):
     drv.execute_script("""
       const orig = window.fetch;
       window.fetch = (url, init) => {
-        if (url === '/v1/chat/completions' && window.__forced) {
-          const b = JSON.parse(init.body); b.lp_test_output = window.__forced; init.body = JSON.stringify(b);
+        if (url === '/v1/chat/completions' && (window.__forced || window.__delay)) {
+          const b = JSON.parse(init.body);
+          if (window.__forced) b.lp_test_output = window.__forced;
+          if (window.__delay) b.lp_test_delay_ms = window.__delay;
+          init.body = JSON.stringify(b);
         }
         return orig(url, init);
       };
@@ -112,8 +115,10 @@ def test_thinking_block_and_stop_button(server, browser, tmp_path):
     assert "The user wants a greeting." in think.text
     drv.save_screenshot(str(tmp_path / "webui-thinking.png"))
 
-    # Stop: a long reply is aborted from the page and the server frees the slot
-    drv.execute_script("window.__forced = null;")
+    # Stop: a long reply is aborted from the page and the server frees the slot (each token
+    # held 20 ms: at full speed the tiny model can end its reply before a loaded machine's
+    # browser clicks)
+    drv.execute_script("window.__forced = null; window.__delay = 20;")
     drv.find_element(By.ID, "max_tokens").clear()
     drv.find_element(By.ID, "max_tokens").send_keys("1900")
     type_and_send(drv, "Write a lot")
