@@ -896,6 +896,13 @@ static lpc_op *next_live(lp_cuda *c, int i) {
     return NULL;
 }
 
+/* The last op before i that runs, or NULL. */
+static lpc_op *prev_live(lp_cuda *c, int i) {
+    for (int j = i - 1; j >= 0; j--)
+        if (!c->ops[j].skip) return &c->ops[j];
+    return NULL;
+}
+
 /* Op j is a one-token RMSNorm whose output only batch-1 GEMVs read, through its int8
  * shadow, so they can apply its 1/rms themselves (lpc_gemv_xnorm). */
 static bool norm_for_gemvs(const lp_cuda *c, int j) {
@@ -927,10 +934,8 @@ static void norm_to_readers(lp_cuda *c, int j, const lp_bbuf *x, const float *ss
  * group (lpc_grp_norm): the shadow of w * x and each group's sum of squares, from which
  * the readers take 1/rms. */
 static bool fuse_norm_epilogue(lp_cuda *c, int j) {
-    lpc_op *nx = &c->ops[j], *mm = NULL;
+    lpc_op *nx = &c->ops[j], *mm = prev_live(c, j);
     if (!norm_for_gemvs(c, j)) return false;
-    for (int i = j - 1; i >= 0 && !mm; i--)
-        if (!c->ops[i].skip) mm = &c->ops[i];
     if (!mm || mm->kind != OP_MATMUL || mm->count != 1 || mm->n != 1 || mm->expert[0] || mm->glu || mm->yn ||
         !gemv1_runs(c, mm, 0) || mm->w[0]->M % 32 || mm->w[0]->M != nx->w[0]->K ||
         nx->x[0] != (mm->acc_into ? mm->acc_into : mm->y[0]))

@@ -225,6 +225,7 @@ __device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, i
             l[j] = sp < S ? __ldcg(pr + (size_t)sp * stride + 1) : 0.0f;
         }
         float M = 0.0f, L = 0.0f, w[2] = {0.0f, 0.0f};
+        auto of_split = [&](const float(&v)[2], int sp) { return __shfl_sync(LPC_FULL_MASK, sp < 32 ? v[0] : v[1], sp % 32); };
         for (int d0 = 0; d0 < hd / 4; d0 += 32) { /* warp-uniform */
             const int d = 4 * (d0 + lane);
             const bool ok = d < hd;
@@ -242,9 +243,7 @@ __device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, i
                     for (int j = 0; j < 2; j++) w[j] = m[j] == -INFINITY ? 0.0f : expf(m[j] - M); /* empty splits: skipped */
                     L = p.sinks ? expf(sink - M) : 0.0f;
                     for (int sp = 0; sp < S; sp++) {
-                        const float ms = __shfl_sync(LPC_FULL_MASK, sp < 32 ? m[0] : m[1], sp % 32);
-                        const float ws = __shfl_sync(LPC_FULL_MASK, sp < 32 ? w[0] : w[1], sp % 32);
-                        const float ls = __shfl_sync(LPC_FULL_MASK, sp < 32 ? l[0] : l[1], sp % 32);
+                        const float ms = of_split(m, sp), ws = of_split(w, sp), ls = of_split(l, sp);
                         if (ms != -INFINITY) L += ws * ls;
                     }
                 }
@@ -252,8 +251,7 @@ __device__ __forceinline__ void lpc_attn_merge(const lpc_attn_args &p, int hd, i
                 for (int j = 0; j < CH; j++) {
                     const int sp = s0 + j;
                     if (sp >= S) break;
-                    const float ms = __shfl_sync(LPC_FULL_MASK, sp < 32 ? m[0] : m[1], sp % 32);
-                    const float ws = __shfl_sync(LPC_FULL_MASK, sp < 32 ? w[0] : w[1], sp % 32);
+                    const float ms = of_split(m, sp), ws = of_split(w, sp);
                     if (ms == -INFINITY) continue;
                     acc.x += ws * v[j].x, acc.y += ws * v[j].y, acc.z += ws * v[j].z, acc.w += ws * v[j].w;
                 }
